@@ -1,0 +1,92 @@
+"""The ``cosim`` command line: a thin layer over the package's public functions."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from cosim.scenario import ScenarioError, load_scenario
+
+app = typer.Typer(
+    name="cosim",
+    help="Co-simulate decentralized LoRA fine-tuning with joins and leaves over D2D wireless links.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a field, e.g. --set training.rounds=10 (repeatable).", metavar="a.b=value"),
+]
+
+
+def fail(message: str) -> None:
+    """Print a user error and exit with code 2 (no traceback)."""
+    console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def validate(
+    scenario: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
+    set_: SetOption = None,
+) -> None:
+    """Check a scenario file and print its resolved form."""
+    try:
+        spec = load_scenario(scenario, set_ or [])
+    except ScenarioError as err:
+        fail(str(err))
+    console.print(f"[green]ok[/] {scenario}: scenario '{spec.name}', {spec.devices.count} devices, "
+                  f"{spec.training.rounds} rounds, {len(spec.events)} events")
+
+
+@app.command()
+def run(
+    scenario: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Run directory (default: runs/<name>).")] = None,
+    set_: SetOption = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+) -> None:
+    """Run a scenario and write its trace to runs/<name>/ (or --out)."""
+    from cosim.cli.run import run_command
+
+    try:
+        spec = load_scenario(scenario, set_ or [])
+    except ScenarioError as err:
+        fail(str(err))
+    run_command(spec, out or Path("runs") / spec.name, quiet=quiet, console=console)
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.", metavar="RUN")],
+    out_dir: Annotated[Path, typer.Argument(help="Where to write the PEFT adapter.", metavar="DIR")],
+    device: Annotated[int, typer.Option("--device", help="Device whose model to export.")],
+) -> None:
+    """Write one device's final model as a PEFT adapter directory (base model included)."""
+    from cosim.learning.export import ExportError, export_device
+
+    try:
+        export_device(run_dir, device, out_dir)
+    except ExportError as err:
+        fail(str(err))
+    console.print(f"[green]wrote[/] {out_dir}: device {device}'s adapter "
+                  "(load with PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(DIR/'base'), DIR))")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

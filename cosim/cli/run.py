@@ -1,0 +1,58 @@
+"""``cosim run``: progress while it runs, a summary at the end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cosim.engine.simulation import RoundInfo, run_scenario
+from cosim.scenario import Scenario
+
+
+def _format_acc(acc: dict[str, float]) -> str:
+    return "  ".join(f"{k} {v:.2f}" for k, v in acc.items())
+
+
+def run_command(spec: Scenario, out_dir: Path, *, quiet: bool, console: Console) -> None:
+    console.print(
+        f"[bold]cosim[/] running '{spec.name}': {spec.devices.count} devices, {spec.training.rounds} rounds, "
+        f"{len(spec.events)} events, network {spec.network.backend} -> {out_dir}"
+    )
+    last: dict[str, float] = {}
+    progress = Progress(
+        TextColumn("round"),
+        MofNCompleteColumn(),
+        BarColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+        transient=False,
+    )
+
+    def on_round(info: RoundInfo) -> None:
+        if info.accuracy:
+            last.update(info.accuracy)
+        status = f"t={info.time_s:7.2f}s  live {info.live}  loss {info.loss:.3f}  {_format_acc(last)}"
+        progress.update(task, completed=info.round + 1, status=status)
+
+    with progress:
+        task = progress.add_task("rounds", total=spec.training.rounds, status="")
+        summary = run_scenario(spec, out_dir, on_round=on_round)
+
+    table = Table(title=f"{spec.name}: summary", show_header=True)
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    table.add_row("simulated time", f"{summary['simulated_s']:.2f} s")
+    table.add_row("rounds", str(summary["rounds"]))
+    table.add_row("live devices at the end", str(summary["live_devices"]))
+    table.add_row("bits sent", f"{summary['bits_sent'] / 8e6:.1f} MB")
+    for split, acc in summary["final_accuracy"].items():
+        table.add_row(f"final {split} accuracy", f"{acc:.3f}")
+    for line in summary.get("event_lines", []):
+        table.add_row(*line)
+    console.print(table)
+    console.print(f"trace: {out_dir}/{{manifest.json, rounds, transfers, events, evaluations}}.parquet")

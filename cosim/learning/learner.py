@@ -1,0 +1,384 @@
+"""Decentralized orthogonal-LoRA learning: every device's view of every slot.
+
+State (method.md sections 3-5):
+
+* ``copies[module]`` has shape ``(devices, K_max, d_out, r)``: device ``i``'s copy
+  ``B^(i)_k`` of slot ``k``.  Free slots and deleted slots are zero.
+* Each live device owns one slot; its own copy is authoritative and is the only
+  thing it trains (A frozen, B trained).
+* Mixing is Metropolis-Hastings gossip over the messages that arrived; the
+  owner's copy of its own slot is never overwritten.
+* Deleting slot ``k`` zeroes every copy of it (``dW <- dW (I - A_k^T A_k)``); a
+  device that has applied the tombstone keeps the slot at zero from then on.
+
+This module knows nothing of time, the network or the trace: the engine calls it
+with values and records what it returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cosim.learning.data import FactsTask, Split, build_facts_task
+from cosim.learning.model import (
+    SlotLinear,
+    block_index,
+    build_tiny_base,
+    install_slot_layers,
+    target_linear_modules,
+)
+from cosim.learning.slots import slot_projection
+from cosim.scenario import Data, Model, Training
+
+__all__ = ["SlotLearner", "EvalRow"]
+
+FULL_PRECISION_BITS = 32
+
+
+@dataclass(frozen=True)
+class EvalRow:
+    device: int
+    split: str
+    accuracy: float
+    loss: float
+    n: int
+
+
+class SlotLearner:
+    """The shared base model, the slot projections and all devices' slot copies."""
+
+    def __init__(
+        self,
+        *,
+        model: Model,
+        data: Data,
+        training: Training,
+        device_ids: tuple[int, ...],
+        leavers: set[int],
+        newcomers: set[int],
+    ) -> None:
+        self.model_spec = model
+        self.training = training
+        self.device_ids = device_ids
+        self.task: FactsTask = build_facts_task(
+            device_ids=list(device_ids),
+            leavers=leavers,
+            newcomers=newcomers,
+            samples_per_device=data.samples_per_device,
+            shared_facts=data.shared_facts,
+            rule_examples_per_device=data.rule_examples_per_device,
+            test_questions=data.test_questions,
+            num_values=data.num_values,
+            num_relations=data.num_relations,
+            num_attributes=data.num_attributes,
+            seed=data.seed,
+        )
+        self.rank = model.rank
+        self.capacity = model.slot_capacity
+        self.scaling = model.alpha / model.rank
+        self.base = build_tiny_base(model.tiny, self.task.vocab_size, seed=model.seed)
+        generator = torch.Generator().manual_seed(model.seed + 0x51075)
+        self.projections = {
+            name: slot_projection(linear.in_features, self.capacity, self.rank, generator)
+            for name, linear in target_linear_modules(self.base, model.target_modules)
+        }
+        self.layers: dict[str, SlotLinear] = install_slot_layers(
+            self.base, self.projections, self.rank, self.scaling
+        )
+        n_layers = model.tiny.num_layers
+        self.group_of = {
+            name: block_index(name) * model.layer_groups // n_layers for name in self.layers
+        }
+        self.copies = {
+            name: torch.zeros(len(device_ids), self.capacity, layer.d_out, self.rank)
+            for name, layer in self.layers.items()
+        }
+        self.slot_of: dict[int, int] = {}
+        self.own: dict[int, dict[str, nn.Parameter]] = {}
+        self.optimizers: dict[int, torch.optim.Optimizer] = {}
+        self.tombstoned: dict[int, set[int]] = {d: set() for d in device_ids}
+        self._sent: dict[int, dict[str, torch.Tensor]] = {}
+        self._value_tokens = torch.as_tensor(self.task.value_tokens)
+        self._drop_mask: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------ sizes
+
+    def slot_bits(self, precision_bits: int = FULL_PRECISION_BITS) -> dict[int, int]:
+        """Payload bits of one slot's ``B`` per layer group at the given precision."""
+        bits: dict[int, int] = {}
+        for name, layer in self.layers.items():
+            g = self.group_of[name]
+            bits[g] = bits.get(g, 0) + layer.d_out * self.rank * precision_bits
+        return dict(sorted(bits.items()))
+
+    def flops_per_step(self) -> float:
+        """FLOPs of one local step of one device.
+
+        Forward ``F = 2 * P_blocks * tokens + 2 * P_head * batch`` (logits only at the
+        answer position); the backward pass through frozen weights costs about one
+        more ``F``; the slot's own parameters add ``6 * P_slot * tokens``.
+        """
+        batch = self.training.batch_size
+        tokens = batch * self.task.seq_len
+        blocks = self.base.model.layers  # type: ignore[union-attr]
+        p_blocks = sum(p.numel() for p in blocks.parameters())
+        p_head = self.base.lm_head.weight.numel()  # type: ignore[union-attr]
+        p_slot = sum(layer.d_out * self.rank + self.rank * layer.d_in for layer in self.layers.values())
+        forward = 2.0 * p_blocks * tokens + 2.0 * p_head * batch
+        return 2.0 * forward + 6.0 * p_slot * tokens
+
+    # ------------------------------------------------------------------ membership
+
+    def add_device(self, device: int, slot: int) -> None:
+        """Give ``device`` slot ``slot`` with ``B = 0`` and a fresh optimizer."""
+        if slot in self.slot_of.values():
+            raise ValueError(f"slot {slot} is in use")
+        self.slot_of[device] = slot
+        self.tombstoned[device] = set()
+        for copies in self.copies.values():
+            copies[:, slot] = 0.0
+        self.own[device] = {
+            name: nn.Parameter(torch.zeros(layer.d_out, self.rank)) for name, layer in self.layers.items()
+        }
+        params = list(self.own[device].values())
+        lr = self.training.learning_rate
+        self.optimizers[device] = (
+            torch.optim.Adam(params, lr=lr) if self.training.optimizer == "adam" else torch.optim.SGD(params, lr=lr)
+        )
+
+    def pull(self, device: int, source: int) -> None:
+        """``device`` takes ``source``'s copies of every slot but its own (a newcomer's first sync)."""
+        own = self.slot_of[device]
+        for copies in self.copies.values():
+            keep = copies[device, own].clone()
+            copies[device] = copies[source]
+            copies[device, own] = keep
+        for slot in self.tombstoned[device]:
+            self._zero(device, slot)
+
+    def remove_device(self, device: int) -> int:
+        """Forget a departed device's own state; returns the slot it held (still to be tombstoned)."""
+        slot = self.slot_of.pop(device)
+        self.own.pop(device)
+        self.optimizers.pop(device)
+        self._sent.pop(device, None)
+        for copies in self.copies.values():
+            copies[device] = 0.0
+        return slot
+
+    def apply_tombstone(self, device: int, slot: int) -> None:
+        """``device`` deletes slot ``slot`` from its view, for good."""
+        self.tombstoned[device].add(slot)
+        self._zero(device, slot)
+
+    def release_slot(self, slot: int) -> None:
+        """Every live device has applied the tombstone: the slot may be handed out again."""
+        for done in self.tombstoned.values():
+            done.discard(slot)
+
+    def _zero(self, device: int, slot: int) -> None:
+        for copies in self.copies.values():
+            copies[device, slot] = 0.0
+
+    # ------------------------------------------------------------------ training
+
+    def _set_views(self, devices: list[int], train: bool) -> None:
+        index = torch.as_tensor(devices)
+        own_slot = torch.as_tensor([self.slot_of[d] for d in devices])
+        for name, layer in self.layers.items():
+            views = self.copies[name][index].clone()  # (n, K, d_out, r)
+            if train:
+                views[torch.arange(len(devices)), own_slot] = 0.0
+                if self._drop_mask is not None:
+                    views = views * self._drop_mask
+                layer.own = torch.stack([self.own[d][name] for d in devices])
+                layer.own_slot = own_slot
+            else:
+                layer.own = None
+                layer.own_slot = None
+            layer.views = views.permute(0, 2, 1, 3).reshape(len(devices), layer.d_out, -1)
+
+    def _clear_views(self) -> None:
+        for layer in self.layers.values():
+            layer.views = layer.own = layer.own_slot = None
+
+    def _answer_logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Logits of the candidate answers (the value tokens) at the last position."""
+        out = self.base(input_ids=inputs, logits_to_keep=1)
+        return out.logits[:, -1, self._value_tokens]
+
+    def _answer_index(self, answers: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(answers - int(self.task.value_tokens[0]))
+
+    def train(
+        self,
+        devices: list[int],
+        steps: int,
+        rngs: dict[int, np.random.Generator],
+        mu: float = 0.0,
+    ) -> dict[int, float]:
+        """``steps`` local steps on each device's own slot, all devices in one batched pass.
+
+        Minibatches are drawn from each device's training data with its own
+        generator.  ``mu`` adds the proximal term ``mu/2 |B - B_start|^2``.
+        Returns each device's mean training loss over the steps.
+        """
+        if not devices:
+            return {}
+        batch = self.training.batch_size
+        anchors = {d: {n: p.detach().clone() for n, p in self.own[d].items()} for d in devices}
+        totals = dict.fromkeys(devices, 0.0)
+        for _ in range(steps):
+            inputs, answers = [], []
+            for d in devices:
+                data = self.task.train[d]
+                idx = rngs[d].integers(0, len(data), size=batch)
+                inputs.append(data.inputs[idx])
+                answers.append(data.answers[idx])
+            x = torch.as_tensor(np.concatenate(inputs))
+            y = self._answer_index(np.concatenate(answers))
+            if self.training.slot_dropout > 0:
+                keep = np.stack([rngs[d].random(self.capacity) >= self.training.slot_dropout for d in devices])
+                self._drop_mask = torch.as_tensor(keep, dtype=torch.float32)[:, :, None, None]
+            self._set_views(devices, train=True)
+            logits = self._answer_logits(x)
+            per_device = F.cross_entropy(logits, y, reduction="none").view(len(devices), batch).mean(dim=1)
+            loss = per_device.sum()
+            if mu > 0:
+                for d in devices:
+                    for n, p in self.own[d].items():
+                        loss = loss + 0.5 * mu * (p - anchors[d][n]).pow(2).sum()
+            for d in devices:
+                self.optimizers[d].zero_grad(set_to_none=True)
+            loss.backward()
+            for d in devices:
+                self.optimizers[d].step()
+            for d, value in zip(devices, per_device.detach().tolist(), strict=True):
+                totals[d] += value
+        self._drop_mask = None
+        self._clear_views()
+        self._sync_own(devices)
+        return {d: totals[d] / steps for d in devices}
+
+    def _sync_own(self, devices: list[int]) -> None:
+        with torch.no_grad():
+            for d in devices:
+                slot = self.slot_of[d]
+                for name, p in self.own[d].items():
+                    self.copies[name][d, slot] = p
+
+    # ------------------------------------------------------------------ gossip
+
+    def dirty_slots(self, device: int) -> list[int]:
+        """Live slots whose copy at ``device`` changed since it last sent them."""
+        live = sorted(self.slot_of.values())
+        sent = self._sent.get(device)
+        if sent is None:
+            return live
+        return [
+            k for k in live if any(not torch.equal(self.copies[n][device, k], sent[n][k]) for n in self.copies)
+        ]
+
+    def mark_sent(self, device: int) -> None:
+        self._sent[device] = {n: c[device].clone() for n, c in self.copies.items()}
+
+    def mix(self, devices: list[int], weights: np.ndarray, delivered: np.ndarray) -> None:
+        """One gossip step among ``devices``.
+
+        ``weights[i, j]`` is the mixing weight of ``devices[j]`` at ``devices[i]``
+        (Metropolis-Hastings); ``delivered[i, j]`` says whether ``devices[j]``'s
+        message reached ``devices[i]`` this round.  The weight of a message that did
+        not arrive stays with the receiver's own copy.  Owners keep their own slot.
+        """
+        w = np.where(delivered, weights, 0.0)
+        np.fill_diagonal(w, 0.0)
+        w[np.diag_indices_from(w)] = 1.0 - w.sum(axis=1)
+        w_t = torch.as_tensor(w, dtype=torch.float32)
+        index = torch.as_tensor(devices)
+        with torch.no_grad():
+            for name, copies in self.copies.items():
+                mixed = torch.einsum("ij,j...->i...", w_t, copies[index])
+                copies[index] = mixed
+        self._sync_own([d for d in devices if d in self.own])
+        for d in devices:
+            for slot in self.tombstoned[d]:
+                self._zero(d, slot)
+
+    def consensus_distance(self, devices: list[int]) -> float:
+        """Mean over devices of ``sum_l |B^(i)_l - mean_j B^(j)_l|_F^2`` (live slots)."""
+        if len(devices) < 2:
+            return 0.0
+        index = torch.as_tensor(devices)
+        total = 0.0
+        for copies in self.copies.values():
+            c = copies[index]
+            total += float((c - c.mean(dim=0, keepdim=True)).pow(2).sum()) / len(devices)
+        return total
+
+    # ------------------------------------------------------------------ evaluation
+
+    @torch.no_grad()
+    def evaluate(self, devices: list[int]) -> list[EvalRow]:
+        """Accuracy (highest-likelihood answer among the value tokens) and loss per device and split."""
+        rows: list[EvalRow] = []
+        if not devices:
+            return rows
+        names = list(self.task.splits)
+        questions = [self.task.splits[s] for s in names]
+        all_inputs = torch.as_tensor(np.concatenate([q.inputs for q in questions]))
+        all_answers = self._answer_index(np.concatenate([q.answers for q in questions]))
+        n_q = all_inputs.shape[0]
+        self._set_views(devices, train=False)
+        logits = self._answer_logits(all_inputs.repeat(len(devices), 1))
+        self._clear_views()
+        losses = F.cross_entropy(logits, all_answers.repeat(len(devices)), reduction="none").view(len(devices), n_q)
+        choice = logits.argmax(dim=1).view(len(devices), n_q)
+        correct = (choice == all_answers.unsqueeze(0)).float()
+        bounds = np.cumsum([0] + [len(q) for q in questions])
+        for i, d in enumerate(devices):
+            for s, name in enumerate(names):
+                lo, hi = int(bounds[s]), int(bounds[s + 1])
+                rows.append(
+                    EvalRow(
+                        device=d,
+                        split=name,
+                        accuracy=float(correct[i, lo:hi].mean()),
+                        loss=float(losses[i, lo:hi].mean()),
+                        n=hi - lo,
+                    )
+                )
+        return rows
+
+    @torch.no_grad()
+    def device_logits(self, device: int, inputs: torch.Tensor) -> torch.Tensor:
+        """Full logits ``(batch, seq, vocab)`` of one device's model."""
+        self._set_views([device], train=False)
+        try:
+            return self.base(input_ids=inputs).logits
+        finally:
+            self._clear_views()
+
+    def split(self, name: str) -> Split:
+        return self.task.splits[name]
+
+    # ------------------------------------------------------------------ adapters
+
+    def device_adapter(self, device: int) -> tuple[list[int], dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+        """The live slots and, per module, ``(A, B)`` of the device's model as one LoRA adapter.
+
+        ``A`` is ``(K_live r, d_in)`` and ``B`` is ``(d_out, K_live r)``; with scaling
+        ``alpha / r`` the device's weight is ``W0 + s B A``.
+        """
+        live = sorted(k for k in self.slot_of.values() if k not in self.tombstoned[device])
+        rows = torch.cat([torch.arange(k * self.rank, (k + 1) * self.rank) for k in live])
+        adapter = {}
+        for name, layer in self.layers.items():
+            a = self.projections[name][rows]
+            b = self.copies[name][device, live].permute(1, 0, 2).reshape(layer.d_out, -1)
+            adapter[name] = (a.clone(), b.clone())
+        return live, adapter

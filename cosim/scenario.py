@@ -1,0 +1,451 @@
+"""Scenario files: YAML in, typed frozen objects out.
+
+Everything a run needs is declared in one scenario YAML.  It is validated once,
+here, into frozen pydantic models (``extra="forbid"``), so the rest of the
+package works with values that are known to be well-formed.  Every error is a
+:class:`ScenarioError` whose message names the field path, the offending value
+and what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = [
+    "ScenarioError",
+    "Scenario",
+    "load_scenario",
+    "parse_scenario",
+    "apply_overrides",
+    "scenario_hash",
+]
+
+
+class ScenarioError(ValueError):
+    """A scenario that cannot be run; the message is meant for the user."""
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+# --------------------------------------------------------------------------- network
+
+
+class Area(_Spec):
+    width_m: float = Field(200.0, gt=0, description="Width of the deployment area.")
+    height_m: float = Field(200.0, gt=0, description="Height of the deployment area.")
+
+
+class Placement(_Spec):
+    kind: Literal["uniform", "grid", "explicit"] = Field(
+        "uniform", description="uniform: i.i.d. uniform in the area; grid: a square grid; "
+        "explicit: the listed positions."
+    )
+    positions_m: tuple[tuple[float, float], ...] | None = Field(
+        None, description="(x, y) per device id, for kind=explicit; must cover every device."
+    )
+
+    @model_validator(mode="after")
+    def _positions_match_kind(self) -> Placement:
+        if self.kind == "explicit" and not self.positions_m:
+            raise ValueError("kind 'explicit' needs positions_m, a list of [x, y] per device")
+        if self.kind != "explicit" and self.positions_m is not None:
+            raise ValueError(f"positions_m is only allowed with kind 'explicit', not '{self.kind}'")
+        return self
+
+
+class StaticMobility(_Spec):
+    kind: Literal["static"] = "static"
+
+
+class RandomWaypointMobility(_Spec):
+    kind: Literal["random_waypoint"]
+    speed_min_mps: float = Field(0.5, gt=0)
+    speed_max_mps: float = Field(1.5, gt=0)
+    pause_s: float = Field(2.0, ge=0)
+
+    @model_validator(mode="after")
+    def _speeds_ordered(self) -> RandomWaypointMobility:
+        if self.speed_max_mps < self.speed_min_mps:
+            raise ValueError(
+                f"speed_max_mps ({self.speed_max_mps}) must be >= speed_min_mps ({self.speed_min_mps})"
+            )
+        return self
+
+
+Mobility = Annotated[StaticMobility | RandomWaypointMobility, Field(discriminator="kind")]
+
+
+class Radio(_Spec):
+    """Radio parameters of every device (one 802.11 ad hoc channel)."""
+
+    frequency_hz: float = Field(5.18e9, gt=0, description="Carrier frequency.")
+    bandwidth_hz: float = Field(20e6, gt=0, description="Channel width; the MCS table scales with it.")
+    tx_power_dbm: float = Field(16.0, ge=-30, le=40)
+    antenna_gain_db: float = Field(0.0, ge=-20, le=30, description="Per antenna (tx and rx).")
+    noise_figure_db: float = Field(7.0, ge=0, le=30)
+    path_loss_exponent: float = Field(3.0, ge=1.5, le=6.0)
+    reference_distance_m: float = Field(1.0, gt=0)
+    shadowing_sigma_db: float = Field(4.0, ge=0, le=20, description="Log-normal shadowing per link.")
+    fading: Literal["none", "rayleigh"] = Field("rayleigh", description="Block fading per link per round.")
+    per_target: float = Field(0.1, gt=0, lt=1, description="Highest MCS whose packet error rate is <= this.")
+    packet_bits: int = Field(12000, gt=0, description="Packet size used by the error curve.")
+    mac_efficiency: float = Field(0.7, gt=0, le=1, description="MAC goodput / PHY rate.")
+    min_rate_bps: float = Field(6e6, ge=0, description="Links whose PHY rate is below this do not exist.")
+    access_delay_s: float = Field(1e-3, ge=0, description="Fixed per-transfer delay (access + propagation).")
+
+
+class BuiltinNetwork(_Spec):
+    backend: Literal["builtin"] = "builtin"
+    area: Area = Area()
+    placement: Placement = Placement()
+    mobility: Mobility = StaticMobility()
+    radio: Radio = Radio()
+    slot_s: float = Field(
+        1.0, gt=0, description="Exchange deadline per round: transfers not finished by then are lost."
+    )
+
+
+Network = Annotated[BuiltinNetwork, Field(discriminator="backend")]
+
+
+# --------------------------------------------------------------------------- devices
+
+
+class Devices(_Spec):
+    count: int = Field(8, ge=2, le=1024, description="Devices present at round 0 (ids 0..count-1).")
+    flops_per_s: float = Field(2e9, gt=0, description="Mean compute speed of a device.")
+    heterogeneity: float = Field(
+        0.3, ge=0, le=3, description="Sigma of the log-normal spread of device speeds (0: identical)."
+    )
+
+
+# --------------------------------------------------------------------------- model
+
+
+class TinyModel(_Spec):
+    """The embedded Llama-style base model, built deterministically from this config."""
+
+    hidden_size: int = Field(128, ge=8, le=4096)
+    intermediate_size: int = Field(256, ge=8, le=16384)
+    num_layers: int = Field(2, ge=1, le=64)
+    num_heads: int = Field(4, ge=1, le=64)
+    init_std: float = Field(0.1, gt=0, le=1.0, description="Std of the base weights' initialisation.")
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> TinyModel:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})"
+            )
+        return self
+
+
+ADAPTABLE_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class Model(_Spec):
+    base: Literal["tiny"] = Field("tiny", description="Base model (tiny: the embedded Llama-style model).")
+    tiny: TinyModel = TinyModel()
+    rank: int = Field(8, ge=1, le=256, description="LoRA rank r of one device's slot.")
+    alpha: float = Field(16.0, gt=0, description="LoRA alpha; the scaling is alpha / rank.")
+    target_modules: tuple[Literal[ADAPTABLE_MODULES], ...] = Field(  # type: ignore[valid-type]
+        ADAPTABLE_MODULES, min_length=1, description="Adapted linear modules of every block."
+    )
+    slot_capacity: int = Field(16, ge=1, description="K_max: slots per module; K_max * rank <= input width.")
+    layer_groups: int = Field(2, ge=1, description="G: consecutive blocks are split into G groups.")
+    seed: int = Field(0, ge=0, description="Seed of the base weights and of the frozen A projections.")
+
+    def module_dims(self) -> dict[str, tuple[int, int]]:
+        """(d_in, d_out) of each adaptable module of the tiny base model."""
+        h, m = self.tiny.hidden_size, self.tiny.intermediate_size
+        dims = {name: (h, h) for name in ("q_proj", "k_proj", "v_proj", "o_proj")}
+        dims |= {"gate_proj": (h, m), "up_proj": (h, m), "down_proj": (m, h)}
+        return dims
+
+    @model_validator(mode="after")
+    def _capacity_fits(self) -> Model:
+        dims = self.module_dims()
+        for name in self.target_modules:
+            d_in = dims[name][0]
+            if self.slot_capacity * self.rank > d_in:
+                raise ValueError(
+                    f"slot_capacity * rank = {self.slot_capacity} * {self.rank} = "
+                    f"{self.slot_capacity * self.rank} exceeds the input width {d_in} of '{name}'; "
+                    f"allowed: slot_capacity <= {d_in // self.rank} at rank {self.rank}"
+                )
+        if self.layer_groups > self.tiny.num_layers:
+            raise ValueError(
+                f"layer_groups ({self.layer_groups}) must be <= the number of blocks ({self.tiny.num_layers})"
+            )
+        return self
+
+
+# --------------------------------------------------------------------------- data
+
+
+class Data(_Spec):
+    """The built-in synthetic facts task (see cosim.learning.data)."""
+
+    task: Literal["facts"] = Field("facts", description="facts: private and shared facts plus a shared rule.")
+    partition: Literal["private_facts"] = Field(
+        "private_facts", description="Each device holds its own private facts and all shared data."
+    )
+    samples_per_device: int = Field(12, ge=1, le=10000, description="Private facts per device.")
+    shared_facts: int = Field(8, ge=0, le=10000, description="Facts held by every device.")
+    rule_examples_per_device: int = Field(16, ge=0, le=10000, description="Examples of the shared rule.")
+    test_questions: int = Field(64, ge=1, le=100000, description="Held-out rule questions (test split).")
+    num_values: int = Field(32, ge=2, le=10000, description="Distinct answer tokens.")
+    num_relations: int = Field(4, ge=1, le=1000, description="Relations of the memorised facts.")
+    num_attributes: int = Field(8, ge=2, le=1000, description="Attribute tokens the rule maps to answers.")
+    seed: int = Field(0, ge=0)
+
+
+# --------------------------------------------------------------------------- training
+
+
+class Training(_Spec):
+    rounds: int = Field(30, ge=1, le=100000)
+    local_steps: int = Field(5, ge=1, le=10000, description="tau: local steps per round.")
+    batch_size: int = Field(16, ge=1, le=100000)
+    learning_rate: float = Field(0.003, gt=0, le=10)
+    optimizer: Literal["sgd", "adam"] = "adam"
+    slot_dropout: float = Field(
+        0.2, ge=0, lt=1, description="Chance that a device leaves another slot out of its view in a local "
+        "step; makes slots robust to each other's deletion (0: full co-adaptation)."
+    )
+    mixing: Literal["metropolis_hastings"] = "metropolis_hastings"
+    eval_every: int = Field(1, ge=1, description="Evaluate every this many rounds (and around events).")
+    silence_timeout_s: float = Field(
+        2.0, gt=0, description="Neighbours declare a silent device gone after this much silence."
+    )
+
+
+# --------------------------------------------------------------------------- events
+
+
+class _EventBase(_Spec):
+    round: int | None = Field(None, ge=0, description="Apply at the start of this round.")
+    time_s: float | None = Field(None, ge=0, description="Or: happen at this simulated time.")
+
+    @model_validator(mode="after")
+    def _one_trigger(self) -> _EventBase:
+        if (self.round is None) == (self.time_s is None):
+            raise ValueError("give exactly one of 'round' or 'time_s'")
+        return self
+
+
+class JoinEvent(_EventBase):
+    kind: Literal["join"]
+    device: int | None = Field(None, ge=0, description="Id of the newcomer; default: the next unused id.")
+
+
+class LeaveEvent(_EventBase):
+    kind: Literal["leave"]
+    device: int = Field(ge=0)
+
+
+class SilentLeaveEvent(_EventBase):
+    kind: Literal["leave_silent"]
+    device: int = Field(ge=0)
+
+
+Event = Annotated[JoinEvent | LeaveEvent | SilentLeaveEvent, Field(discriminator="kind")]
+
+
+# --------------------------------------------------------------------------- policy, allocation
+
+
+class Correction(_Spec):
+    policy: Literal["none"] = Field("none", description="none: deletion / fresh slot only.")
+
+
+class Allocation(_Spec):
+    method: Literal["full", "uniform"] = Field(
+        "full", description="full: every dirty slot at 32 bits, no budget; uniform: one precision "
+        "for all groups, the highest that fits the link's budget."
+    )
+
+
+# --------------------------------------------------------------------------- scenario
+
+
+class Scenario(_Spec):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=120)
+    seed: int = Field(0, ge=0)
+    network: Network = BuiltinNetwork()
+    devices: Devices = Devices()
+    model: Model = Model()
+    data: Data = Data()
+    training: Training = Training()
+    events: tuple[Event, ...] = ()
+    correction: Correction = Correction()
+    allocation: Allocation = Allocation()
+
+    @property
+    def device_ids(self) -> tuple[int, ...]:
+        """Every device that ever takes part: the initial ones, then the newcomers."""
+        return tuple(range(self.devices.count + len(self.joins)))
+
+    @property
+    def joins(self) -> tuple[JoinEvent, ...]:
+        return tuple(e for e in self.events if isinstance(e, JoinEvent))
+
+    def resolved_events(self) -> tuple[Event, ...]:
+        """Events with every join's device id filled in (the next unused id, in file order)."""
+        next_id = self.devices.count
+        out: list[Event] = []
+        for event in self.events:
+            if isinstance(event, JoinEvent):
+                out.append(event.model_copy(update={"device": next_id}))
+                next_id += 1
+            else:
+                out.append(event)
+        return tuple(out)
+
+    @model_validator(mode="after")
+    def _events_consistent(self) -> Scenario:
+        count = self.devices.count
+        total = count + len(self.joins)
+        next_id = count
+        for i, event in enumerate(self.events):
+            where = f"events.{i}"
+            if isinstance(event, JoinEvent):
+                if event.device is not None and event.device != next_id:
+                    raise ValueError(
+                        f"{where}.device: a newcomer gets the next unused id; expected {next_id}, "
+                        f"got {event.device} (or leave 'device' out)"
+                    )
+                next_id += 1
+            elif event.device >= total:
+                raise ValueError(
+                    f"{where}.device: device {event.device} does not exist; allowed: 0..{total - 1} "
+                    f"({count} initial devices and {len(self.joins)} newcomers)"
+                )
+            if event.round is not None and event.round >= self.training.rounds:
+                raise ValueError(
+                    f"{where}.round: {event.round} is past the last round; allowed: "
+                    f"0..{self.training.rounds - 1}"
+                )
+        leaving = [e.device for e in self.events if not isinstance(e, JoinEvent)]
+        duplicates = sorted({d for d in leaving if leaving.count(d) > 1})
+        if duplicates:
+            raise ValueError(f"events: device(s) {duplicates} leave more than once")
+        if total > self.model.slot_capacity:
+            raise ValueError(
+                f"model.slot_capacity: {self.model.slot_capacity} slots cannot hold the {total} devices "
+                f"that take part ({count} initial + {len(self.joins)} newcomers); allowed: >= {total}"
+            )
+        placement = self.network.placement
+        if placement.kind == "explicit" and len(placement.positions_m or ()) < total:
+            raise ValueError(
+                f"network.placement.positions_m: {len(placement.positions_m or ())} positions for "
+                f"{total} devices; give one [x, y] per device"
+            )
+        return self
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for item in err.errors(include_url=False):
+        path = ".".join(str(p) for p in item["loc"] if not str(p).startswith("function-"))
+        # Discriminated unions add the tag to the path ("network.builtin.slot_s"); drop it.
+        path = path.replace(".builtin.", ".").replace(".static.", ".").replace(".random_waypoint.", ".")
+        for tag in ("join", "leave", "leave_silent"):
+            path = path.replace(f".{tag}.", ".")
+        msg = item["msg"].removeprefix("Value error, ")
+        value = item.get("input")
+        shown = "" if isinstance(value, dict) or item["type"] == "missing" else f" (got {value!r})"
+        lines.append(f"{path}: {msg}{shown}" if path else f"{msg}{shown}")
+    return "\n".join(lines)
+
+
+def parse_scenario(raw: Any, source: str = "scenario") -> Scenario:
+    """Validate an already-parsed YAML document."""
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"{source}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Scenario.model_validate(raw)
+    except ValidationError as err:
+        raise ScenarioError(f"{source}: invalid scenario\n{_format_validation_error(err)}") from None
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ScenarioError(f"--set {text!r}: expected the form a.b.c=value")
+    key, _, value_text = text.partition("=")
+    path = key.strip().split(".")
+    if not all(path):
+        raise ScenarioError(f"--set {text!r}: empty field name in {key!r}")
+    try:
+        value = yaml.safe_load(value_text) if value_text.strip() else ""
+    except yaml.YAMLError as err:
+        raise ScenarioError(f"--set {text!r}: the value is not valid YAML ({err})") from None
+    return path, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with each ``a.b.c=value`` override applied (values parsed as YAML)."""
+    result = json.loads(json.dumps(raw))
+    for text in overrides:
+        path, value = _parse_override(text)
+        node: Any = result
+        for depth, part in enumerate(path[:-1]):
+            where = ".".join(path[: depth + 1])
+            if isinstance(node, list):
+                node = node[_list_index(node, part, where, text)]
+            else:
+                node = node.setdefault(part, {})
+            if not isinstance(node, (dict, list)):
+                raise ScenarioError(f"--set {text!r}: {where} is a value, not a section")
+        last = path[-1]
+        if isinstance(node, list):
+            node[_list_index(node, last, ".".join(path), text)] = value
+        else:
+            node[last] = value
+    return result
+
+
+def _list_index(node: list[Any], part: str, where: str, text: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise ScenarioError(f"--set {text!r}: {where} needs an index 0..{len(node) - 1}")
+    return int(part)
+
+
+def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scenario:
+    """Read, override and validate a scenario file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ScenarioError(f"{path}: no such scenario file")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ScenarioError(f"{path}: malformed YAML{where}: {problem}") from None
+    except UnicodeDecodeError:
+        raise ScenarioError(f"{path}: not a text file (UTF-8 expected)") from None
+    if raw is None:
+        raise ScenarioError(f"{path}: the file is empty; a scenario needs at least 'name'")
+    if overrides:
+        if not isinstance(raw, dict):
+            raise ScenarioError(f"{path}: the top level must be a mapping of sections")
+        raw = apply_overrides(raw, overrides)
+    return parse_scenario(raw, source=str(path))
+
+
+def scenario_hash(scenario: Scenario) -> str:
+    """SHA-256 of the resolved scenario (canonical JSON): equal hashes, equal runs."""
+    text = json.dumps(scenario.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()

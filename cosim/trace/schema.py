@@ -1,0 +1,87 @@
+"""The trace contract: every table, every column, its type and meaning.
+
+This is the one place where the columns of a run's Parquet tables are defined.
+Users' notebooks depend on it: add columns freely, never rename or drop one.
+All times are simulated seconds unless the name says otherwise; every table has
+``round`` and ``time_s``.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+__all__ = ["TABLES", "describe"]
+
+_I = pa.int64()
+_F = pa.float64()
+_S = pa.string()
+_B = pa.bool_()
+
+# table -> [(column, type, meaning)]
+TABLES: dict[str, list[tuple[str, pa.DataType, str]]] = {
+    "rounds": [
+        ("round", _I, "round index"),
+        ("time_s", _F, "simulated time the round started"),
+        ("device", _I, "device id"),
+        ("slot", _I, "the device's LoRA slot"),
+        ("loss", _F, "mean training loss over the round's local steps"),
+        ("steps", _I, "local steps taken"),
+        ("flops", _F, "FLOPs of those steps"),
+        ("compute_s", _F, "simulated compute time of the steps"),
+        ("tx_start_s", _F, "when the device started sending (after computing)"),
+        ("tx_end_s", _F, "when its last message finished (or the deadline)"),
+        ("bits_sent", _I, "payload bits it sent"),
+        ("bits_received", _I, "payload bits delivered to it"),
+        ("messages_sent", _I, "messages it sent"),
+        ("messages_delivered", _I, "of those, delivered by the deadline"),
+        ("round_end_s", _F, "simulated time the round ended (all needed transfers or the deadline)"),
+    ],
+    "transfers": [
+        ("round", _I, "round index"),
+        ("time_s", _F, "simulated time the round started (link state time)"),
+        ("purpose", _S, "gossip (slot exchange) or pull (a newcomer fetching its neighbour's copies)"),
+        ("src", _I, "sender"),
+        ("dst", _I, "receiver"),
+        ("slots", _I, "slots in the message"),
+        ("bits", _I, "payload bits, headers included"),
+        ("rate_bps", _F, "PHY rate of the link"),
+        ("goodput_bps", _F, "rate after MAC efficiency and packet loss"),
+        ("loss", _F, "packet error rate of the link"),
+        ("distance_m", _F, "distance between the two devices"),
+        ("snr_db", _F, "signal-to-noise ratio of the link"),
+        ("mcs", _I, "modulation and coding scheme (-1: no link)"),
+        ("start_s", _F, "when sending began"),
+        ("finish_s", _F, "when the last bit arrived"),
+        ("delivered", _B, "arrived whole by the deadline and was used"),
+        ("delivered_bits", _I, "bits through by the deadline"),
+    ],
+    "events": [
+        ("round", _I, "round at which the event took effect"),
+        ("time_s", _F, "simulated time"),
+        ("kind", _S, "join, leave, leave_silent, leave_detected, tombstone, slot_released, isolated"),
+        ("device", _I, "the device concerned (for tombstone: the device applying it)"),
+        ("slot", _I, "the slot concerned (-1 if none)"),
+        ("detail", _S, "JSON with event-specific values"),
+    ],
+    "evaluations": [
+        ("round", _I, "round index"),
+        ("time_s", _F, "simulated time"),
+        ("stage", _S, "round (after the round's exchange), before_event or after_event"),
+        ("split", _S, "retain, forget, test or newcomer"),
+        ("device", _I, "evaluated device's own model; null for the mean over live devices"),
+        ("accuracy", _F, "highest-likelihood answer is right"),
+        ("loss", _F, "cross-entropy over the candidate answers"),
+        ("n", _I, "questions in the split"),
+        ("consensus_distance", _F, "mean squared distance of the devices' copies to their mean (null per device)"),
+    ],
+}
+
+
+def describe() -> str:
+    """The contract as Markdown (used by the docs)."""
+    lines = []
+    for table, cols in TABLES.items():
+        lines.append(f"### `{table}`\n\n| column | type | meaning |\n|---|---|---|")
+        lines += [f"| `{name}` | {dtype} | {meaning} |" for name, dtype, meaning in cols]
+        lines.append("")
+    return "\n".join(lines)
