@@ -6,7 +6,7 @@ from collections import deque
 
 import numpy as np
 
-__all__ = ["metropolis_hastings", "spectral_gap", "components", "hop_distances"]
+__all__ = ["components", "hop_distances", "metropolis_hastings", "spectral_gap"]
 
 
 def metropolis_hastings(adjacency: np.ndarray) -> np.ndarray:

@@ -18,11 +18,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = [
-    "ScenarioError",
     "Scenario",
+    "ScenarioError",
+    "apply_overrides",
     "load_scenario",
     "parse_scenario",
-    "apply_overrides",
     "scenario_hash",
 ]
 
@@ -45,8 +45,9 @@ class Area(_Spec):
 
 class Placement(_Spec):
     kind: Literal["uniform", "grid", "explicit"] = Field(
-        "uniform", description="uniform: i.i.d. uniform in the area; grid: a square grid; "
-        "explicit: the listed positions."
+        "uniform",
+        description="uniform: i.i.d. uniform in the area; grid: a square grid; "
+        "explicit: the listed positions.",
     )
     positions_m: tuple[tuple[float, float], ...] | None = Field(
         None, description="(x, y) per device id, for kind=explicit; must cover every device."
@@ -218,8 +219,11 @@ class Training(_Spec):
     learning_rate: float = Field(0.003, gt=0, le=10)
     optimizer: Literal["sgd", "adam"] = "adam"
     slot_dropout: float = Field(
-        0.2, ge=0, lt=1, description="Chance that a device leaves another slot out of its view in a local "
-        "step; makes slots robust to each other's deletion (0: full co-adaptation)."
+        0.2,
+        ge=0,
+        lt=1,
+        description="Chance that a device leaves another slot out of its view in a local "
+        "step; makes slots robust to each other's deletion (0: full co-adaptation).",
     )
     mixing: Literal["metropolis_hastings"] = "metropolis_hastings"
     eval_every: int = Field(1, ge=1, description="Evaluate every this many rounds (and around events).")
@@ -269,8 +273,9 @@ class Correction(_Spec):
 
 class Allocation(_Spec):
     method: Literal["full", "uniform"] = Field(
-        "full", description="full: every dirty slot at 32 bits, no budget; uniform: one precision "
-        "for all groups, the highest that fits the link's budget."
+        "full",
+        description="full: every dirty slot at 32 bits, no budget; uniform: one precision "
+        "for all groups, the highest that fits the link's budget.",
     )
 
 
@@ -373,7 +378,9 @@ def _format_validation_error(err: ValidationError) -> str:
 def parse_scenario(raw: Any, source: str = "scenario") -> Scenario:
     """Validate an already-parsed YAML document."""
     if not isinstance(raw, dict):
-        raise ScenarioError(f"{source}: the top level must be a mapping of sections, got {type(raw).__name__}")
+        raise ScenarioError(
+            f"{source}: the top level must be a mapping of sections, got {type(raw).__name__}"
+        )
     try:
         return Scenario.model_validate(raw)
     except ValidationError as err:

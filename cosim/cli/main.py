@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -22,7 +23,9 @@ console = Console(stderr=True)
 
 SetOption = Annotated[
     list[str] | None,
-    typer.Option("--set", help="Override a field, e.g. --set training.rounds=10 (repeatable).", metavar="a.b=value"),
+    typer.Option(
+        "--set", help="Override a field, e.g. --set training.rounds=10 (repeatable).", metavar="a.b=value"
+    ),
 ]
 
 
@@ -42,8 +45,10 @@ def validate(
         spec = load_scenario(scenario, set_ or [])
     except ScenarioError as err:
         fail(str(err))
-    console.print(f"[green]ok[/] {scenario}: scenario '{spec.name}', {spec.devices.count} devices, "
-                  f"{spec.training.rounds} rounds, {len(spec.events)} events")
+    console.print(
+        f"[green]ok[/] {scenario}: scenario '{spec.name}', {spec.devices.count} devices, "
+        f"{spec.training.rounds} rounds, {len(spec.events)} events"
+    )
 
 
 @app.command()
@@ -76,11 +81,16 @@ def export(
         export_device(run_dir, device, out_dir)
     except ExportError as err:
         fail(str(err))
-    console.print(f"[green]wrote[/] {out_dir}: device {device}'s adapter "
-                  "(load with PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(DIR/'base'), DIR))")
+    console.print(
+        f"[green]wrote[/] {out_dir}: device {device}'s adapter "
+        "(load with PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(DIR/'base'), DIR))"
+    )
 
 
 def main() -> None:
+    # Nothing is ever fetched from a model hub: models are built, shipped or local.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     try:
         app()
     except KeyboardInterrupt:

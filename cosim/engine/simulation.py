@@ -37,7 +37,7 @@ from cosim.network import Message, NetworkBackend, create_network
 from cosim.scenario import Event, JoinEvent, LeaveEvent, Scenario, SilentLeaveEvent, scenario_hash
 from cosim.trace.writer import TraceWriter
 
-__all__ = ["Simulation", "RoundInfo", "run_scenario"]
+__all__ = ["RoundInfo", "Simulation", "run_scenario"]
 
 HEADER_BITS = 8 * 64  # per message: ids, round, slot list
 TOMBSTONE_BITS = 8 * 32
@@ -94,9 +94,13 @@ class Simulation:
         rng = np.random.default_rng(np.random.SeedSequence([scenario.seed, 0xC0DE]))
         spread = scenario.devices.heterogeneity
         speeds = rng.lognormal(mean=-0.5 * spread**2, sigma=spread, size=len(scenario.device_ids))
-        self.flops_per_s = {d: scenario.devices.flops_per_s * float(s) for d, s in zip(scenario.device_ids, speeds, strict=True)}
+        self.flops_per_s = {
+            d: scenario.devices.flops_per_s * float(s)
+            for d, s in zip(scenario.device_ids, speeds, strict=True)
+        }
         self.rngs = {
-            d: np.random.default_rng(np.random.SeedSequence([scenario.seed, 0x7EA1, d])) for d in scenario.device_ids
+            d: np.random.default_rng(np.random.SeedSequence([scenario.seed, 0x7EA1, d]))
+            for d in scenario.device_ids
         }
         self.members = _Membership(free_slots=list(range(scenario.model.slot_capacity)))
         self.trace = TraceWriter(
@@ -129,7 +133,9 @@ class Simulation:
             main = self.env.process(self._rounds())
             self.env.run(until=main)
         except BaseException:
-            self.trace.finish("interrupted", summary=self._summary(), wall_clock_run_s=time.perf_counter() - wall)
+            self.trace.finish(
+                "interrupted", summary=self._summary(), wall_clock_run_s=time.perf_counter() - wall
+            )
             raise
         summary = self._summary()
         self.trace.finish("complete", summary=summary, wall_clock_run_s=round(time.perf_counter() - wall, 3))
@@ -286,7 +292,9 @@ class Simulation:
             self.learner.mark_sent(d)
             i = links.index(d)
             for j in np.flatnonzero(adjacency[i]):
-                messages.append(Message(d, members[j], len(slots) * self._slot_bits + HEADER_BITS, t0 + compute_s[d]))
+                messages.append(
+                    Message(d, members[j], len(slots) * self._slot_bits + HEADER_BITS, t0 + compute_s[d])
+                )
         results = self.network.transfer(t0, messages, deadline)
 
         delivered = np.zeros((len(members), len(members)), dtype=bool)
@@ -356,20 +364,40 @@ class Simulation:
             split_rows = [row for row in rows if row.split == split]
             for row in split_rows:
                 self.trace.add(
-                    "evaluations", round=self._round, time_s=now, stage=stage, split=split, device=row.device,
-                    accuracy=row.accuracy, loss=row.loss, n=row.n, consensus_distance=None,
+                    "evaluations",
+                    round=self._round,
+                    time_s=now,
+                    stage=stage,
+                    split=split,
+                    device=row.device,
+                    accuracy=row.accuracy,
+                    loss=row.loss,
+                    n=row.n,
+                    consensus_distance=None,
                 )
             if split_rows:
                 means[split] = float(np.mean([row.accuracy for row in split_rows]))
                 self.trace.add(
-                    "evaluations", round=self._round, time_s=now, stage=stage, split=split, device=None,
-                    accuracy=means[split], loss=float(np.mean([row.loss for row in split_rows])),
-                    n=split_rows[0].n, consensus_distance=self.learner.consensus_distance(active),
+                    "evaluations",
+                    round=self._round,
+                    time_s=now,
+                    stage=stage,
+                    split=split,
+                    device=None,
+                    accuracy=means[split],
+                    loss=float(np.mean([row.loss for row in split_rows])),
+                    n=split_rows[0].n,
+                    consensus_distance=self.learner.consensus_distance(active),
                 )
         return means
 
     def _event(
-        self, kind: str, device: int, slot: int, detail: dict[str, Any] | None = None, time_s: float | None = None
+        self,
+        kind: str,
+        device: int,
+        slot: int,
+        detail: dict[str, Any] | None = None,
+        time_s: float | None = None,
     ) -> None:
         self.trace.add(
             "events",
@@ -381,7 +409,9 @@ class Simulation:
             detail=json.dumps(detail or {}, sort_keys=True),
         )
 
-    def _transfer_row(self, purpose: str, res: Any, links: Any, slots: int, delivered: bool | None = None) -> None:
+    def _transfer_row(
+        self, purpose: str, res: Any, links: Any, slots: int, delivered: bool | None = None
+    ) -> None:
         i, j = links.index(res.src), links.index(res.dst)
         self.trace.add(
             "transfers",

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["FactsTask", "Split", "build_facts_task", "SPLITS"]
+__all__ = ["SPLITS", "FactsTask", "Split", "build_facts_task"]
 
 SPLITS = ("retain", "forget", "test", "newcomer")
 
@@ -133,6 +133,4 @@ def build_facts_task(
         "newcomer": _concat([private[d] for d in device_ids if d in newcomers]),
     }
     splits = {name: split for name, split in splits.items() if len(split)}
-    return FactsTask(
-        vocab_size=vocab_size, value_tokens=values, train=train, private=private, splits=splits
-    )
+    return FactsTask(vocab_size=vocab_size, value_tokens=values, train=train, private=private, splits=splits)

@@ -35,7 +35,7 @@ from cosim.learning.model import (
 from cosim.learning.slots import slot_projection
 from cosim.scenario import Data, Model, Training
 
-__all__ = ["SlotLearner", "EvalRow"]
+__all__ = ["EvalRow", "SlotLearner"]
 
 FULL_PRECISION_BITS = 32
 
@@ -91,9 +91,7 @@ class SlotLearner:
             self.base, self.projections, self.rank, self.scaling
         )
         n_layers = model.tiny.num_layers
-        self.group_of = {
-            name: block_index(name) * model.layer_groups // n_layers for name in self.layers
-        }
+        self.group_of = {name: block_index(name) * model.layer_groups // n_layers for name in self.layers}
         self.copies = {
             name: torch.zeros(len(device_ids), self.capacity, layer.d_out, self.rank)
             for name, layer in self.layers.items()
@@ -148,7 +146,9 @@ class SlotLearner:
         params = list(self.own[device].values())
         lr = self.training.learning_rate
         self.optimizers[device] = (
-            torch.optim.Adam(params, lr=lr) if self.training.optimizer == "adam" else torch.optim.SGD(params, lr=lr)
+            torch.optim.Adam(params, lr=lr)
+            if self.training.optimizer == "adam"
+            else torch.optim.SGD(params, lr=lr)
         )
 
     def pull(self, device: int, source: int) -> None:
@@ -243,7 +243,9 @@ class SlotLearner:
             x = torch.as_tensor(np.concatenate(inputs))
             y = self._answer_index(np.concatenate(answers))
             if self.training.slot_dropout > 0:
-                keep = np.stack([rngs[d].random(self.capacity) >= self.training.slot_dropout for d in devices])
+                keep = np.stack(
+                    [rngs[d].random(self.capacity) >= self.training.slot_dropout for d in devices]
+                )
                 self._drop_mask = torch.as_tensor(keep, dtype=torch.float32)[:, :, None, None]
             self._set_views(devices, train=True)
             logits = self._answer_logits(x)
@@ -281,7 +283,9 @@ class SlotLearner:
         if sent is None:
             return live
         return [
-            k for k in live if any(not torch.equal(self.copies[n][device, k], sent[n][k]) for n in self.copies)
+            k
+            for k in live
+            if any(not torch.equal(self.copies[n][device, k], sent[n][k]) for n in self.copies)
         ]
 
     def mark_sent(self, device: int) -> None:
@@ -336,7 +340,9 @@ class SlotLearner:
         self._set_views(devices, train=False)
         logits = self._answer_logits(all_inputs.repeat(len(devices), 1))
         self._clear_views()
-        losses = F.cross_entropy(logits, all_answers.repeat(len(devices)), reduction="none").view(len(devices), n_q)
+        losses = F.cross_entropy(logits, all_answers.repeat(len(devices)), reduction="none").view(
+            len(devices), n_q
+        )
         choice = logits.argmax(dim=1).view(len(devices), n_q)
         correct = (choice == all_answers.unsqueeze(0)).float()
         bounds = np.cumsum([0] + [len(q) for q in questions])

@@ -20,7 +20,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from cosim.scenario import TinyModel
 
-__all__ = ["build_tiny_base", "SlotLinear", "install_slot_layers", "target_linear_modules"]
+__all__ = ["SlotLinear", "build_tiny_base", "install_slot_layers", "target_linear_modules"]
 
 
 def build_tiny_base(spec: TinyModel, vocab_size: int, seed: int) -> LlamaForCausalLM:

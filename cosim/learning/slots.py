@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["slot_projection", "contribution_coordinates", "contribution_index"]
+__all__ = ["contribution_coordinates", "contribution_index", "slot_projection"]
 
 
 def slot_projection(d_in: int, slot_capacity: int, rank: int, generator: torch.Generator) -> torch.Tensor:

@@ -72,7 +72,11 @@ TABLES: dict[str, list[tuple[str, pa.DataType, str]]] = {
         ("accuracy", _F, "highest-likelihood answer is right"),
         ("loss", _F, "cross-entropy over the candidate answers"),
         ("n", _I, "questions in the split"),
-        ("consensus_distance", _F, "mean squared distance of the devices' copies to their mean (null per device)"),
+        (
+            "consensus_distance",
+            _F,
+            "mean squared distance of the devices' copies to their mean (null per device)",
+        ),
     ],
 }
 

@@ -1,0 +1,66 @@
+"""``cosim export``: one device's final model as a standard PEFT adapter directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from safetensors.torch import load_file
+
+from cosim.learning.learner import SlotLearner
+from cosim.learning.model import build_tiny_base
+from cosim.learning.peft_io import to_peft_model
+from cosim.scenario import JoinEvent, ScenarioError, parse_scenario
+
+__all__ = ["ExportError", "export_device", "load_learner"]
+
+
+class ExportError(ValueError):
+    """A run directory or device that cannot be exported; the message is for the user."""
+
+
+def load_learner(run_dir: Path) -> SlotLearner:
+    """Rebuild a finished run's learner (base model, projections, final slot copies)."""
+    manifest_path = run_dir / "manifest.json"
+    state_path = run_dir / "state.safetensors"
+    if not manifest_path.is_file():
+        raise ExportError(f"{run_dir}: not a run directory (no manifest.json)")
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("status") != "complete" or not state_path.is_file():
+        raise ExportError(f"{run_dir}: the run is not complete (status {manifest.get('status')!r})")
+    try:
+        scenario = parse_scenario(manifest["scenario"], source=str(manifest_path))
+    except ScenarioError as err:
+        raise ExportError(str(err)) from None
+    events = scenario.resolved_events()
+    learner = SlotLearner(
+        model=scenario.model,
+        data=scenario.data,
+        training=scenario.training,
+        device_ids=scenario.device_ids,
+        leavers={e.device for e in events if not isinstance(e, JoinEvent)},
+        newcomers={e.device for e in events if isinstance(e, JoinEvent) and e.device is not None},
+    )
+    tensors = load_file(str(state_path))
+    for name in learner.copies:
+        learner.copies[name] = tensors[name]
+    meta = json.loads((run_dir / "state.json").read_text())
+    learner.slot_of = {int(d): int(s) for d, s in meta["slot_of"].items()}
+    learner.tombstoned = {int(d): set(s) for d, s in meta["tombstoned"].items()}
+    return learner
+
+
+def export_device(run_dir: Path, device: int, out_dir: Path) -> None:
+    """Write ``device``'s model: ``out_dir`` holds the adapter, ``out_dir/base`` the base model."""
+    learner = load_learner(run_dir)
+    if device not in learner.slot_of:
+        live = sorted(learner.slot_of)
+        raise ExportError(f"--device {device}: not a live device at the end of the run; allowed: {live}")
+    spec = learner.model_spec
+    _, adapter = learner.device_adapter(device)
+    base = build_tiny_base(spec.tiny, learner.task.vocab_size, seed=spec.seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    base.save_pretrained(out_dir / "base")
+    model = to_peft_model(base, adapter, rank=spec.rank, alpha=spec.alpha, target_modules=spec.target_modules)
+    model.peft_config["default"].base_model_name_or_path = "base"
+    model.save_pretrained(out_dir, save_embedding_layers=False)
