@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 __all__ = [
     "Scenario",
@@ -81,7 +82,21 @@ class RandomWaypointMobility(_Spec):
         return self
 
 
-Mobility = Annotated[StaticMobility | RandomWaypointMobility, Field(discriminator="kind")]
+def _tag(key: str, default: str) -> Callable[[Any], str]:
+    """A discriminator that falls back to ``default`` when the section leaves the tag out."""
+
+    def pick(value: Any) -> str:
+        if isinstance(value, dict):
+            return str(value.get(key, default))
+        return str(getattr(value, key, default))
+
+    return pick
+
+
+Mobility = Annotated[
+    Annotated[StaticMobility, Tag("static")] | Annotated[RandomWaypointMobility, Tag("random_waypoint")],
+    Discriminator(_tag("kind", "static")),
+]
 
 
 class Radio(_Spec):
@@ -114,7 +129,10 @@ class BuiltinNetwork(_Spec):
     )
 
 
-Network = Annotated[BuiltinNetwork, Field(discriminator="backend")]
+Network = Annotated[
+    Annotated[BuiltinNetwork, Tag("builtin")],
+    Discriminator(_tag("backend", "builtin")),
+]
 
 
 # --------------------------------------------------------------------------- devices
@@ -226,6 +244,11 @@ class Training(_Spec):
         "step; makes slots robust to each other's deletion (0: full co-adaptation).",
     )
     mixing: Literal["metropolis_hastings"] = "metropolis_hastings"
+    adopt_owner_copy: bool = Field(
+        True,
+        description="A device that receives a slot straight from its owner takes the owner's copy "
+        "(authoritative) instead of mixing it; other copies mix with Metropolis-Hastings weights.",
+    )
     eval_every: int = Field(1, ge=1, description="Evaluate every this many rounds (and around events).")
     silence_timeout_s: float = Field(
         2.0, gt=0, description="Neighbours declare a silent device gone after this much silence."
@@ -360,16 +383,63 @@ class Scenario(_Spec):
 # --------------------------------------------------------------------------- loading
 
 
+_UNION_TAGS = {"builtin", "static", "random_waypoint", "join", "leave", "leave_silent"}
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The spec class that a validation error location points into (tags of unions followed)."""
+    cls: Any = Scenario
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if part in _UNION_TAGS:
+            continue
+        field = cls.model_fields.get(part) if isinstance(cls, type) and issubclass(cls, BaseModel) else None
+        if field is None:
+            return None
+        cls = field.annotation
+        candidates = [a for a in _flatten(cls) if isinstance(a, type) and issubclass(a, BaseModel)]
+        tagged = [c for c in candidates if any(t in loc for t in _tags_of(c))]
+        cls = (tagged or candidates)[0] if (tagged or candidates) else None
+    return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
+
+
+def _flatten(annotation: Any) -> list[Any]:
+    args = getattr(annotation, "__args__", None)
+    if getattr(annotation, "__metadata__", None) is not None:
+        return _flatten(annotation.__origin__)
+    if args:
+        return [x for a in args for x in _flatten(a)]
+    return [annotation]
+
+
+def _tags_of(cls: type[BaseModel]) -> list[str]:
+    for key in ("backend", "kind"):
+        field = cls.model_fields.get(key)
+        if field is not None and getattr(field.annotation, "__args__", None):
+            return [str(a) for a in field.annotation.__args__]  # type: ignore[union-attr]
+    return []
+
+
 def _format_validation_error(err: ValidationError) -> str:
     lines = []
     for item in err.errors(include_url=False):
-        path = ".".join(str(p) for p in item["loc"] if not str(p).startswith("function-"))
+        loc = tuple(p for p in item["loc"] if not str(p).startswith("function-"))
         # Discriminated unions add the tag to the path ("network.builtin.slot_s"); drop it.
-        path = path.replace(".builtin.", ".").replace(".static.", ".").replace(".random_waypoint.", ".")
-        for tag in ("join", "leave", "leave_silent"):
-            path = path.replace(f".{tag}.", ".")
+        path = ".".join(str(p) for p in loc if p not in _UNION_TAGS)
         msg = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            owner = _model_at(loc[:-1])
+            if owner is not None:
+                msg = f"unknown field; allowed: {', '.join(owner.model_fields)}"
         value = item.get("input")
+        if item["type"] == "union_tag_invalid" and isinstance(value, dict):
+            key = "backend" if "backend" in value else "kind"
+            path, msg, value = (
+                f"{path}.{key}",
+                f"unknown {key}; allowed: {item['ctx']['expected_tags']}",
+                value[key],
+            )
         shown = "" if isinstance(value, dict) or item["type"] == "missing" else f" (got {value!r})"
         lines.append(f"{path}: {msg}{shown}" if path else f"{msg}{shown}")
     return "\n".join(lines)

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from cosim.scenario import ScenarioError, load_scenario
 
@@ -31,7 +32,7 @@ SetOption = Annotated[
 
 def fail(message: str) -> None:
     """Print a user error and exit with code 2 (no traceback)."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code=2)
 
 

@@ -52,7 +52,9 @@ def run_command(spec: Scenario, out_dir: Path, *, quiet: bool, console: Console)
     table.add_row("bits sent", f"{summary['bits_sent'] / 8e6:.1f} MB")
     for split, acc in summary["final_accuracy"].items():
         table.add_row(f"final {split} accuracy", f"{acc:.3f}")
-    for line in summary.get("event_lines", []):
-        table.add_row(*line)
     console.print(table)
+    for entry in summary["around_events"]:
+        before, after = entry["before_event"], entry["after_event"]
+        changes = "  ".join(f"{k} {before[k]:.2f}->{after[k]:.2f}" for k in after if k in before)
+        console.print(f"round {entry['round']} ({', '.join(entry['events'])}): accuracy {changes}")
     console.print(f"trace: {out_dir}/{{manifest.json, rounds, transfers, events, evaluations}}.parquet")

@@ -114,6 +114,7 @@ class Simulation:
             },
         )
         self._queued: list[Event] = []
+        self._ready_at: dict[int, float] = {}  # a newcomer computes once its pull has arrived
         self._round = 0
         self._slot_bits = sum(self.learner.slot_bits().values())
 
@@ -130,6 +131,7 @@ class Simulation:
             for event in self.events:
                 if event.time_s is not None:
                     self.env.process(self._timed_event(event))
+            self._evaluate("initial")
             main = self.env.process(self._rounds())
             self.env.run(until=main)
         except BaseException:
@@ -144,11 +146,7 @@ class Simulation:
     def _timed_event(self, event: Event) -> Generator[simpy.Event, None, None]:
         assert event.time_s is not None
         yield self.env.timeout(event.time_s)
-        if isinstance(event, SilentLeaveEvent) and event.device in self.members.live:
-            self.members.silent_since[event.device] = self.env.now
-            self._event("leave_silent", event.device, self.learner.slot_of.get(event.device, -1))
-        else:
-            self._queued.append(event)
+        self._queued.append(event)
 
     def _rounds(self) -> Generator[simpy.Event, Any, None]:
         rounds = self.scenario.training.rounds
@@ -171,11 +169,9 @@ class Simulation:
         self._queued = []
         now = self.env.now
         timeout = self.scenario.training.silence_timeout_s
+        # Neighbours can only observe silence: it counts from the last message heard.
         detected = [
-            d
-            for d, since in self.members.silent_since.items()
-            if now - max(self.members.last_heard.get(d, 0.0), since) >= timeout
-            or now - self.members.last_heard.get(d, 0.0) >= timeout
+            d for d in self.members.silent_since if now - self.members.last_heard.get(d, 0.0) >= timeout
         ]
         if not due and not detected and not self.members.pending_tombstones:
             return
@@ -188,7 +184,10 @@ class Simulation:
             elif isinstance(event, SilentLeaveEvent):
                 if event.device in self.members.live and event.device not in self.members.silent_since:
                     self.members.silent_since[event.device] = now
-                    self._event("leave_silent", event.device, self.learner.slot_of.get(event.device, -1))
+                    detail = {} if event.time_s is None else {"scheduled_s": event.time_s}
+                    self._event(
+                        "leave_silent", event.device, self.learner.slot_of.get(event.device, -1), detail
+                    )
             elif isinstance(event, LeaveEvent) and event.device in self.members.live:
                 self._leave(event.device, kind="leave")
         for d in sorted(detected):
@@ -217,13 +216,20 @@ class Simulation:
             self._event("isolated", device, slot, {"reason": "no neighbour to pull copies from"})
             return
         source = self.members.live[int(np.argmax(rates))]
-        self.learner.pull(device, source)
         live_slots = len(self.learner.slot_of) - 1
-        (result,) = self.network.transfer(
-            now, [Message(source, device, live_slots * self._slot_bits + HEADER_BITS, now)], now + 3600.0
-        )
+        message = Message(source, device, live_slots * self._slot_bits + HEADER_BITS, now)
+        (result,) = self.network.transfer(now, [message], now + self.scenario.network.slot_s)
         self._transfer_row("pull", result, links, live_slots)
-        self._event("pull", device, slot, {"from": source, "bits": result.bits, "finish_s": result.finish_s})
+        if result.delivered:
+            self.learner.pull(device, source)
+            self._ready_at[device] = result.finish_s
+        detail = {
+            "from": source,
+            "bits": result.bits,
+            "finish_s": result.finish_s,
+            "delivered": result.delivered,
+        }
+        self._event("pull", device, slot, detail)
 
     def _leave(self, device: int, kind: str) -> None:
         """Remove ``device``; its neighbours originate the tombstone of its slot.
@@ -255,10 +261,12 @@ class Simulation:
             knowing = [d for d in live if d not in waiting] + self.members.tombstone_origin[slot]
             sources = sorted({live.index(d) for d in knowing if d in live})
             dist = hop_distances(adjacency, sources) if sources else np.full(len(live), -1)
+            last_s = now
             for j, d in enumerate(live):
                 if d in waiting and dist[j] >= 0:
                     self.learner.apply_tombstone(d, slot)
                     waiting.discard(d)
+                    last_s = max(last_s, now + dist[j] * hop_s)
                     self._event("tombstone", d, slot, {"hops": int(dist[j])}, time_s=now + dist[j] * hop_s)
             waiting &= set(self.members.live)
             if not waiting:
@@ -267,7 +275,7 @@ class Simulation:
                 self.learner.release_slot(slot)
                 self.members.free_slots.append(slot)
                 self.members.free_slots.sort()
-                self._event("slot_released", -1, slot)
+                self._event("slot_released", -1, slot, time_s=last_s)
 
     # ------------------------------------------------------------------ a round
 
@@ -280,7 +288,9 @@ class Simulation:
         losses = self.learner.train(active, tau, self.rngs)
         flops = self.learner.flops_per_step() * tau
         compute_s = {d: flops / self.flops_per_s[d] for d in active}
-        deadline = t0 + (max(compute_s.values()) if compute_s else 0.0) + self.scenario.network.slot_s
+        ready = {d: max(self._ready_at.pop(d, t0), t0) for d in active}
+        tx_start = {d: ready[d] + compute_s[d] for d in active}
+        deadline = (max(tx_start.values()) if tx_start else t0) + self.scenario.network.slot_s
 
         links = self.network.links(t0, members)
         adjacency = links.adjacency()
@@ -299,8 +309,9 @@ class Simulation:
 
         delivered = np.zeros((len(members), len(members)), dtype=bool)
         needed: list[simpy.Event] = []
-        for msg, res in zip(messages, results, strict=True):
-            ok = res.delivered and res.dst not in self.members.silent_since
+        # A silent device receives nothing (its neighbours do not know yet and still send).
+        arrived = [res.delivered and res.dst not in self.members.silent_since for res in results]
+        for msg, res, ok in zip(messages, results, arrived, strict=True):
             if ok:
                 delivered[links.index(res.dst), links.index(res.src)] = True
                 self.members.last_heard[res.src] = res.finish_s
@@ -317,16 +328,20 @@ class Simulation:
         round_end = env.now
 
         index = [links.index(d) for d in active]
-        self.learner.mix(active, weights[np.ix_(index, index)], delivered[np.ix_(index, index)])
+        self.learner.mix(
+            active,
+            weights[np.ix_(index, index)],
+            delivered[np.ix_(index, index)],
+            adopt_owner=self.scenario.training.adopt_owner_copy,
+        )
 
-        sent = {d: [0, 0, 0, t0 + compute_s[d]] for d in active}  # bits, messages, delivered, tx end
+        sent = {d: [0, 0, 0, tx_start[d]] for d in active}  # bits, messages, delivered, tx end
         received = dict.fromkeys(active, 0)
-        for res in results:
+        for res, ok in zip(results, arrived, strict=True):
             if res.src in sent:
                 s = sent[res.src]
                 s[0] += res.bits
                 s[1] += 1
-                ok = res.delivered and res.dst not in self.members.silent_since
                 s[2] += int(ok)
                 s[3] = max(s[3], min(res.finish_s, deadline))
                 if ok and res.dst in received:
@@ -342,7 +357,7 @@ class Simulation:
                 steps=tau,
                 flops=flops,
                 compute_s=compute_s[d],
-                tx_start_s=t0 + compute_s[d],
+                tx_start_s=tx_start[d],
                 tx_end_s=sent[d][3],
                 bits_sent=sent[d][0],
                 bits_received=received[d],
@@ -441,12 +456,32 @@ class Simulation:
                 final[row["split"]] = row["accuracy"]
         transfers = self.trace.rows["transfers"]
         return {
+            "around_events": self._around_events(),
             "rounds": self._round + 1,
             "simulated_s": float(self.env.now),
             "final_accuracy": final,
             "bits_sent": int(sum(t["bits"] for t in transfers)),
             "live_devices": len(self.members.active),
         }
+
+    def _around_events(self) -> list[dict[str, Any]]:
+        """Network-wide accuracy per split just before and just after each membership change."""
+        means = [row for row in self.trace.rows["evaluations"] if row["device"] is None]
+        out = []
+        for r in sorted({row["round"] for row in means if row["stage"] == "after_event"}):
+            kinds = sorted(
+                {e["kind"] for e in self.trace.rows["events"] if e["round"] == r}
+                & {"join", "leave", "leave_detected"}
+            )
+            entry: dict[str, Any] = {"round": r, "events": kinds}
+            for stage in ("before_event", "after_event"):
+                entry[stage] = {
+                    row["split"]: row["accuracy"]
+                    for row in means
+                    if row["round"] == r and row["stage"] == stage
+                }
+            out.append(entry)
+        return out
 
     # ------------------------------------------------------------------ state
 

@@ -63,4 +63,4 @@ def export_device(run_dir: Path, device: int, out_dir: Path) -> None:
     base.save_pretrained(out_dir / "base")
     model = to_peft_model(base, adapter, rank=spec.rank, alpha=spec.alpha, target_modules=spec.target_modules)
     model.peft_config["default"].base_model_name_or_path = "base"
-    model.save_pretrained(out_dir, save_embedding_layers=False)
+    model.save_pretrained(str(out_dir), save_embedding_layers=False)

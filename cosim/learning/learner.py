@@ -291,22 +291,35 @@ class SlotLearner:
     def mark_sent(self, device: int) -> None:
         self._sent[device] = {n: c[device].clone() for n, c in self.copies.items()}
 
-    def mix(self, devices: list[int], weights: np.ndarray, delivered: np.ndarray) -> None:
+    def mix(
+        self, devices: list[int], weights: np.ndarray, delivered: np.ndarray, adopt_owner: bool = False
+    ) -> None:
         """One gossip step among ``devices``.
 
         ``weights[i, j]`` is the mixing weight of ``devices[j]`` at ``devices[i]``
         (Metropolis-Hastings); ``delivered[i, j]`` says whether ``devices[j]``'s
         message reached ``devices[i]`` this round.  The weight of a message that did
         not arrive stays with the receiver's own copy.  Owners keep their own slot.
+        With ``adopt_owner``, a device that received a slot straight from its owner
+        takes the owner's copy instead of mixing it (the owner's copy is authoritative).
         """
         w = np.where(delivered, weights, 0.0)
         np.fill_diagonal(w, 0.0)
         w[np.diag_indices_from(w)] = 1.0 - w.sum(axis=1)
         w_t = torch.as_tensor(w, dtype=torch.float32)
         index = torch.as_tensor(devices)
+        adopt: list[tuple[torch.Tensor, int, int]] = []
+        if adopt_owner:
+            for j, owner in enumerate(devices):
+                if owner in self.slot_of:
+                    heard = [i for i in range(len(devices)) if i != j and delivered[i, j]]
+                    adopt.append((torch.as_tensor(heard, dtype=torch.long), j, self.slot_of[owner]))
         with torch.no_grad():
-            for name, copies in self.copies.items():
-                mixed = torch.einsum("ij,j...->i...", w_t, copies[index])
+            for copies in self.copies.values():
+                before = copies[index]
+                mixed = torch.einsum("ij,j...->i...", w_t, before)
+                for receivers, j, slot in adopt:
+                    mixed[receivers, slot] = before[j, slot]
                 copies[index] = mixed
         self._sync_own([d for d in devices if d in self.own])
         for d in devices:

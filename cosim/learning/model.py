@@ -38,8 +38,8 @@ def build_tiny_base(spec: TinyModel, vocab_size: int, seed: int) -> LlamaForCaus
         bos_token_id=0,
         eos_token_id=1,
         pad_token_id=None,
-        attn_implementation="eager",
     )
+    config._attn_implementation = "eager"
     state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
@@ -52,7 +52,7 @@ def build_tiny_base(spec: TinyModel, vocab_size: int, seed: int) -> LlamaForCaus
 
 
 def target_linear_modules(model: nn.Module, target_modules: tuple[str, ...]) -> list[tuple[str, nn.Linear]]:
-    """``(qualified name, module)`` of every linear whose last name part is in ``target_modules``, in order."""
+    """``(qualified name, module)`` of each linear whose last name part is in ``target_modules``."""
     found = []
     for name, module in model.named_modules():
         if isinstance(module, (nn.Linear, SlotLinear)) and name.rsplit(".", 1)[-1] in target_modules:
@@ -79,6 +79,7 @@ class SlotLinear(nn.Module):
     def __init__(self, base: nn.Linear, projection: torch.Tensor, rank: int, scaling: float) -> None:
         super().__init__()
         self.base = base
+        self.projection: torch.Tensor
         self.register_buffer("projection", projection, persistent=False)
         self.rank = rank
         self.scaling = scaling

@@ -8,6 +8,7 @@ scaling ``lora_alpha / (K_live r)`` equals the slots' ``alpha / r``.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any, cast
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -36,15 +37,16 @@ def to_peft_model(
     slots = stacked // rank
     config = LoraConfig(
         r=stacked,
-        lora_alpha=alpha * slots,
+        lora_alpha=alpha * slots,  # type: ignore[arg-type]  # peft accepts floats
         target_modules=list(target_modules),
         lora_dropout=0.0,
         bias="none",
         init_lora_weights=True,
     )
     model = get_peft_model(base, config)
+    inner = cast(nn.Module, model.base_model.model)
     for name, (a, b) in adapter.items():
-        layer = model.base_model.model.get_submodule(name)
+        layer: Any = inner.get_submodule(name)
         with torch.no_grad():
             layer.lora_A["default"].weight.copy_(a)
             layer.lora_B["default"].weight.copy_(b)

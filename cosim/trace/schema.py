@@ -58,7 +58,7 @@ TABLES: dict[str, list[tuple[str, pa.DataType, str]]] = {
     "events": [
         ("round", _I, "round at which the event took effect"),
         ("time_s", _F, "simulated time"),
-        ("kind", _S, "join, leave, leave_silent, leave_detected, tombstone, slot_released, isolated"),
+        ("kind", _S, "join, pull, leave, leave_silent, leave_detected, tombstone, slot_released, isolated"),
         ("device", _I, "the device concerned (for tombstone: the device applying it)"),
         ("slot", _I, "the slot concerned (-1 if none)"),
         ("detail", _S, "JSON with event-specific values"),
@@ -66,7 +66,11 @@ TABLES: dict[str, list[tuple[str, pa.DataType, str]]] = {
     "evaluations": [
         ("round", _I, "round index"),
         ("time_s", _F, "simulated time"),
-        ("stage", _S, "round (after the round's exchange), before_event or after_event"),
+        (
+            "stage",
+            _S,
+            "initial (base model), round (after the exchange), before_event or after_event",
+        ),
         ("split", _S, "retain, forget, test or newcomer"),
         ("device", _I, "evaluated device's own model; null for the mean over live devices"),
         ("accuracy", _F, "highest-likelihood answer is right"),
@@ -75,7 +79,7 @@ TABLES: dict[str, list[tuple[str, pa.DataType, str]]] = {
         (
             "consensus_distance",
             _F,
-            "mean squared distance of the devices' copies to their mean (null per device)",
+            "mean squared distance of copies to their mean (null per device)",
         ),
     ],
 }

@@ -1,0 +1,227 @@
+"""Shared fixtures: a tiny scenario that runs in well under a second."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+# The tiny model gains nothing from intra-op threads, and on a busy machine the
+# OpenMP workers spin-wait and make a half-second run take tens of seconds.  Set
+# before torch is imported (here or in a `cosim` subprocess, which inherits it).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+TINY_SCENARIO: dict[str, Any] = {
+    "name": "tiny",
+    "seed": 3,
+    "network": {"backend": "builtin", "area": {"width_m": 30.0, "height_m": 30.0}},
+    "devices": {"count": 4},
+    "model": {
+        "tiny": {"hidden_size": 32, "intermediate_size": 64, "num_layers": 2, "num_heads": 2},
+        "rank": 4,
+        "slot_capacity": 8,
+    },
+    "data": {
+        "samples_per_device": 4,
+        "shared_facts": 2,
+        "rule_examples_per_device": 4,
+        "test_questions": 8,
+    },
+    "training": {"rounds": 4, "local_steps": 2, "batch_size": 4},
+}
+
+# The same, as `--set` overrides of scenarios/quickstart.yaml (whose events are a leave of
+# device 3 and a join).
+TINY_OVERRIDES: list[str] = [
+    "network.area={width_m: 30, height_m: 30}",
+    "devices.count=4",
+    "model.tiny={hidden_size: 32, intermediate_size: 64, num_layers: 2, num_heads: 2}",
+    "model.rank=4",
+    "model.slot_capacity=8",
+    "data.samples_per_device=4",
+    "data.shared_facts=2",
+    "data.rule_examples_per_device=4",
+    "data.test_questions=8",
+    "training.rounds=4",
+    "training.local_steps=2",
+    "training.batch_size=4",
+    "events.0.round=2",
+    "events.1.round=3",
+]
+
+REPO = Path(__file__).resolve().parent.parent
+QUICKSTART = REPO / "scenarios" / "quickstart.yaml"
+
+
+@pytest.fixture(scope="session")
+def quickstart() -> Path:
+    """scenarios/quickstart.yaml."""
+    return QUICKSTART
+
+
+@pytest.fixture(scope="session")
+def tiny_overrides() -> list[str]:
+    """--set overrides that make scenarios/quickstart.yaml tiny (leave at round 2, join at 3)."""
+    return list(TINY_OVERRIDES)
+
+
+@pytest.fixture
+def tiny_scenario() -> dict[str, Any]:
+    """A fresh copy of the tiny scenario (4 devices, 4 rounds, no events), as a raw dict."""
+    return copy.deepcopy(TINY_SCENARIO)
+
+
+@pytest.fixture
+def write_yaml(tmp_path: Path):
+    """``write_yaml(raw_or_text, name="scenario.yaml")`` writes a scenario file into tmp_path."""
+
+    def write(content: dict[str, Any] | str, name: str = "scenario.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(content if isinstance(content, str) else yaml.safe_dump(content), encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def tiny_file(write_yaml, tiny_scenario: dict[str, Any]) -> Path:
+    """The tiny scenario written to a YAML file."""
+    return write_yaml(tiny_scenario)
+
+
+# --------------------------------------------------------------------------- bad inputs
+
+# id -> (file: "tiny" for the tiny scenario, None for no file, else the file's text;
+#        --set overrides; fragments the one error message must contain)
+BAD_INPUTS: dict[str, tuple[str | None, list[str], list[str]]] = {
+    "malformed_yaml": (
+        "name: t\n  bad: indent\n",
+        [],
+        ["malformed YAML at line 2, column 6", "mapping values are not allowed here"],
+    ),
+    "unknown_field": (
+        "tiny",
+        ["training.epochs=3"],
+        ["training.epochs: unknown field; allowed: rounds, local_steps", "(got 3)"],
+    ),
+    "wrong_type": (
+        "tiny",
+        ["training.rounds=abc"],
+        ["training.rounds: Input should be a valid integer", "(got 'abc')"],
+    ),
+    "out_of_range": (
+        "tiny",
+        ["network.radio.per_target=1.5"],
+        ["network.radio.per_target: Input should be less than 1 (got 1.5)"],
+    ),
+    "unknown_backend": (
+        "tiny",
+        ["network.backend=ns4"],
+        ["network.backend: unknown backend; allowed: 'builtin' (got 'ns4')"],
+    ),
+    "unknown_mobility": (
+        "tiny",
+        ["network.mobility={kind: teleport}"],
+        ["network.mobility.kind: unknown kind; allowed: 'static', 'random_waypoint' (got 'teleport')"],
+    ),
+    "event_unknown_device": (
+        "tiny",
+        ["events=[{kind: leave, device: 7, round: 1}]"],
+        ["events.0.device: device 7 does not exist; allowed: 0..3"],
+    ),
+    "join_wrong_id": (
+        "tiny",
+        ["events=[{kind: leave, device: 0, round: 1}, {kind: join, device: 9, round: 2}]"],
+        ["events.1.device: a newcomer gets the next unused id; expected 4, got 9"],
+    ),
+    "event_round_past_end": (
+        "tiny",
+        ["events=[{kind: leave, device: 1, round: 4}]"],
+        ["events.0.round: 4 is past the last round; allowed: 0..3"],
+    ),
+    "capacity_wider_than_layer": (
+        "tiny",
+        ["model.slot_capacity=9"],
+        ["slot_capacity * rank = 9 * 4 = 36 exceeds the input width 32", "allowed: slot_capacity <= 8"],
+    ),
+    "too_few_slots": (
+        "tiny",
+        ["model.slot_capacity=3"],
+        ["model.slot_capacity: 3 slots cannot hold the 4 devices", "allowed: >= 4"],
+    ),
+    "missing_file": (None, [], ["no such scenario file"]),
+    "empty_file": ("", [], ["the file is empty; a scenario needs at least 'name'"]),
+    "bad_override": ("tiny", ["training.rounds"], ["--set 'training.rounds': expected the form a.b.c=value"]),
+}
+
+
+class BadInput:
+    def __init__(self, path: Path, overrides: list[str], fragments: list[str]) -> None:
+        self.path = path
+        self.overrides = overrides
+        self.fragments = fragments
+
+    def set_args(self) -> list[str]:
+        return [arg for text in self.overrides for arg in ("--set", text)]
+
+
+@pytest.fixture(params=sorted(BAD_INPUTS))
+def bad_input(request: pytest.FixtureRequest, tmp_path: Path) -> BadInput:
+    """Every kind of bad input: a scenario file, its --set overrides and the expected message."""
+    content, overrides, fragments = BAD_INPUTS[request.param]
+    path = tmp_path / "bad.yaml"
+    if content == "tiny":
+        path.write_text(yaml.safe_dump(TINY_SCENARIO), encoding="utf-8")
+    elif content is not None:
+        path.write_text(content, encoding="utf-8")
+    return BadInput(path, overrides, fragments)
+
+
+# --------------------------------------------------------------------------- runs
+
+
+class TinyRun:
+    """A finished run of the tiny scenario: its directory, the simulation and the tables as rows."""
+
+    def __init__(self, out_dir: Path, sim: Any, summary: dict[str, Any]) -> None:
+        self.out_dir = out_dir
+        self.sim = sim
+        self.summary = summary
+        self._tables: dict[str, list[dict[str, Any]]] = {}
+
+    def rows(self, table: str) -> list[dict[str, Any]]:
+        import pyarrow.parquet as pq
+
+        if table not in self._tables:
+            self._tables[table] = pq.read_table(self.out_dir / f"{table}.parquet").to_pylist()
+        return self._tables[table]
+
+
+@pytest.fixture(scope="session")
+def run_tiny(tmp_path_factory: pytest.TempPathFactory):
+    """``run_tiny(*overrides, fresh=False)``: the tiny scenario with --set overrides, run once per
+    session (or again into a new directory with ``fresh=True``)."""
+    from cosim.engine.simulation import Simulation
+    from cosim.scenario import apply_overrides, parse_scenario
+
+    cache: dict[tuple[str, ...], TinyRun] = {}
+
+    def run(*overrides: str, fresh: bool = False) -> TinyRun:
+        if not fresh and overrides in cache:
+            return cache[overrides]
+        spec = parse_scenario(apply_overrides(TINY_SCENARIO, list(overrides)))
+        out_dir = tmp_path_factory.mktemp("run")
+        sim = Simulation(spec, out_dir)
+        summary = sim.run()
+        sim.save_state()
+        result = TinyRun(out_dir, sim, summary)
+        if not fresh:
+            cache[overrides] = result
+        return result
+
+    return run

@@ -1,0 +1,163 @@
+"""The slot learner: batched training against PEFT and against one device at a time, mixing, evaluation."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cosim.graph import metropolis_hastings
+from cosim.learning.reference import train_one_by_one_peft
+
+
+def _rngs(devices, seed: int = 0) -> dict[int, np.random.Generator]:
+    return {d: np.random.default_rng([seed, d]) for d in devices}
+
+
+def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    return max(float((a[n].detach() - b[n].detach()).abs().max()) for n in a)
+
+
+# --------------------------------------------------------------------------- training
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "mu"), [("adam", 0.0), ("sgd", 0.0), ("adam", 1.0)], ids=["adam", "sgd", "adam-prox"]
+)
+def test_batched_step_equals_one_by_one_peft_training(make_learner, random_views, optimizer, mu):
+    learner = make_learner(optimizer=optimizer, slot_dropout=0.0)
+    random_views(learner, seed=3)
+    # A first round gives Adam a state and mixing gives every device a different view of every slot.
+    learner.train([0, 1, 2, 3], 2, _rngs(range(4), seed=1))
+    learner.mix([0, 1, 2, 3], metropolis_hastings(~np.eye(4, dtype=bool)), np.ones((4, 4), dtype=bool))
+    devices = [0, 1, 3]  # device 2 sits this round out
+    rngs = _rngs(devices, seed=2)
+    start = {d: {n: p.detach().clone() for n, p in learner.own[d].items()} for d in devices}
+    untouched = {n: c[2].clone() for n, c in learner.copies.items()}
+
+    reference = {d: train_one_by_one_peft(learner, d, 3, copy.deepcopy(rngs[d]), mu=mu) for d in devices}
+    learner.train(devices, 3, rngs, mu=mu)
+
+    for d in devices:
+        assert _max_diff(learner.own[d], start[d]) > 1e-3  # the step did something
+        assert _max_diff(learner.own[d], reference[d]) < 1e-5
+        slot = learner.slot_of[d]
+        assert _max_diff({n: c[d, slot] for n, c in learner.copies.items()}, reference[d]) < 1e-5
+    for name, copies in learner.copies.items():
+        assert torch.equal(copies[2], untouched[name])
+
+
+def test_peft_reference_needs_slot_dropout_off(make_learner):
+    learner = make_learner(slot_dropout=0.2)
+    with pytest.raises(ValueError, match="slot_dropout: the peft reference needs 0"):
+        train_one_by_one_peft(learner, 0, 1, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("slot_dropout", [0.0, 0.4])
+def test_batched_devices_equal_each_device_trained_alone(make_learner, random_views, slot_dropout):
+    together, alone = make_learner(slot_dropout=slot_dropout), make_learner(slot_dropout=slot_dropout)
+    random_views(together, seed=5)
+    random_views(alone, seed=5)
+    devices = [0, 1, 2]
+    rngs_together, rngs_alone = _rngs(devices), _rngs(devices)
+
+    losses = together.train(devices, 3, rngs_together)
+    for d in devices:
+        loss = alone.train([d], 3, rngs_alone)
+        assert loss[d] == pytest.approx(losses[d], abs=1e-6)
+
+    for d in devices:
+        assert _max_diff(together.own[d], alone.own[d]) < 1e-5
+    for name in together.copies:
+        torch.testing.assert_close(together.copies[name], alone.copies[name], rtol=0, atol=1e-5)
+    # Both paths drew the same numbers from every device's generator.
+    for d in devices:
+        assert rngs_together[d].random() == rngs_alone[d].random()
+
+
+# --------------------------------------------------------------------------- mixing
+
+
+def test_mix_of_all_delivered_is_w_times_copies_owners_keep_their_slot(make_learner, random_views):
+    learner = make_learner()
+    random_views(learner, seed=11)
+    devices = [0, 1, 2, 3]
+    path = np.zeros((4, 4), dtype=bool)
+    for i in range(3):
+        path[i, i + 1] = path[i + 1, i] = True
+    weights = metropolis_hastings(path)
+    before = {n: c.clone() for n, c in learner.copies.items()}
+
+    learner.mix(devices, weights, np.ones((4, 4), dtype=bool))
+
+    w = torch.as_tensor(weights, dtype=torch.float32)
+    for name, copies in learner.copies.items():
+        expected = torch.einsum("ij,jkor->ikor", w, before[name])
+        for d, slot in learner.slot_of.items():
+            expected[d, slot] = before[name][d, slot]
+        torch.testing.assert_close(copies, expected, rtol=0, atol=1e-6)
+        assert (copies - before[name]).abs().max() > 1e-3
+
+
+def test_an_undelivered_message_leaves_its_weight_with_the_receiver(make_learner):
+    learner = make_learner()
+    # Hand-set copies: slot of device 1 (owned inside the mix) and of device 3 (outside it).
+    s1, s3 = learner.slot_of[1], learner.slot_of[3]
+    values = {s1: [1.0, 4.0, 10.0], s3: [3.0, 6.0, 12.0]}  # by device 0, 1, 2
+    with torch.no_grad():
+        for name, copies in learner.copies.items():
+            for slot, by_device in values.items():
+                for d, v in enumerate(by_device):
+                    copies[d, slot] = v
+            learner.own[1][name].fill_(4.0)
+    third = np.full((3, 3), 1 / 3)  # Metropolis-Hastings weights of a triangle
+    delivered = np.ones((3, 3), dtype=bool)
+    delivered[0, 1] = False  # device 1's message did not reach device 0
+
+    learner.mix([0, 1, 2], third, delivered)
+
+    # device 0: (1/3 + 1/3) of its own copy + 1/3 of device 2's; devices 1 and 2: the mean.
+    expected = {s1: [2 / 3 * 1 + 10 / 3, 4.0, (1 + 4 + 10) / 3], s3: [2 / 3 * 3 + 12 / 3, 7.0, 7.0]}
+    assert expected[s1][0] == pytest.approx(4.0) and expected[s3][0] == pytest.approx(6.0)
+    for copies in learner.copies.values():
+        for slot, by_device in expected.items():
+            for d, v in enumerate(by_device):
+                torch.testing.assert_close(copies[d, slot], torch.full_like(copies[d, slot], v))
+        assert torch.count_nonzero(copies[3]) == 0  # device 3 took no part
+
+
+def test_a_tombstoned_slot_stays_zero_after_mixing(make_learner, random_views):
+    learner = make_learner()
+    random_views(learner, seed=13)
+    slot = learner.slot_of[2]
+    learner.apply_tombstone(0, slot)
+
+    learner.mix([0, 1, 2, 3], np.full((4, 4), 0.25), np.ones((4, 4), dtype=bool))
+
+    for copies in learner.copies.values():
+        assert torch.count_nonzero(copies[0, slot]) == 0
+        assert copies[1, slot].abs().max() > 1e-3  # the others still hold it
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def test_evaluate_matches_a_recomputation_from_device_logits(make_learner, random_views):
+    learner = make_learner()
+    random_views(learner, seed=17, scale=0.5)
+    value_tokens = torch.as_tensor(learner.task.value_tokens)
+
+    rows = learner.evaluate([0, 1, 3])
+
+    assert {(r.device, r.split) for r in rows} == {(d, s) for d in (0, 1, 3) for s in learner.task.splits}
+    for split_name, split in learner.task.splits.items():
+        (row,) = [r for r in rows if r.device == 1 and r.split == split_name]
+        logits = learner.device_logits(1, torch.as_tensor(split.inputs))[:, -1, value_tokens]
+        answers = torch.as_tensor(split.answers - int(value_tokens[0]))
+        correct = int((logits.argmax(dim=1) == answers).sum())
+        assert row.n == len(split)
+        assert row.accuracy == pytest.approx(correct / len(split), abs=1e-6)  # a float32 mean
+        assert row.loss == pytest.approx(float(F.cross_entropy(logits, answers)), abs=1e-5)

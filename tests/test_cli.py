@@ -1,0 +1,181 @@
+"""The command line: user errors exit 2 with one message and no traceback; a tiny run works."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from cosim.cli.main import app
+from cosim.scenario import load_scenario, scenario_hash
+
+COSIM = Path(sys.executable).with_name("cosim")
+TABLE_FILES = ["rounds.parquet", "transfers.parquet", "events.parquet", "evaluations.parquet"]
+WIDE = {"COLUMNS": "400"}  # so that rich does not wrap (or fold) long messages
+
+
+def flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def invoke(*args: str | Path):
+    return CliRunner().invoke(app, [str(a) for a in args], env=WIDE)
+
+
+def assert_user_error(result, fragments: list[str]) -> None:
+    """Exit code 2, one 'error:' line group on stderr naming the problem, nothing else."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+    assert result.stderr.count("error:") == 1
+    assert result.stderr.startswith("error: ")
+    for fragment in fragments:
+        assert flat(fragment) in flat(result.stderr)
+
+
+def snapshot(directory: Path) -> dict[str, tuple[bytes, int]]:
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(directory.iterdir())}
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_bad_input_exits_2_with_one_message(bad_input, command: str, tmp_path: Path) -> None:
+    result = invoke(
+        command, bad_input.path, *bad_input.set_args(), *(["--out", tmp_path / "out"] * (command == "run"))
+    )
+    assert_user_error(result, bad_input.fragments)
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_with_bad_input_leaves_an_existing_run_dir_alone(bad_input, tmp_path: Path) -> None:
+    run_dir = tmp_path / "previous"
+    run_dir.mkdir()
+    (run_dir / "manifest.json").write_text('{"status": "complete"}\n')
+    (run_dir / "rounds.parquet").write_bytes(b"PAR1 not really")
+    (run_dir / "notes.txt").write_text("keep me\n")
+    before = snapshot(run_dir)
+    result = invoke("run", bad_input.path, *bad_input.set_args(), "--out", run_dir, "-q")
+    assert_user_error(result, bad_input.fragments)
+    assert snapshot(run_dir) == before
+
+
+def test_the_console_script_exits_2_without_a_traceback(write_yaml, tiny_scenario) -> None:
+    # `cosim run` takes the same path in-process above; a subprocess of it costs a torch import.
+    path = write_yaml(tiny_scenario)
+    proc = subprocess.run(
+        [str(COSIM), "validate", str(path), "--set", "events=[{kind: leave, device: 7, round: 1}]"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **WIDE},
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == ""
+    assert "Traceback" not in proc.stderr
+    assert flat(proc.stderr) == flat(
+        f"error: {path}: invalid scenario "
+        "events.0.device: device 7 does not exist; allowed: 0..3 (4 initial devices and 0 newcomers)"
+    )
+
+
+def test_validate_prints_the_resolved_summary(tiny_file: Path) -> None:
+    result = invoke(
+        "validate", tiny_file, "--set", "training.rounds=6", "--set", "events=[{kind: join, round: 2}]"
+    )
+    assert result.exit_code == 0, result.output
+    assert flat(result.stderr) == flat(f"ok {tiny_file}: scenario 'tiny', 4 devices, 6 rounds, 1 events")
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("network.placement={kind: explicit, positions_m: [[0, 0]]}", "give one [x, y] per device"),
+        ("training.rounds=[bold]x", "--set 'training.rounds=[bold]x'"),
+    ],
+    ids=["positions", "override-text"],
+)
+def test_error_messages_are_printed_verbatim(tiny_file: Path, override: str, fragment: str) -> None:
+    result = invoke("validate", tiny_file, "--set", override)
+    assert result.exit_code == 2
+    assert fragment in flat(result.stderr)
+
+
+# --------------------------------------------------------------------------- a tiny run
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, quickstart: Path, tiny_overrides: list[str]):
+    """`cosim run scenarios/quickstart.yaml`, made tiny: device 3 leaves at round 2, 4 joins at 3."""
+    out = tmp_path_factory.mktemp("cli") / "run"
+    args = [arg for text in tiny_overrides for arg in ("--set", text)]
+    result = invoke("run", quickstart, "--out", out, "-q", *args)
+    return out, result
+
+
+def test_a_tiny_run_writes_the_four_tables_and_a_complete_manifest(
+    tiny_run, quickstart: Path, tiny_overrides: list[str]
+) -> None:
+    out, result = tiny_run
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    assert {p.name for p in out.iterdir()} >= {
+        *TABLE_FILES,
+        "manifest.json",
+        "state.safetensors",
+        "state.json",
+    }
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    assert manifest["name"] == "quickstart"
+    assert manifest["scenario_hash"] == scenario_hash(load_scenario(quickstart, tiny_overrides))
+    assert manifest["summary"]["rounds"] == 4
+    assert manifest["summary"]["live_devices"] == 4
+    for name in TABLE_FILES:
+        assert manifest["tables"][name.removesuffix(".parquet")] == pq.read_metadata(out / name).num_rows > 0
+    events = pq.read_table(out / "events.parquet").to_pylist()
+    assert [(e["kind"], e["device"], e["round"]) for e in events if e["kind"] in ("leave", "join")] == [
+        ("leave", 3, 2),
+        ("join", 4, 3),
+    ]
+    assert f"trace: {out}/" in flat(result.stderr)
+
+
+@pytest.mark.parametrize(
+    ("device", "fragment"),
+    [
+        (3, "--device 3: not a live device at the end of the run; allowed: [0, 1, 2, 4]"),
+        (99, "--device 99: not a live device at the end of the run; allowed: [0, 1, 2, 4]"),
+    ],
+    ids=["left", "never-existed"],
+)
+def test_export_of_a_device_that_is_not_live_exits_2(
+    tiny_run, tmp_path: Path, device: int, fragment: str
+) -> None:
+    out, _ = tiny_run
+    before = snapshot(out)
+    result = invoke("export", out, tmp_path / "adapter", "--device", str(device))
+    assert_user_error(result, [fragment])
+    assert not (tmp_path / "adapter").exists()
+    assert snapshot(out) == before
+
+
+def test_export_of_a_missing_run_dir_exits_2(tmp_path: Path) -> None:
+    result = invoke("export", tmp_path / "nowhere", tmp_path / "adapter", "--device", "0")
+    assert_user_error(result, [f"{tmp_path / 'nowhere'}: not a run directory (no manifest.json)"])
+    assert not (tmp_path / "adapter").exists()
+
+
+def test_export_of_an_unfinished_run_exits_2(tiny_run, tmp_path: Path) -> None:
+    out, _ = tiny_run
+    manifest = json.loads((out / "manifest.json").read_text())
+    (tmp_path / "manifest.json").write_text(json.dumps({**manifest, "status": "running"}))
+    result = invoke("export", tmp_path, tmp_path / "adapter", "--device", "0")
+    assert_user_error(result, [f"{tmp_path}: the run is not complete (status 'running')"])
