@@ -237,7 +237,7 @@ class Training(_Spec):
     learning_rate: float = Field(0.003, gt=0, le=10)
     optimizer: Literal["sgd", "adam"] = "adam"
     slot_dropout: float = Field(
-        0.2,
+        0.0,
         ge=0,
         lt=1,
         description="Chance that a device leaves another slot out of its view in a local "

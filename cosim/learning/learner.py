@@ -393,7 +393,14 @@ class SlotLearner:
         ``A`` is ``(K_live r, d_in)`` and ``B`` is ``(d_out, K_live r)``; with scaling
         ``alpha / r`` the device's weight is ``W0 + s B A``.
         """
-        live = sorted(k for k in self.slot_of.values() if k not in self.tombstoned[device])
+        # Every slot the device's model uses: the live ones, and a departed one whose
+        # tombstone has not reached the device yet (its copy is still in the model).
+        held = {
+            k
+            for k in range(self.capacity)
+            if any(bool(c[device, k].any()) for c in self.copies.values())
+        }
+        live = sorted((held | set(self.slot_of.values())) - self.tombstoned[device])
         rows = torch.cat([torch.arange(k * self.rank, (k + 1) * self.rank) for k in live])
         adapter = {}
         for name, layer in self.layers.items():

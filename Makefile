@@ -1,0 +1,19 @@
+.PHONY: setup run test lint bench
+
+setup:
+	python3 -m venv .venv && .venv/bin/pip install -e '.[dev]'
+
+run:
+	.venv/bin/cosim run scenarios/quickstart.yaml
+
+test:
+	.venv/bin/python -m pytest -q
+
+lint:
+	.venv/bin/ruff check cosim tests benchmarks
+	.venv/bin/ruff format --check cosim tests benchmarks
+	.venv/bin/mypy
+
+bench:
+	.venv/bin/python benchmarks/bench_quickstart.py --repeats 3
+	.venv/bin/python benchmarks/bench_batched_training.py --repeats 7 --threads 1

@@ -1,0 +1,122 @@
+"""Wall time of the quickstart scenario, and where it goes.
+
+Runs ``scenarios/quickstart.yaml`` end to end (in-process, as ``cosim run`` does)
+several times and reports the median wall seconds per run and per round, the
+simulated seconds, and the share of wall time spent in the learner (training,
+mixing, evaluation), in the network backend (links, transfers) and elsewhere
+(engine, trace writing, model building).
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/bench_quickstart.py --repeats 3
+
+The Markdown table is printed and written into ``benchmarks/RESULTS.md`` under
+the heading ``SECTION`` (that section alone is replaced).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from cosim.engine.simulation import Simulation  # noqa: E402
+from cosim.learning.learner import SlotLearner  # noqa: E402
+from cosim.network.builtin import BuiltinBackend  # noqa: E402
+from cosim.scenario import load_scenario  # noqa: E402
+
+SECTION = "## Quickstart end to end"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _timed(cls: type, names: list[str], bucket: str, spent: dict[str, float]) -> None:
+    for name in names:
+        original: Callable[..., Any] = getattr(cls, name)
+
+        def wrapper(*args: Any, __f: Callable[..., Any] = original, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return __f(*args, **kwargs)
+            finally:
+                spent[bucket] += time.perf_counter() - start
+
+        setattr(cls, name, wrapper)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    scenario = load_scenario(ROOT / "scenarios" / "quickstart.yaml")
+    spent: dict[str, float] = defaultdict(float)
+    _timed(SlotLearner, ["train", "mix", "evaluate", "dirty_slots", "mark_sent"], "learner", spent)
+    _timed(BuiltinBackend, ["links", "transfer", "positions"], "network", spent)
+
+    walls, shares, simulated = [], [], 0.0
+    for _ in range(args.repeats):
+        spent.clear()
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            sim = Simulation(scenario, Path(tmp) / "run")
+            summary = sim.run()
+            wall = time.perf_counter() - start
+        walls.append(wall)
+        shares.append({k: v / wall for k, v in spent.items()})
+        simulated = summary["simulated_s"]
+    wall = statistics.median(walls)
+    learner = statistics.median(s.get("learner", 0.0) for s in shares)
+    network = statistics.median(s.get("network", 0.0) for s in shares)
+    rounds = scenario.training.rounds
+    lines = [
+        SECTION,
+        "",
+        f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC. Command (repository root):",
+        "",
+        "```",
+        ".venv/bin/python benchmarks/bench_quickstart.py --repeats " + str(args.repeats),
+        "```",
+        "",
+        f"Machine: `nproc` = {os.cpu_count()}, torch {torch.__version__} with "
+        f"{torch.get_num_threads()} threads, Python {platform.python_version()}.",
+        "",
+        "| quantity | value |",
+        "|---|---:|",
+        f"| wall s per run (median of {args.repeats}) | {wall:.1f} |",
+        f"| runs (s) | {', '.join(f'{w:.1f}' for w in walls)} |",
+        f"| wall s per round ({rounds} rounds) | {wall / rounds:.2f} |",
+        f"| simulated s | {simulated:.1f} |",
+        f"| learner share of wall time (train, mix, evaluate) | {learner:.0%} |",
+        f"| builtin network share | {network:.1%} |",
+        f"| rest (model build, engine, trace) | {1 - learner - network:.0%} |",
+        "",
+        "The README promises the quickstart under two minutes on this kind of machine.",
+        "",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    results = ROOT / "benchmarks" / "RESULTS.md"
+    old = results.read_text() if results.exists() else "# Benchmark results\n\n"
+    if SECTION in old:
+        head, _, rest = old.partition(SECTION)
+        tail = rest[rest.find("\n## ") :] if "\n## " in rest else ""
+        new = head + text + tail.lstrip("\n")
+    else:
+        new = old.rstrip("\n") + "\n\n" + text
+    results.write_text(new)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
