@@ -31,12 +31,12 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
+import torch
 
-from cosim.engine.simulation import Simulation  # noqa: E402
-from cosim.learning.learner import SlotLearner  # noqa: E402
-from cosim.network.builtin import BuiltinBackend  # noqa: E402
-from cosim.scenario import load_scenario  # noqa: E402
+from cosim.engine.simulation import Simulation
+from cosim.learning.learner import SlotLearner
+from cosim.network.builtin import BuiltinBackend
+from cosim.scenario import load_scenario
 
 SECTION = "## Quickstart end to end"
 ROOT = Path(__file__).resolve().parent.parent

@@ -29,15 +29,21 @@ def run_command(spec: Scenario, out_dir: Path, *, quiet: bool, console: Console)
         TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(),
         console=console,
-        disable=quiet,
+        disable=quiet or not console.is_terminal,
         transient=False,
     )
+
+    # Without a terminal (logs, CI) print a plain line every tenth of the run instead of a bar.
+    every = max(1, spec.training.rounds // 10)
+    plain = not quiet and not console.is_terminal
 
     def on_round(info: RoundInfo) -> None:
         if info.accuracy:
             last.update(info.accuracy)
         status = f"t={info.time_s:7.2f}s  live {info.live}  loss {info.loss:.3f}  {_format_acc(last)}"
         progress.update(task, completed=info.round + 1, status=status)
+        if plain and ((info.round + 1) % every == 0 or info.round + 1 == info.rounds):
+            console.print(f"round {info.round + 1:>4}/{info.rounds}  {status}", highlight=False)
 
     with progress:
         task = progress.add_task("rounds", total=spec.training.rounds, status="")

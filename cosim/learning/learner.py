@@ -396,9 +396,7 @@ class SlotLearner:
         # Every slot the device's model uses: the live ones, and a departed one whose
         # tombstone has not reached the device yet (its copy is still in the model).
         held = {
-            k
-            for k in range(self.capacity)
-            if any(bool(c[device, k].any()) for c in self.copies.values())
+            k for k in range(self.capacity) if any(bool(c[device, k].any()) for c in self.copies.values())
         }
         live = sorted((held | set(self.slot_of.values())) - self.tombstoned[device])
         rows = torch.cat([torch.arange(k * self.rank, (k + 1) * self.rank) for k in live])
