@@ -471,7 +471,7 @@ class Simulation:
         for r in sorted({row["round"] for row in means if row["stage"] == "after_event"}):
             kinds = sorted(
                 {e["kind"] for e in self.trace.rows["events"] if e["round"] == r}
-                & {"join", "leave", "leave_detected"}
+                & {"join", "leave", "leave_silent", "leave_detected"}
             )
             entry: dict[str, Any] = {"round": r, "events": kinds}
             for stage in ("before_event", "after_event"):
