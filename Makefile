@@ -1,7 +1,7 @@
 .PHONY: setup run test lint bench
 
 setup:
-	python3 -m venv .venv && .venv/bin/pip install -e '.[dev]'
+	python3 -m venv .venv && .venv/bin/pip install -e '.[dev,ns3]'
 
 run:
 	.venv/bin/cosim run scenarios/quickstart.yaml

@@ -128,9 +128,228 @@ class BuiltinNetwork(_Spec):
         1.0, gt=0, description="Exchange deadline per round: transfers not finished by then are lost."
     )
 
+    @property
+    def access_delay_s(self) -> float:
+        return self.radio.access_delay_s
+
+
+# ns-3 network (cosim.network.ns3).  Its nested sections are unions tagged by ``model``
+# (propagation, fading) or ``kind`` (mobility); an unknown ``model`` is routed to a
+# catch-all whose only check is the list of known names, so the error lists them.
+
+_3GPP_MODELS = ("3gpp_indoor_office", "3gpp_umi", "3gpp_uma", "3gpp_rma")
+_PROPAGATION_MODELS = ("log_distance", "three_log_distance", "friis", *_3GPP_MODELS)
+_FADING_MODELS = ("none", "nakagami")
+
+
+class GaussMarkovMobility(_Spec):
+    """ns-3's GaussMarkovMobilityModel in the plane (pitch 0), bounded by the area."""
+
+    kind: Literal["gauss_markov"]
+    alpha: float = Field(0.85, ge=0, le=1, description="Memory: 0 Brownian-like, 1 straight lines.")
+    mean_speed_min_mps: float = Field(0.5, ge=0, description="Each device's mean speed ~ U[min, max].")
+    mean_speed_max_mps: float = Field(1.5, ge=0)
+    speed_sigma_mps: float = Field(0.5, ge=0, description="Std of the Gaussian speed innovation.")
+    direction_sigma_rad: float = Field(0.5, ge=0, description="Std of the Gaussian direction innovation.")
+    time_step_s: float = Field(0.5, gt=0, description="Interval between velocity updates.")
+
+    @model_validator(mode="after")
+    def _speeds_ordered(self) -> GaussMarkovMobility:
+        if self.mean_speed_max_mps < self.mean_speed_min_mps:
+            raise ValueError(
+                f"mean_speed_max_mps ({self.mean_speed_max_mps}) must be >= "
+                f"mean_speed_min_mps ({self.mean_speed_min_mps})"
+            )
+        return self
+
+
+Ns3Mobility = Annotated[
+    Annotated[StaticMobility, Tag("static")]
+    | Annotated[RandomWaypointMobility, Tag("random_waypoint")]
+    | Annotated[GaussMarkovMobility, Tag("gauss_markov")],
+    Discriminator(_tag("kind", "static")),
+]
+
+
+class LogDistancePropagation(_Spec):
+    """ns-3 LogDistancePropagationLossModel: ``L0 + 10 n log10(d / d0)``, ``L0`` below ``d0``."""
+
+    model: Literal["log_distance"] = "log_distance"
+    exponent: float = Field(3.0, ge=1.0, le=6.0)
+    reference_distance_m: float = Field(1.0, gt=0)
+    reference_loss_db: float | None = Field(
+        None, description="L0; default: free-space loss at d0 and the channel's centre frequency."
+    )
+
+
+class ThreeLogDistancePropagation(_Spec):
+    """ns-3 ThreeLogDistancePropagationLossModel: three exponents over [d0, d1), [d1, d2), [d2, inf)."""
+
+    model: Literal["three_log_distance"]
+    distance0_m: float = Field(1.0, gt=0)
+    distance1_m: float = Field(200.0, gt=0)
+    distance2_m: float = Field(500.0, gt=0)
+    exponent0: float = Field(1.9, ge=1.0, le=6.0)
+    exponent1: float = Field(3.8, ge=1.0, le=6.0)
+    exponent2: float = Field(3.8, ge=1.0, le=6.0)
+    reference_loss_db: float | None = Field(
+        None, description="Loss at distance0_m; default: free-space loss at the centre frequency."
+    )
+
+    @model_validator(mode="after")
+    def _distances_ordered(self) -> ThreeLogDistancePropagation:
+        if not self.distance0_m < self.distance1_m < self.distance2_m:
+            raise ValueError(
+                f"need distance0_m < distance1_m < distance2_m, got {self.distance0_m}, "
+                f"{self.distance1_m}, {self.distance2_m}"
+            )
+        return self
+
+
+class FriisPropagation(_Spec):
+    """ns-3 FriisPropagationLossModel at the channel's centre frequency."""
+
+    model: Literal["friis"]
+    system_loss: float = Field(1.0, ge=1.0, description="ns-3 SystemLoss (linear, >= 1).")
+    min_loss_db: float = Field(0.0, ge=0, description="ns-3 MinLoss: the loss never falls below this.")
+
+
+class ThreeGppPropagation(_Spec):
+    """The 3GPP TR 38.901 models of ns-3 (indoor office, UMi street canyon, UMa, RMa).
+
+    Heights matter: both devices are at ``height_m``; the model takes the higher one as
+    the base station.  Building-penetration losses are off (device-to-device).
+    """
+
+    model: Literal["3gpp_indoor_office", "3gpp_umi", "3gpp_uma", "3gpp_rma"]
+    shadowing: bool = Field(False, description="3GPP log-normal shadowing (cached per pair by ns-3).")
+    channel_condition: Literal["los", "nlos", "probabilistic"] = Field(
+        "los", description="Always LOS, never LOS, or the scenario's 3GPP LOS probability."
+    )
+
+
+class _UnknownPropagation(_Spec):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    model: Literal[_PROPAGATION_MODELS]  # type: ignore[valid-type]
+
+
+class NoFading(_Spec):
+    model: Literal["none"] = "none"
+
+
+class NakagamiFading(_Spec):
+    """ns-3 NakagamiPropagationLossModel with one shape ``m`` at all distances (m = 1: Rayleigh)."""
+
+    model: Literal["nakagami"]
+    m: float = Field(1.0, ge=0.5, le=100)
+
+
+class _UnknownFading(_Spec):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    model: Literal[_FADING_MODELS]  # type: ignore[valid-type]
+
+
+def _model_tag(default: str, known: tuple[str, ...], group: dict[str, str]) -> Callable[[Any], str]:
+    """A discriminator on ``model``: ``group`` maps names to tags, unknown names go to ``unknown``."""
+    pick = _tag("model", default)
+
+    def route(value: Any) -> str:
+        name = pick(value)
+        return group.get(name, name) if name in known else "unknown"
+
+    return route
+
+
+Propagation = Annotated[
+    Annotated[LogDistancePropagation, Tag("log_distance")]
+    | Annotated[ThreeLogDistancePropagation, Tag("three_log_distance")]
+    | Annotated[FriisPropagation, Tag("friis")]
+    | Annotated[ThreeGppPropagation, Tag("3gpp")]
+    | Annotated[_UnknownPropagation, Tag("unknown")],
+    Discriminator(_model_tag("log_distance", _PROPAGATION_MODELS, dict.fromkeys(_3GPP_MODELS, "3gpp"))),
+]
+
+Fading = Annotated[
+    Annotated[NoFading, Tag("none")]
+    | Annotated[NakagamiFading, Tag("nakagami")]
+    | Annotated[_UnknownFading, Tag("unknown")],
+    Discriminator(_model_tag("none", _FADING_MODELS, {})),
+]
+
+_WIDTHS_MHZ: dict[str, dict[float, tuple[int, ...]]] = {
+    "802.11n": {2.4: (20, 40), 5: (20, 40)},
+    "802.11ac": {5: (20, 40, 80, 160)},
+    "802.11ax": {2.4: (20, 40), 5: (20, 40, 80, 160), 6: (20, 40, 80, 160)},
+}
+_CENTRE_MHZ: dict[float, dict[int, int]] = {
+    2.4: {20: 2412, 40: 2422},
+    5: {20: 5180, 40: 5190, 80: 5210, 160: 5250},
+    6: {20: 5955, 40: 5965, 80: 5985, 160: 6025},
+}
+
+
+class Ns3Network(_Spec):
+    """An ad hoc 802.11 channel modelled with ns-3 (see cosim.network.ns3 and docs/ns3.md)."""
+
+    backend: Literal["ns3"] = "ns3"
+    fidelity: Literal["analytic"] = Field(
+        "analytic", description="analytic: ns-3 propagation and error-rate models per link, no packets."
+    )
+    area: Area = Area()
+    placement: Placement = Placement()
+    mobility: Ns3Mobility = StaticMobility()
+    height_m: float = Field(1.5, gt=0, le=100, description="Antenna height of every device.")
+    standard: Literal["802.11n", "802.11ac", "802.11ax"] = "802.11ax"
+    channel_width_mhz: Literal[20, 40, 80, 160] = 20
+    band_ghz: Literal[2.4, 5, 6] = Field(  # type: ignore[valid-type]
+        5, description="The first channel of this width in the band."
+    )
+    tx_power_dbm: float = Field(16.0, ge=-30, le=40)
+    antenna_gain_db: float = Field(0.0, ge=-20, le=30, description="Per antenna (tx and rx).")
+    noise_figure_db: float = Field(7.0, ge=0, le=30)
+    propagation: Propagation = LogDistancePropagation()
+    fading: Fading = NoFading()
+    error_model: Literal["table", "nist"] = Field(
+        "table", description="ns-3 TableBasedErrorRateModel (its default) or NistErrorRateModel."
+    )
+    per_target: float = Field(0.1, gt=0, lt=1, description="Highest MCS whose packet error rate is <= this.")
+    packet_bits: int = Field(12000, gt=0, description="Packet size given to the error-rate model.")
+    mac_efficiency: float = Field(0.7, gt=0, le=1, description="MAC goodput / PHY rate.")
+    min_rate_bps: float = Field(6e6, ge=0, description="Links whose PHY rate is below this do not exist.")
+    access_delay_s: float = Field(1e-3, ge=0, description="Fixed per-transfer delay (access + propagation).")
+    carrier_sense_dbm: float = Field(
+        -82.0, description="Senders that receive each other at or above this share airtime (ns-3 CCA)."
+    )
+    slot_s: float = Field(
+        1.0, gt=0, description="Exchange deadline per round: transfers not finished by then are lost."
+    )
+
+    @model_validator(mode="after")
+    def _channel_exists(self) -> Ns3Network:
+        bands = _WIDTHS_MHZ[self.standard]
+        if self.band_ghz not in bands:
+            raise ValueError(
+                f"band_ghz: {self.standard} has no {self.band_ghz} GHz band; allowed: {sorted(bands)}"
+            )
+        if self.channel_width_mhz not in bands[self.band_ghz]:
+            raise ValueError(
+                f"channel_width_mhz: {self.standard} at {self.band_ghz} GHz has no "
+                f"{self.channel_width_mhz} MHz channel; allowed: {list(bands[self.band_ghz])}"
+            )
+        return self
+
+    @property
+    def frequency_hz(self) -> float:
+        """Centre frequency of the first channel of ``channel_width_mhz`` in ``band_ghz``."""
+        return _CENTRE_MHZ[self.band_ghz][self.channel_width_mhz] * 1e6
+
+    @property
+    def bandwidth_hz(self) -> float:
+        return self.channel_width_mhz * 1e6
+
 
 Network = Annotated[
-    Annotated[BuiltinNetwork, Tag("builtin")],
+    Annotated[BuiltinNetwork, Tag("builtin")] | Annotated[Ns3Network, Tag("ns3")],
     Discriminator(_tag("backend", "builtin")),
 ]
 
@@ -383,7 +602,23 @@ class Scenario(_Spec):
 # --------------------------------------------------------------------------- loading
 
 
-_UNION_TAGS = {"builtin", "static", "random_waypoint", "join", "leave", "leave_silent"}
+_UNION_TAGS = {
+    "builtin",
+    "ns3",
+    "static",
+    "random_waypoint",
+    "gauss_markov",
+    "join",
+    "leave",
+    "leave_silent",
+    "log_distance",
+    "three_log_distance",
+    "friis",
+    "3gpp",
+    "unknown",
+    "none",
+    "nakagami",
+}
 
 
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:

@@ -122,7 +122,7 @@ BAD_INPUTS: dict[str, tuple[str | None, list[str], list[str]]] = {
     "unknown_backend": (
         "tiny",
         ["network.backend=ns4"],
-        ["network.backend: unknown backend; allowed: 'builtin' (got 'ns4')"],
+        ["network.backend: unknown backend; allowed: 'builtin', 'ns3' (got 'ns4')"],
     ),
     "unknown_mobility": (
         "tiny",

@@ -88,6 +88,35 @@ def export(
     )
 
 
+@app.command()
+def doctor() -> None:
+    """Report the installed versions and whether ns-3 imports, how long it takes, and its models."""
+    from rich.table import Table
+
+    from cosim.network.ns3.doctor import ns3_report
+    from cosim.trace.writer import package_versions
+
+    versions = Table(title="packages", show_header=False)
+    for name, version in package_versions().items():
+        versions.add_row(name, version)
+    console.print(versions)
+    console.print("importing ns-3 (about 20 s the first time in a process) ...")
+    report = ns3_report()
+    if not report["available"]:
+        console.print(f"[red]ns-3 unavailable:[/] {escape(str(report['error']))}")
+        raise typer.Exit(code=1)
+    console.print(f"ns-3 {report['version']}: imported in {report['import_s']:.1f} s")
+    models = Table(title="ns-3 models", show_header=True)
+    models.add_column("role")
+    models.add_column("model")
+    models.add_column("available")
+    for role, entries in report.items():
+        if isinstance(entries, dict):
+            for name, ok in entries.items():
+                models.add_row(role, name, "[green]yes[/]" if ok else "[red]no[/]")
+    console.print(models)
+
+
 def main() -> None:
     # Nothing is ever fetched from a model hub: models are built, shipped or local.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

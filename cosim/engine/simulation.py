@@ -253,7 +253,7 @@ class Simulation:
         live = self.members.active
         links = self.network.links(now, live)
         adjacency = links.adjacency()
-        hop_s = self.scenario.network.radio.access_delay_s + TOMBSTONE_BITS / max(
+        hop_s = self.scenario.network.access_delay_s + TOMBSTONE_BITS / max(
             float(links.goodput_bps[adjacency].min()) if adjacency.any() else 1.0, 1.0
         )
         for slot in sorted(self.members.pending_tombstones):

@@ -19,7 +19,9 @@ if TYPE_CHECKING:
 
 __all__ = ["BACKENDS", "LinkState", "Message", "NetworkBackend", "TransferResult", "create_network"]
 
-BACKENDS = MappingProxyType({"builtin": "cosim.network.builtin:BuiltinBackend"})
+BACKENDS = MappingProxyType(
+    {"builtin": "cosim.network.builtin:BuiltinBackend", "ns3": "cosim.network.ns3.backend:Ns3Backend"}
+)
 """Backend name (``network.backend`` in a scenario) -> ``"module:Class"``; the class is called
 as ``Class(spec, device_ids, seed)``."""
 

@@ -1,0 +1,299 @@
+"""The ns-3 network backend, ``network.backend: ns3`` (fidelity ``analytic``).
+
+Geometry.  Devices start where the builtin backend puts them for the same seed
+(uniform, grid or explicit placement, at ``height_m``) and move with ns-3 mobility
+models aggregated to ns-3 Nodes: ConstantPositionMobilityModel (``static``),
+RandomWaypointMobilityModel (waypoints uniform in the area, ``pause_s`` pauses) or
+GaussMarkovMobilityModel (in the plane, bounded by the area).  Positions at time t
+come from advancing the ns-3 simulator to t (integer nanoseconds).
+
+Channel, per unordered pair (so every link is symmetric)::
+
+    P_rx    = ns-3 CalcRxPower(P_tx + 2 G) of the propagation model [-> Nakagami fading]
+    SNR     = P_rx - N,     N = -174 dBm/Hz + 10 log10(channel width) + noise_figure
+
+The MCS is the highest single-stream HT/VHT/HE MCS (0.8 us guard interval) whose
+packet error rate for ``packet_bits`` from ns-3's error-rate model
+(``GetChunkSuccessRate``) is <= ``per_target``; its PHY rate is ns-3's
+``WifiMode::GetDataRate``.  A link exists where such an MCS exists and its rate is at
+least ``min_rate_bps``; goodput is ``rate * mac_efficiency * (1 - PER)``, as in builtin.
+Nakagami fading is block fading: one draw per pair per distinct query time.
+
+Shared medium (``transfer``).  Devices within carrier-sense range share airtime.
+Two transmissions may not overlap in time when
+
+- their senders hear each other (received power >= ``carrier_sense_dbm``; ns-3's
+  CCA sensitivity is -82 dBm), or
+- they share a device (a radio sends or receives one frame at a time: same sender,
+  same receiver, or one's receiver is the other's sender).
+
+Transmissions are scheduled greedily: each sender keeps its messages in the order
+given; repeatedly, of the senders' next messages, the one that can start earliest
+(no earlier than its ``start_s``, its sender's previous finish, and the finish of
+every conflicting transmission already scheduled; ties by message order) is
+scheduled and runs to completion.  This is ideal CSMA: no collisions, no backoff,
+no hidden terminals (a receiver's interference from senders it hears but its sender
+does not is ignored).  A transmission takes ``access_delay_s + bits / goodput``;
+deadline and partial-delivery rules are the builtin backend's.  With no two senders
+in carrier-sense range and no shared receivers this gives exactly builtin's results.
+
+Randomness.  ns-3's streams are fixed per use (``RngSeedManager`` seed 1, run =
+the scenario seed, ``AssignStreams`` per model), so a scenario, seed and sequence of
+query times give the same answers in any process and after other simulations.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from cosim.network.base import LinkState, Message, TransferResult
+from cosim.network.ns3._phy import Phy
+from cosim.network.ns3._world import World, is_current
+from cosim.scenario import Ns3Network
+
+__all__ = ["THERMAL_NOISE_DBM_PER_HZ", "Ns3Backend", "noise_dbm"]
+
+THERMAL_NOISE_DBM_PER_HZ = -174.0
+_PLACEMENT_STREAM = 1  # the builtin backend's, so both place devices alike
+
+
+def noise_dbm(bandwidth_hz: float, noise_figure_db: float) -> float:
+    """Receiver noise power ``-174 dBm/Hz + 10 log10(bandwidth) + noise_figure``."""
+    return THERMAL_NOISE_DBM_PER_HZ + 10.0 * math.log10(bandwidth_hz) + noise_figure_db
+
+
+def _time_ns(time_s: float) -> int:
+    if not time_s >= 0.0 or math.isinf(time_s):
+        raise ValueError(f"time_s must be finite and >= 0, got {time_s!r}")
+    return round(time_s * 1e9)
+
+
+class Ns3Backend:
+    """The ns-3 network model for ``device_ids`` (every device that ever takes part)."""
+
+    def __init__(self, spec: Ns3Network, device_ids: Sequence[int], seed: int) -> None:
+        ids = [int(d) for d in device_ids]
+        if not ids:
+            raise ValueError("device_ids is empty; the network needs at least one device")
+        if len(set(ids)) != len(ids) or min(ids) < 0:
+            raise ValueError(f"device_ids must be distinct non-negative integers, got {ids}")
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
+        if spec.fidelity != "analytic":
+            raise ValueError(f"network.fidelity {spec.fidelity!r} is not implemented; allowed: 'analytic'")
+        self.spec = spec
+        self.seed = int(seed)
+        self.device_ids: tuple[int, ...] = tuple(sorted(ids))
+        self._rank = {d: r for r, d in enumerate(self.device_ids)}
+        self._area = np.array([spec.area.width_m, spec.area.height_m])
+        self._start = self._place()
+        self._noise_dbm = noise_dbm(spec.bandwidth_hz, spec.noise_figure_db)
+        self._phy = Phy(spec.standard, spec.channel_width_mhz, spec.error_model)
+        self._world: World | None = None
+        # The last evaluated time: (time_ns, generation, positions, rx power) of every device.
+        self._snapshot: tuple[int, int, np.ndarray, np.ndarray] | None = None
+
+    # ------------------------------------------------------------------ geometry
+
+    def _place(self) -> np.ndarray:
+        """Start positions, drawn exactly as the builtin backend draws them."""
+        placement, n = self.spec.placement, len(self.device_ids)
+        if placement.kind == "uniform":
+            return np.array(
+                [
+                    np.random.default_rng(np.random.SeedSequence([self.seed, _PLACEMENT_STREAM, d])).uniform(
+                        0.0, 1.0, 2
+                    )
+                    * self._area
+                    for d in self.device_ids
+                ]
+            )
+        if placement.kind == "grid":
+            cols = math.ceil(math.sqrt(n))
+            rows = math.ceil(n / cols)
+            cell = self._area / np.array([cols, rows])
+            k = np.arange(n)
+            return (np.stack([k % cols, k // cols], axis=1) + 0.5) * cell
+        positions = placement.positions_m or ()
+        missing = [d for d in self.device_ids if d >= len(positions)]
+        if missing:
+            raise ValueError(
+                f"placement.positions_m has {len(positions)} positions; devices {missing} have none"
+            )
+        start = np.array([positions[d] for d in self.device_ids], dtype=np.float64)
+        outside = [
+            d for d, p in zip(self.device_ids, start, strict=True) if not np.all((p >= 0) & (p <= self._area))
+        ]
+        if outside:
+            raise ValueError(
+                f"placement.positions_m: devices {outside} lie outside the area "
+                f"[0, {self._area[0]:g}] x [0, {self._area[1]:g}] m"
+            )
+        return start
+
+    def _ranks(self, devices: Sequence[int]) -> np.ndarray:
+        unknown = [d for d in devices if d not in self._rank]
+        if unknown:
+            raise ValueError(f"unknown device(s) {unknown}; this network has devices {list(self.device_ids)}")
+        if len(set(devices)) != len(devices):
+            raise ValueError(f"devices must be distinct, got {list(devices)}")
+        return np.array([self._rank[d] for d in devices], dtype=np.int64)
+
+    def _at(self, time_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """(positions, rx power) of every device at ``time_s``, from ns-3.
+
+        The simulator only runs forward: an earlier time than the clock, or a World
+        whose simulation another one replaced, means a deterministic rebuild from t = 0.
+        """
+        time_ns = _time_ns(time_s)
+        snap = self._snapshot
+        if (
+            snap is not None
+            and snap[0] == time_ns
+            and self._world is not None
+            and snap[1] == self._world.generation
+        ):
+            return snap[2], snap[3]
+        world = self._world
+        if world is None or not is_current(world.generation) or time_ns < world.clock_ns:
+            world = self._world = World(self.spec, self._start, self.seed)
+        world.advance(time_ns)
+        positions = world.positions_m()
+        rx_dbm = world.rx_power_dbm(self.spec.tx_power_dbm + 2.0 * self.spec.antenna_gain_db)
+        for a in (positions, rx_dbm):
+            a.setflags(write=False)
+        self._snapshot = (time_ns, world.generation, positions, rx_dbm)
+        return positions, rx_dbm
+
+    # ------------------------------------------------------------------ the seam
+
+    def positions(self, time_s: float, devices: Sequence[int]) -> np.ndarray:
+        """(n, 2) positions in metres of ``devices`` at ``time_s``, in the order given."""
+        ranks = self._ranks(devices)
+        return self._at(time_s)[0][ranks].copy()
+
+    def rx_power_dbm(self, time_s: float, devices: Sequence[int]) -> np.ndarray:
+        """(n, n) received power in dBm among ``devices`` at ``time_s``; -inf on the diagonal."""
+        ranks = self._ranks(devices)
+        return self._at(time_s)[1][np.ix_(ranks, ranks)].copy()
+
+    def links(self, time_s: float, devices: Sequence[int]) -> LinkState:
+        """Link state among ``devices`` at ``time_s`` (see the module docstring for the model)."""
+        spec = self.spec
+        devices = [int(d) for d in devices]
+        ranks = self._ranks(devices)
+        all_positions, all_rx_dbm = self._at(time_s)
+        pos = all_positions[ranks]
+        n = len(devices)
+        distance_m = np.sqrt(((pos[:, None, :] - pos[None, :, :]) ** 2).sum(axis=2))
+        snr_db = all_rx_dbm[np.ix_(ranks, ranks)] - self._noise_dbm
+        np.fill_diagonal(snr_db, -np.inf)
+        upper = np.triu_indices(n, 1)
+        mode_upper, per_upper = self._phy.best(snr_db[upper], spec.packet_bits, spec.per_target)
+        mode = np.full((n, n), -1, dtype=np.int64)
+        loss = np.ones((n, n))
+        mode[upper], loss[upper] = mode_upper, per_upper
+        mode, loss = np.maximum(mode, mode.T), np.minimum(loss, loss.T)
+        rate_bps = np.where(mode >= 0, self._phy.rates_bps[np.clip(mode, 0, None)], 0.0)
+        linked = (mode >= 0) & (rate_bps >= spec.min_rate_bps)
+        mcs = np.where(linked, self._phy.mcs_indices[np.clip(mode, 0, None)], -1)
+        rate_bps = np.where(linked, rate_bps, 0.0)
+        loss = np.where(linked, loss, 1.0)
+        goodput_bps = rate_bps * spec.mac_efficiency * (1.0 - loss)
+        arrays = [distance_m, snr_db, mcs, rate_bps, loss, goodput_bps]
+        for a in arrays:
+            a.setflags(write=False)
+        return LinkState(float(time_s), tuple(devices), *arrays)
+
+    def transfer(self, time_s: float, messages: Sequence[Message], deadline_s: float) -> list[TransferResult]:
+        """Send ``messages`` over the links at ``time_s`` on a shared medium; results in message order.
+
+        As builtin's, plus the shared-medium rule of the module docstring: per sender in
+        the order given, ``start = max(start_s, previous finish, finish of every conflicting
+        transmission scheduled before)``, ``finish = start + access_delay_s + bits / goodput``.
+        A message without a link is not sent (``finish = start``, 0 bits) and holds up
+        nobody.  A message finishing after ``deadline_s`` is not delivered; its
+        ``delivered_bits`` are the whole packets (of ``packet_bits``) through by the deadline.
+        """
+        for m in messages:
+            if m.src == m.dst:
+                raise ValueError(f"message from device {m.src} to itself")
+            if m.bits < 0:
+                raise ValueError(f"message {m.src}->{m.dst} has a negative size ({m.bits} bits)")
+        if not messages:
+            return []
+        spec = self.spec
+        devices = sorted({d for m in messages for d in (m.src, m.dst)})
+        state = self.links(time_s, devices)
+        hears = self.rx_power_dbm(time_s, devices) >= spec.carrier_sense_dbm
+        at = {d: k for k, d in enumerate(devices)}
+
+        queues: dict[int, list[int]] = {}
+        for k, m in enumerate(messages):
+            queues.setdefault(m.src, []).append(k)
+        sender_free_s: dict[int, float] = {}
+        scheduled: list[tuple[int, int, float]] = []  # (src, dst, finish_s) of transmissions so far
+        results: list[TransferResult | None] = [None] * len(messages)
+
+        def conflicts(m: Message, src: int, dst: int) -> bool:
+            shared = {m.src, m.dst} & {src, dst}
+            return bool(shared) or bool(hears[at[m.src], at[src]])
+
+        while True:
+            best: tuple[float, int] | None = None
+            for src, queue in queues.items():
+                while queue:
+                    k = queue[0]
+                    m = messages[k]
+                    ready_s = max(m.start_s, sender_free_s.get(src, -math.inf))
+                    if state.rate_bps[at[m.src], at[m.dst]] > 0.0:
+                        break
+                    results[k] = self._result(m, ready_s, ready_s, state, deadline_s)
+                    queue.pop(0)
+                if not queue:
+                    continue
+                start_s = max([ready_s] + [f for s, d, f in scheduled if conflicts(m, s, d)])
+                if best is None or (start_s, k) < best:
+                    best = (start_s, k)
+            if best is None:
+                break
+            start_s, k = best
+            m = messages[k]
+            i, j = at[m.src], at[m.dst]
+            finish_s = start_s + spec.access_delay_s + m.bits / float(state.goodput_bps[i, j])
+            sender_free_s[m.src] = finish_s
+            scheduled.append((m.src, m.dst, finish_s))
+            results[k] = self._result(m, start_s, finish_s, state, deadline_s)
+            queues[m.src].pop(0)
+        return [r for r in results if r is not None]
+
+    def _result(
+        self, m: Message, start_s: float, finish_s: float, state: LinkState, deadline_s: float
+    ) -> TransferResult:
+        i, j = state.index(m.src), state.index(m.dst)
+        rate_bps, loss, goodput_bps = (
+            float(state.rate_bps[i, j]),
+            float(state.loss[i, j]),
+            float(state.goodput_bps[i, j]),
+        )
+        if rate_bps > 0.0:
+            sent_bits = max(0.0, (deadline_s - start_s - self.spec.access_delay_s) * goodput_bps)
+            partial_bits = min(m.bits, int(sent_bits // self.spec.packet_bits) * self.spec.packet_bits)
+        else:
+            partial_bits = 0
+        delivered = rate_bps > 0.0 and finish_s <= deadline_s
+        return TransferResult(
+            src=m.src,
+            dst=m.dst,
+            bits=m.bits,
+            start_s=start_s,
+            finish_s=finish_s,
+            rate_bps=rate_bps,
+            loss=loss,
+            delivered=delivered,
+            delivered_bits=m.bits if delivered else partial_bits,
+            goodput_bps=goodput_bps,
+        )
