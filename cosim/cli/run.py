@@ -8,7 +8,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cosim.engine.simulation import RoundInfo, run_scenario
+from cosim.engine.guard import RunCrashed, run_guarded
+from cosim.engine.simulation import RoundInfo
 from cosim.scenario import Scenario
 
 
@@ -47,7 +48,11 @@ def run_command(spec: Scenario, out_dir: Path, *, quiet: bool, console: Console)
 
     with progress:
         task = progress.add_task("rounds", total=spec.training.rounds, status="")
-        summary = run_scenario(spec, out_dir, on_round=on_round)
+        try:
+            summary = run_guarded(spec, out_dir, on_round=on_round)
+        except RunCrashed as err:
+            console.print(f"[bold red]error:[/] {err}", highlight=False)
+            raise SystemExit(1) from None
 
     table = Table(title=f"{spec.name}: summary", show_header=True)
     table.add_column("quantity")

@@ -1,0 +1,103 @@
+"""Run a scenario in a child process, so that a hard crash cannot go unrecorded.
+
+ns-3 reports fatal errors (``NS_ASSERT``, ``NS_FATAL_ERROR``) by aborting the whole
+process: no Python exception, no ``finally``.  ``run_guarded`` forks a child that
+plays the scenario and streams its progress back; if the child dies, the parent
+marks the run directory's manifest ``interrupted`` with the cause.  The child
+writes the Parquet tables only when it finishes (or is interrupted cleanly), so a
+crash leaves no half-written table behind.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cosim.engine.simulation import RoundInfo, run_scenario
+from cosim.scenario import Scenario
+
+__all__ = ["RunCrashed", "run_guarded"]
+
+
+class RunCrashed(RuntimeError):
+    """The simulation process died; the message says how, and the run is marked interrupted."""
+
+
+def _child(scenario: Scenario, out_dir: Path, messages: Any) -> None:
+    # Connection.send writes synchronously, so nothing sent is lost if the process aborts.
+    def report(info: RoundInfo) -> None:
+        messages.send(("round", info))
+
+    try:
+        summary = run_scenario(scenario, out_dir, on_round=report)
+    except KeyboardInterrupt:
+        messages.send(("interrupted", None))
+        return
+    except BaseException as err:
+        messages.send(("error", f"{type(err).__name__}: {err}"))
+        raise
+    messages.send(("done", summary))
+
+
+def _describe(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        return f"the simulation process was killed by {name}"
+    return f"the simulation process exited with code {exitcode}"
+
+
+def _mark_interrupted(out_dir: Path, reason: str) -> None:
+    path = out_dir / "manifest.json"
+    manifest = json.loads(path.read_text()) if path.is_file() else {}
+    if manifest.get("status") == "complete":
+        return
+    manifest.update(status="interrupted", reason=reason)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def run_guarded(
+    scenario: Scenario, out_dir: Path, on_round: Callable[[RoundInfo], None] | None = None
+) -> dict[str, Any]:
+    """Like :func:`run_scenario`, in a forked child; raises :class:`RunCrashed` if it dies."""
+    ctx = mp.get_context("fork")
+    messages, child_end = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_child, args=(scenario, out_dir, child_end), daemon=True)
+    child.start()
+    child_end.close()
+    summary: dict[str, Any] | None = None
+    error: str | None = None
+    interrupted = False
+    while True:
+        try:
+            kind, payload = messages.recv()
+        except EOFError:  # the child has exited and everything it sent was read
+            break
+        except KeyboardInterrupt:
+            # Ctrl-C reaches the child too: let it write its tables and manifest first.
+            child.join(timeout=60)
+            raise
+        if kind == "round" and on_round is not None:
+            on_round(payload)
+        elif kind == "done":
+            summary = payload
+        elif kind == "error":
+            error = payload
+        elif kind == "interrupted":
+            interrupted = True
+    child.join()
+    if interrupted:
+        raise KeyboardInterrupt
+    if summary is None:
+        reason = error or _describe(child.exitcode)
+        _mark_interrupted(out_dir, reason)
+        raise RunCrashed(f"{reason}; {out_dir} is marked interrupted")
+    return summary
