@@ -341,6 +341,8 @@ def test_a_newcomer_sends_only_after_its_pull_arrived(run_tiny) -> None:
     (pull,) = [t for t in run.rows("transfers") if t["purpose"] == "pull"]
     (first,) = [row for row in run.rows("rounds") if row["device"] == 4 and row["round"] == 2]
     assert first["tx_start_s"] >= pull["finish_s"]
+    sent = [t for t in run.rows("transfers") if t["src"] == 4 and t["purpose"] == "gossip"]
+    assert sent and min(t["start_s"] for t in sent if t["round"] == 2) >= first["tx_start_s"]
 
 
 def test_a_pull_that_misses_the_slot_is_not_delivered(run_tiny) -> None:

@@ -89,6 +89,26 @@ def export(
 
 
 @app.command()
+def report(
+    runs: Annotated[list[Path], typer.Argument(help="One or more run directories.", metavar="RUN...")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write report.md and its figures.")] = Path(
+        "report"
+    ),
+    allow_incomplete: Annotated[
+        bool, typer.Option("--allow-incomplete", help="Also report runs that did not complete.")
+    ] = False,
+) -> None:
+    """Write a Markdown report with latency breakdowns, accuracy timelines and plots."""
+    from cosim.analysis.report import write_report
+
+    try:
+        path = write_report(runs, out, allow_incomplete=allow_incomplete)
+    except (FileNotFoundError, ValueError) as err:
+        fail(str(err))
+    console.print(f"[green]wrote[/] {path}")
+
+
+@app.command()
 def doctor() -> None:
     """Report the installed versions and whether ns-3 imports, how long it takes, and its models."""
     from rich.table import Table

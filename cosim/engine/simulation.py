@@ -302,9 +302,8 @@ class Simulation:
             self.learner.mark_sent(d)
             i = links.index(d)
             for j in np.flatnonzero(adjacency[i]):
-                messages.append(
-                    Message(d, members[j], len(slots) * self._slot_bits + HEADER_BITS, t0 + compute_s[d])
-                )
+                bits = len(slots) * self._slot_bits + HEADER_BITS
+                messages.append(Message(d, members[j], bits, tx_start[d]))
         results = self.network.transfer(t0, messages, deadline)
 
         delivered = np.zeros((len(members), len(members)), dtype=bool)

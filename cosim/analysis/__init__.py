@@ -1,0 +1,29 @@
+"""Analysis of a finished run: latency breakdown, communication, accuracy around events, reports.
+
+Reads only the trace (docs/trace.md) through pandas; nothing here imports the engine,
+SimPy or torch.  :mod:`cosim.analysis.report` (matplotlib) is imported only when used.
+"""
+
+from cosim.analysis.breakdown import (
+    MEMBERSHIP_KINDS,
+    PHASES,
+    accuracy_timeline,
+    communication_totals,
+    event_recovery,
+    latency_breakdown,
+    round_breakdown,
+)
+from cosim.analysis.load import Run, load_run, load_runs
+
+__all__ = [
+    "MEMBERSHIP_KINDS",
+    "PHASES",
+    "Run",
+    "accuracy_timeline",
+    "communication_totals",
+    "event_recovery",
+    "latency_breakdown",
+    "load_run",
+    "load_runs",
+    "round_breakdown",
+]

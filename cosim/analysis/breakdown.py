@@ -1,0 +1,291 @@
+"""Where a run's simulated time went, what it sent, and how accuracy came back after events.
+
+Latency breakdown.  A round starts at ``time_s`` and ends at ``round_end_s`` (every
+needed transfer arrived, or the deadline).  Each live device's share of it is cut,
+in this order along its own timeline, into::
+
+    pull_s            a newcomer waiting for the copies it pulls (start of the round
+                      until its pull arrived; 0 for everyone else)
+    compute_s         its local steps
+    access_s          the fixed per-message delay (``access_delay_s``), per message sent
+    transmission_s    the message's bits at the loss-free rate, bits / (rate * mac_efficiency)
+    retransmission_s  the rest of the message's airtime: bits / goodput - bits / (rate * mac_eff),
+                      i.e. packets resent after loss (under ns-3 also contention, if any)
+    waiting_s         the rest, until the round ends: waiting for the slowest device or link
+
+Every phase is the part of its interval inside the round that no earlier phase already
+covers, so the phases are disjoint and ``waiting_s`` (the remainder) is never negative:
+the six add up to ``round_end_s - time_s`` to rounding (1e-12 s).  Messages are sent one
+after another from ``transfers.start_s`` to ``transfers.finish_s``; within one, the
+access delay comes first and the data time is split between transmission and
+retransmission in the ratio ``(1 - loss) : loss`` (packets are lost and resent
+throughout).  Time the trace shows a device busy but that is not counted (it ran past
+the round end, or overlapped an earlier phase) is reported in ``clipped_s``, which is
+not a phase.
+
+Event recovery: see :func:`event_recovery`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from cosim.analysis.load import Run
+
+__all__ = [
+    "MEMBERSHIP_KINDS",
+    "PHASES",
+    "accuracy_timeline",
+    "communication_totals",
+    "event_recovery",
+    "latency_breakdown",
+    "round_breakdown",
+]
+
+PHASES = ("pull_s", "compute_s", "access_s", "transmission_s", "retransmission_s", "waiting_s")
+"""The phases of a round, in timeline order; they add up to the round's duration."""
+
+MEMBERSHIP_KINDS = ("join", "leave", "leave_silent")
+"""Event kinds :func:`event_recovery` measures (``leave_silent``: from when the device went quiet)."""
+
+
+def _overlap(lo: float, hi: float, window_lo: float, window_hi: float) -> float:
+    return max(0.0, min(hi, window_hi) - max(lo, window_lo))
+
+
+def latency_breakdown(run: Run) -> pd.DataFrame:
+    """One row per round and live device (the rows of ``rounds``) with the phases of
+    :data:`PHASES` in seconds (see the module docstring), plus ``round``, ``device``,
+    ``time_s``, ``round_end_s``, ``duration_s`` and ``clipped_s``."""
+    access_delay_s = run.access_delay_s
+    mac_efficiency = run.mac_efficiency
+    transfers = run.transfers
+    pulls = transfers[(transfers["purpose"] == "pull") & transfers["delivered"]]
+    pull_end = {
+        (int(r), int(d)): float(f) for r, d, f in pulls[["round", "dst", "finish_s"]].itertuples(False)
+    }
+    gossip = transfers[transfers["purpose"] == "gossip"].sort_values(
+        ["round", "src", "start_s"], kind="stable"
+    )
+    sent: dict[tuple[int, int], list[tuple[float, float, float, float]]] = {}
+    for r, src, start, finish, bits, rate in gossip[
+        ["round", "src", "start_s", "finish_s", "bits", "rate_bps"]
+    ].itertuples(False):
+        sent.setdefault((int(r), int(src)), []).append(
+            (float(start), float(finish), float(bits), float(rate))
+        )
+
+    rows = []
+    for r, device, t0, end, compute_raw in run.rounds[
+        ["round", "device", "time_s", "round_end_s", "compute_s"]
+    ].itertuples(False):
+        key = (int(r), int(device))
+        t0, duration = float(t0), float(end) - float(t0)
+        # Offsets from the round start keep the rounding small.
+        pull_raw = max(pull_end.get(key, float(t0)) - t0, 0.0)
+        pull = min(pull_raw, duration)
+        compute = min(float(compute_raw), duration - pull)
+        cursor = pull + compute
+        clipped = (pull_raw - pull) + (float(compute_raw) - compute)
+        access = transmission = retransmission = 0.0
+        for start, finish, bits, rate in sent.get(key, []):
+            s, f = start - t0, finish - t0
+            a = min(access_delay_s, f - s)
+            data = f - s - a
+            ideal = min(bits / (rate * mac_efficiency), data) if rate > 0 else 0.0
+            access_part = _overlap(s, s + a, cursor, duration)
+            data_part = _overlap(s + a, f, cursor, duration)
+            tx_part = data_part * ideal / data if data > 0 else 0.0
+            access += access_part
+            transmission += tx_part
+            retransmission += data_part - tx_part
+            clipped += (f - s) - access_part - data_part
+            cursor = max(cursor, min(f, duration))
+        waiting = duration - (pull + compute + access + transmission + retransmission)
+        rows.append(
+            {
+                "round": key[0],
+                "device": key[1],
+                "time_s": t0,
+                "round_end_s": float(end),
+                "duration_s": duration,
+                "pull_s": pull,
+                "compute_s": compute,
+                "access_s": access,
+                "transmission_s": transmission,
+                "retransmission_s": retransmission,
+                "waiting_s": waiting,
+                "clipped_s": clipped,
+            }
+        )
+    return pd.DataFrame(
+        rows, columns=["round", "device", "time_s", "round_end_s", "duration_s", *PHASES, "clipped_s"]
+    )
+
+
+def round_breakdown(run: Run, how: Literal["critical", "mean"] = "critical") -> pd.DataFrame:
+    """One row per round: the phases of one device (``how="critical"``) or their mean over
+    the live devices (``how="mean"``); either way they add up to ``duration_s``.
+
+    The critical device is the one that finished last, i.e. waited least (``waiting_s``
+    smallest; ties go to the lowest device id): its phases are the round's critical path.
+    ``device`` is -1 for ``how="mean"``; ``devices`` counts the live devices.
+    """
+    if how not in ("critical", "mean"):
+        raise ValueError(f"how must be 'critical' or 'mean', got {how!r}")
+    per_device = latency_breakdown(run)
+    cols = ["round", "time_s", "round_end_s", "duration_s", "device", "devices", *PHASES]
+    if per_device.empty:
+        return pd.DataFrame(columns=cols)
+    counts = per_device.groupby("round")["device"].count().rename("devices")
+    if how == "critical":
+        ordered = per_device.sort_values(["round", "waiting_s", "device"], kind="stable")
+        out = ordered.groupby("round", as_index=False).first()
+    else:
+        out = per_device.groupby("round", as_index=False)[
+            ["time_s", "round_end_s", "duration_s", *PHASES]
+        ].mean()
+        out["device"] = -1
+    out = out.merge(counts, left_on="round", right_index=True)
+    return out[cols].reset_index(drop=True)
+
+
+def communication_totals(run: Run) -> pd.DataFrame:
+    """Bits sent per round, sending device (``device`` = ``transfers.src``) and ``purpose``
+    (gossip or pull): ``messages``, ``messages_delivered``, ``bits``, ``bits_delivered``
+    (bits of the messages delivered and used) and ``delivered_ratio`` = bits_delivered / bits
+    (NaN where nothing was sent).  Sum over ``device`` or ``round`` for other totals."""
+    t = run.transfers.assign(
+        delivered_int=run.transfers["delivered"].astype("int64"),
+        bits_delivered=run.transfers["bits"].where(run.transfers["delivered"], 0).astype("int64"),
+    )
+    out = (
+        t.groupby(["round", "src", "purpose"], as_index=False)
+        .agg(
+            time_s=("time_s", "first"),
+            messages=("bits", "size"),
+            messages_delivered=("delivered_int", "sum"),
+            bits=("bits", "sum"),
+            bits_delivered=("bits_delivered", "sum"),
+        )
+        .rename(columns={"src": "device"})
+    )
+    out["delivered_ratio"] = out["bits_delivered"] / out["bits"].where(out["bits"] > 0)
+    return out[
+        [
+            "round",
+            "time_s",
+            "device",
+            "purpose",
+            "messages",
+            "messages_delivered",
+            "bits",
+            "bits_delivered",
+            "delivered_ratio",
+        ]
+    ]
+
+
+def accuracy_timeline(run: Run) -> pd.DataFrame:
+    """Network-wide accuracy (the ``evaluations`` rows with a null ``device``: the mean over
+    live devices), tidy: ``time_s``, ``round``, ``stage``, ``split``, ``accuracy``, ``loss``,
+    in the order they were taken."""
+    ev = run.evaluations
+    means = ev[ev["device"].isna()]
+    return means[["time_s", "round", "stage", "split", "accuracy", "loss"]].reset_index(drop=True)
+
+
+def event_recovery(
+    run: Run | pd.DataFrame,
+    events: pd.DataFrame | None = None,
+    *,
+    tolerance: float = 0.02,
+    join_target: float = 0.9,
+) -> pd.DataFrame:
+    """How long accuracy took to come back after each join and leave.
+
+    For each event of a kind in :data:`MEMBERSHIP_KINDS` (at round ``r``, time ``t``):
+
+    * baseline: the network-wide accuracy of the split just before the event (the
+      ``before_event`` row of round ``r``; failing that, the last ``round`` row taken at or
+      before ``t``);
+    * leave / leave_silent: split ``retain``; recovered once accuracy >= baseline - tolerance;
+    * join: split ``newcomer``; recovered once accuracy >= ``join_target`` (the newcomer's
+      knowledge has spread; its baseline is what the others knew of it before);
+    * recovery is the first network-wide ``round``-stage evaluation of round >= ``r`` that
+      meets the threshold: ``recovery_s`` = its ``time_s`` - t, ``recovery_rounds`` = its
+      round - r + 1 (rounds played since the event, the event's own round included; so at
+      least 1).  NaN (and ``recovered`` False) if it never does.  With ``eval_every`` > 1 the
+      answer is only as fine as the evaluations.
+
+    ``run`` is a :class:`Run`, or an ``evaluations`` DataFrame given together with ``events``.
+    Columns: round, time_s, kind, device, split, baseline, after_event, threshold,
+    recovered, recovery_round, recovery_time_s, recovery_s, recovery_rounds.
+    """
+    if isinstance(run, Run):
+        evaluations, events = run.evaluations, run.events
+    else:
+        if events is None:
+            raise ValueError("event_recovery: pass events together with an evaluations DataFrame")
+        evaluations = run
+    means = evaluations[evaluations["device"].isna()]
+    rows = []
+    for r, t, kind, device in events[events["kind"].isin(MEMBERSHIP_KINDS)][
+        ["round", "time_s", "kind", "device"]
+    ].itertuples(False):
+        r, t = int(r), float(t)
+        split = "newcomer" if kind == "join" else "retain"
+        of_split = means[means["split"] == split]
+        before = of_split[(of_split["stage"] == "before_event") & (of_split["round"] == r)]
+        if before.empty:
+            before = of_split[(of_split["stage"] == "round") & (of_split["time_s"] <= t)]
+        after = of_split[(of_split["stage"] == "after_event") & (of_split["round"] == r)]
+        baseline = float(before["accuracy"].iloc[-1]) if not before.empty else np.nan
+        threshold = join_target if kind == "join" else baseline - tolerance
+        later = of_split[(of_split["stage"] == "round") & (of_split["round"] >= r)].sort_values(
+            ["round", "time_s"], kind="stable"
+        )
+        hit = later[later["accuracy"] >= threshold] if not np.isnan(threshold) else later.iloc[0:0]
+        row = {
+            "round": r,
+            "time_s": t,
+            "kind": kind,
+            "device": int(device),
+            "split": split,
+            "baseline": baseline,
+            "after_event": float(after["accuracy"].iloc[-1]) if not after.empty else np.nan,
+            "threshold": threshold,
+            "recovered": not hit.empty,
+            "recovery_round": np.nan,
+            "recovery_time_s": np.nan,
+            "recovery_s": np.nan,
+            "recovery_rounds": np.nan,
+        }
+        if not hit.empty:
+            first = hit.iloc[0]
+            row.update(
+                recovery_round=int(first["round"]),
+                recovery_time_s=float(first["time_s"]),
+                recovery_s=float(first["time_s"]) - t,
+                recovery_rounds=int(first["round"]) - r + 1,
+            )
+        rows.append(row)
+    columns = [
+        "round",
+        "time_s",
+        "kind",
+        "device",
+        "split",
+        "baseline",
+        "after_event",
+        "threshold",
+        "recovered",
+        "recovery_round",
+        "recovery_time_s",
+        "recovery_s",
+        "recovery_rounds",
+    ]
+    return pd.DataFrame(rows, columns=columns)

@@ -1,0 +1,356 @@
+"""A Markdown report of one or more runs, with PNG figures (matplotlib, Agg backend).
+
+``write_report(run_dirs, out_dir)`` writes ``out_dir/report.md`` and, per run, four
+figures beside it: accuracy over simulated time with the membership events marked,
+the latency phases of each round's critical path, the mean PHY rate of every link,
+and the bits sent per round.  The report refers to the figures by relative path, so
+the folder can be moved or zipped as a whole.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cosim.analysis.breakdown import (
+    MEMBERSHIP_KINDS,
+    PHASES,
+    accuracy_timeline,
+    communication_totals,
+    event_recovery,
+    round_breakdown,
+)
+from cosim.analysis.load import Run, load_run
+
+__all__ = ["write_report"]
+
+_PHASE_LABELS = {
+    "pull_s": "pull (newcomer)",
+    "compute_s": "compute",
+    "access_s": "channel access",
+    "transmission_s": "transmission",
+    "retransmission_s": "retransmission (loss)",
+    "waiting_s": "waiting",
+}
+_PHASE_COLORS = {
+    "pull_s": "#8c564b",
+    "compute_s": "#1f77b4",
+    "access_s": "#9467bd",
+    "transmission_s": "#2ca02c",
+    "retransmission_s": "#d62728",
+    "waiting_s": "#c7c7c7",
+}
+_SPLIT_ORDER = ("retain", "forget", "test", "newcomer")
+
+
+def write_report(
+    run_dirs: str | Path | Iterable[str | Path],
+    out_dir: str | Path,
+    *,
+    allow_incomplete: bool = False,
+    tolerance: float = 0.02,
+    join_target: float = 0.9,
+) -> Path:
+    """Write ``report.md`` and its figures into ``out_dir`` (created if needed); returns the
+    path of ``report.md``.  Each run gets its own section and figures; ``tolerance`` and
+    ``join_target`` go to :func:`~cosim.analysis.breakdown.event_recovery`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+
+    dirs = [run_dirs] if isinstance(run_dirs, str | Path) else list(run_dirs)
+    if not dirs:
+        raise ValueError("write_report: no run directories given")
+    runs = [load_run(d, allow_incomplete=allow_incomplete) for d in dirs]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    slugs = _unique_slugs([run.path.name for run in runs])
+
+    lines = ["# cosim report", ""]
+    lines += ["| run | scenario | seed | status | backend | rounds | simulated time (s) | bits sent (Mbit) |"]
+    lines += ["|---|---|---|---|---|---|---|---|"]
+    for run in runs:
+        summary = run.manifest.get("summary", {})
+        rounds = int(run.rounds["round"].max()) + 1 if not run.rounds.empty else 0
+        lines.append(
+            f"| `{run.path.name}` | {run.name} | {run.seed} | {run.manifest.get('status')} "
+            f"| {run.manifest.get('backend')} | {rounds} | {_num(summary.get('simulated_s', math.nan))} "
+            f"| {_num(run.transfers['bits'].sum() / 1e6)} |"
+        )
+    lines.append("")
+    for run, slug in zip(runs, slugs, strict=True):
+        lines += _run_section(run, slug, out, tolerance, join_target)
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+# --------------------------------------------------------------------------- one run
+
+
+def _run_section(run: Run, slug: str, out: Path, tolerance: float, join_target: float) -> list[str]:
+    per_round = round_breakdown(run, "critical")
+    mean_round = round_breakdown(run, "mean")
+    recovery = event_recovery(run, tolerance=tolerance, join_target=join_target)
+    comm = communication_totals(run)
+    figures = {
+        "accuracy": _plot_accuracy(run, out / f"{slug}_accuracy.png"),
+        "latency": _plot_latency(per_round, out / f"{slug}_latency.png"),
+        "link_rates": _plot_link_rates(run, out / f"{slug}_link_rates.png"),
+        "bits": _plot_bits(comm, out / f"{slug}_bits.png"),
+    }
+    lines = [f"## Run `{run.path.name}`", ""]
+    lines += [f"Scenario `{run.name}`, seed {run.seed}, {run.manifest.get('backend')} network.", ""]
+
+    lines += ["### Accuracy", ""]
+    lines += [
+        "Network-wide accuracy (mean over the live devices, after each round's exchange) "
+        "against simulated time; dashed lines mark joins and leaves.",
+        "",
+        f"![Accuracy over simulated time]({figures['accuracy'].name})",
+        "",
+    ]
+    final = run.manifest.get("summary", {}).get("final_accuracy", {})
+    if final:
+        lines += ["| split | final accuracy |", "|---|---|"]
+        lines += [f"| {split} | {_num(acc)} |" for split, acc in final.items()]
+        lines.append("")
+
+    lines += ["### Recovery after membership events", ""]
+    if recovery.empty:
+        lines += ["No joins or leaves in this run.", ""]
+    else:
+        lines += [
+            f"A leave is recovered when the retain accuracy is back within {tolerance:g} of its value "
+            f"just before the event; a join when the newcomer accuracy reaches {join_target:g} (its "
+            "knowledge has spread). Rounds count the event's own round.",
+            "",
+            "| round | time (s) | event | device | split | before | just after | threshold "
+            "| recovered at round | recovery time (s) | rounds |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for row in recovery.itertuples(index=False):
+            lines.append(
+                f"| {row.round} | {_num(row.time_s)} | {row.kind} | {row.device} | {row.split} "
+                f"| {_num(row.baseline)} | {_num(row.after_event)} | {_num(row.threshold)} "
+                f"| {_int(row.recovery_round)} | {_num(row.recovery_s)} | {_int(row.recovery_rounds)} |"
+            )
+        lines.append("")
+
+    lines += ["### Latency breakdown", ""]
+    lines += [
+        "Each round's duration split into phases, for the device that finished last (the "
+        "critical path) and averaged over the live devices. Transmission is airtime at the "
+        "loss-free rate (bits / (PHY rate x MAC efficiency)); retransmission is the extra "
+        "airtime due to packet loss; waiting is idle time until the round ends.",
+        "",
+        f"![Latency phases per round]({figures['latency'].name})",
+        "",
+        "| phase | critical path: total (s) | share | mean device: total (s) | share |",
+        "|---|---|---|---|---|",
+    ]
+    total_crit = float(per_round["duration_s"].sum()) or math.nan
+    total_mean = float(mean_round["duration_s"].sum()) or math.nan
+    for phase in PHASES:
+        crit, mean = float(per_round[phase].sum()), float(mean_round[phase].sum())
+        lines.append(
+            f"| {_PHASE_LABELS[phase]} | {_num(crit)} | {_pct(crit / total_crit)} "
+            f"| {_num(mean)} | {_pct(mean / total_mean)} |"
+        )
+    lines += [f"| **round duration** | {_num(total_crit)} | 100% | {_num(total_mean)} | 100% |", ""]
+
+    lines += ["### Network", ""]
+    lines += [
+        "Mean PHY rate of each link over the transfers it carried (empty: never used).",
+        "",
+        f"![Mean PHY rate per link]({figures['link_rates'].name})",
+        "",
+        "Bits sent per round (slot exchanges, split into delivered and lost, and newcomer pulls).",
+        "",
+        f"![Bits sent per round]({figures['bits'].name})",
+        "",
+    ]
+    by_device = comm.groupby("device")[["messages", "messages_delivered", "bits", "bits_delivered"]].sum()
+    lines += ["| device | messages | delivered | Mbit sent | Mbit delivered | delivered ratio |"]
+    lines += ["|---|---|---|---|---|---|"]
+    for device, row in by_device.iterrows():
+        ratio = row["bits_delivered"] / row["bits"] if row["bits"] else math.nan
+        lines.append(
+            f"| {device} | {row['messages']} | {row['messages_delivered']} | {_num(row['bits'] / 1e6)} "
+            f"| {_num(row['bits_delivered'] / 1e6)} | {_pct(ratio)} |"
+        )
+    lines.append("")
+    return lines
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _plot_accuracy(run: Run, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    timeline = accuracy_timeline(run)
+    timeline = timeline[timeline["stage"].isin(("initial", "round"))]
+    splits = [s for s in _SPLIT_ORDER if s in set(timeline["split"])]
+    splits += sorted(set(timeline["split"]) - set(splits))
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for split in splits:
+        part = timeline[timeline["split"] == split]
+        ax.plot(part["time_s"], part["accuracy"], marker=".", markersize=4, label=split)
+    events = run.events[run.events["kind"].isin(MEMBERSHIP_KINDS)]
+    for k, (t, kind, device) in enumerate(events[["time_s", "kind", "device"]].itertuples(index=False)):
+        color = "tab:green" if kind == "join" else "tab:red"
+        ax.axvline(t, color=color, linestyle="--", linewidth=1)
+        ax.annotate(
+            f"{kind} (device {device})",
+            xy=(t, 0.5 - 0.15 * (k % 3)),
+            xycoords=("data", "axes fraction"),
+            xytext=(3, 0),
+            textcoords="offset points",
+            rotation=90,
+            va="center",
+            color=color,
+            fontsize=9,
+            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1},
+        )
+    ax.set_xlabel("simulated time (s)")
+    ax.set_ylabel("accuracy (mean over live devices)")
+    ax.set_ylim(-0.02, 1.05)
+    ax.set_title(f"{run.name}: accuracy per split")
+    ax.grid(alpha=0.3)
+    ax.legend(title="split", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return _save(fig, path)
+
+
+def _plot_latency(per_round: pd.DataFrame, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    bottom = np.zeros(len(per_round))
+    for phase in PHASES:
+        values = per_round[phase].to_numpy(dtype=float)
+        if not np.any(values > 1e-12):
+            continue
+        ax.bar(
+            per_round["round"],
+            values,
+            bottom=bottom,
+            width=0.85,
+            color=_PHASE_COLORS[phase],
+            label=_PHASE_LABELS[phase],
+        )
+        bottom += values
+    ax.set_xlabel("round")
+    ax.margins(y=0.05)
+    ax.set_ylabel("time (s)")
+    ax.set_title("Round latency on the critical path (device that finished last)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), title="phase")
+    return _save(fig, path)
+
+
+def _plot_link_rates(run: Run, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    used = run.transfers[run.transfers["rate_bps"] > 0]
+    devices = sorted(set(run.rounds["device"]) | set(used["src"]) | set(used["dst"]))
+    index = {d: i for i, d in enumerate(devices)}
+    grid = np.full((len(devices), len(devices)), np.nan)
+    for (src, dst), rate in used.groupby(["src", "dst"])["rate_bps"].mean().items():
+        grid[index[src], index[dst]] = rate / 1e6
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    image = ax.imshow(grid, cmap="viridis", origin="upper")
+    ax.set_xticks(range(len(devices)), [str(d) for d in devices])
+    ax.set_yticks(range(len(devices)), [str(d) for d in devices])
+    ax.set_xlabel("receiver (device)")
+    ax.set_ylabel("sender (device)")
+    ax.set_title("Mean PHY rate per link")
+    fig.colorbar(image, ax=ax, label="rate (Mbit/s)")
+    return _save(fig, path)
+
+
+def _plot_bits(comm: pd.DataFrame, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    per_round = comm.pivot_table(
+        index="round", columns="purpose", values=["bits", "bits_delivered"], aggfunc="sum", fill_value=0
+    )
+    rounds = per_round.index.to_numpy()
+    series = {
+        "slot exchange, delivered": _column(per_round, "bits_delivered", "gossip"),
+        "slot exchange, lost": _column(per_round, "bits", "gossip")
+        - _column(per_round, "bits_delivered", "gossip"),
+        "newcomer pull": _column(per_round, "bits", "pull"),
+    }
+    colors = {
+        "slot exchange, delivered": "#1f77b4",
+        "slot exchange, lost": "#d62728",
+        "newcomer pull": "#8c564b",
+    }
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    bottom = np.zeros(len(rounds))
+    for label, values in series.items():
+        if not np.any(values > 0):
+            continue
+        ax.bar(rounds, values / 1e6, bottom=bottom, width=0.85, color=colors[label], label=label)
+        bottom += values / 1e6
+    ax.set_xlabel("round")
+    ax.margins(y=0.05)
+    ax.set_ylabel("bits sent (Mbit)")
+    ax.set_title("Bits sent per round, all devices")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _column(frame: pd.DataFrame, value: str, purpose: str) -> np.ndarray:
+    if (value, purpose) in frame.columns:
+        return frame[(value, purpose)].to_numpy(dtype=float)
+    return np.zeros(len(frame))
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _unique_slugs(names: Sequence[str]) -> list[str]:
+    slugs: list[str] = []
+    for name in names:
+        base = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "run"
+        slug, k = base, 2
+        while slug in slugs:
+            slug, k = f"{base}_{k}", k + 1
+        slugs.append(slug)
+    return slugs
+
+
+def _num(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if abs(float(value)) < 1e-9:
+        return "0"
+    return f"{float(value):.3g}" if abs(float(value)) < 1000 else f"{float(value):,.0f}"
+
+
+def _int(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return str(int(value))
+
+
+def _pct(value: float) -> str:
+    return "–" if math.isnan(value) else f"{100 * value:.1f}%"

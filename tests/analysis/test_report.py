@@ -1,0 +1,63 @@
+"""cosim.analysis.report: the Markdown report and its figures."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from cosim.analysis.report import write_report
+
+EVENTS = "events=[{kind: leave, device: 1, round: 1}, {kind: join, round: 2}]"
+FIGURES = ("accuracy", "latency", "link_rates", "bits")
+
+
+@pytest.fixture(scope="module")
+def report(run_tiny, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(report.md, the run directory) for the tiny run with a leave and a join."""
+    run_dir = run_tiny(EVENTS).out_dir
+    out = tmp_path_factory.mktemp("report")
+    return write_report([run_dir], out), run_dir
+
+
+def test_report_references_every_figure_and_they_exist(report: tuple[Path, Path]) -> None:
+    path, run_dir = report
+    assert path.name == "report.md" and path.is_file()
+    text = path.read_text(encoding="utf-8")
+    referenced = re.findall(r"!\[[^\]]+\]\(([^)]+)\)", text)
+    assert sorted(referenced) == sorted(f"{run_dir.name}_{name}.png" for name in FIGURES)
+    for name in referenced:
+        figure = path.parent / name
+        assert figure.is_file() and figure.stat().st_size > 0, name
+        assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    # No figure on disk that the report does not mention.
+    assert sorted(p.name for p in path.parent.glob("*.png")) == sorted(referenced)
+
+
+def test_report_has_the_tables(report: tuple[Path, Path]) -> None:
+    text = report[0].read_text(encoding="utf-8")
+    for heading in (
+        "### Accuracy",
+        "### Recovery after membership events",
+        "### Latency breakdown",
+        "### Network",
+    ):
+        assert heading in text
+    assert "| 1 |" in text and "| leave | 1 | retain |" in text
+    assert "| join | 4 | newcomer |" in text
+    for phase in ("compute", "transmission", "retransmission (loss)", "waiting", "**round duration**"):
+        assert f"| {phase} |" in text
+
+
+def test_two_runs_of_the_same_name_get_distinct_figures(report: tuple[Path, Path], tmp_path: Path) -> None:
+    run_dir = report[1]
+    path = write_report([run_dir, run_dir], tmp_path)
+    referenced = re.findall(r"!\[[^\]]+\]\(([^)]+)\)", path.read_text(encoding="utf-8"))
+    assert len(referenced) == 2 * len(FIGURES) == len(set(referenced))
+    assert all((tmp_path / name).stat().st_size > 0 for name in referenced)
+
+
+def test_report_rejects_a_directory_that_is_not_a_run(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="not a run directory"):
+        write_report([tmp_path], tmp_path / "out")
