@@ -109,6 +109,63 @@ def report(
 
 
 @app.command()
+def sweep(
+    sweep_file: Annotated[
+        Path, typer.Argument(help="Sweep YAML (base scenario, grid, seeds).", metavar="SWEEP")
+    ],
+    out: Annotated[Path | None, typer.Option("--out", help="Sweep directory (default: runs/<name>).")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Runs at the same time (local).")] = 2,
+    executor: Annotated[str, typer.Option("--executor", help="local or ray.")] = "local",
+    address: Annotated[
+        str | None, typer.Option("--address", help="Ray cluster address (ray executor; default: local Ray).")
+    ] = None,
+) -> None:
+    """Run a sweep in parallel; finished runs are skipped, so an interrupted sweep resumes."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from cosim.sweep import load_sweep, plan_sweep, run_sweep
+
+    if executor not in ("local", "ray"):
+        fail(f"--executor: {executor!r} is not an executor; allowed: local, ray")
+    try:
+        spec, base = load_sweep(sweep_file)
+        plan = plan_sweep(spec, base)
+    except ScenarioError as err:
+        fail(str(err))
+    out_dir = out or Path("runs") / spec.name
+    console.print(f"[bold]cosim sweep[/] '{spec.name}': {len(plan)} runs -> {out_dir}")
+    progress = Progress(
+        TextColumn("runs"),
+        MofNCompleteColumn(),
+        BarColumn(),
+        TextColumn("{task.fields[last]}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    failed: list[str] = []
+
+    def on_done(run, status: str) -> None:  # type: ignore[no-untyped-def]
+        if status.startswith("failed"):
+            failed.append(f"{run.name}: {status}")
+        progress.update(task, advance=1, last=f"{run.name}: {status}")
+        if not console.is_terminal:
+            console.print(f"{run.name}: {status}", highlight=False)
+
+    with progress:
+        task = progress.add_task("sweep", total=len(plan), last="")
+        try:
+            ran, summary = run_sweep(
+                plan, out_dir, jobs=jobs, executor=executor, address=address, on_done=on_done
+            )
+        except ScenarioError as err:
+            fail(str(err))
+    console.print(f"ran {len(ran)}, skipped {len(plan) - len(ran)}; summary: {summary}")
+    if failed:
+        console.print("[red]failed runs:[/]\n" + "\n".join(failed), highlight=False)
+        raise typer.Exit(code=1)
+
+
+@app.command()
 def doctor() -> None:
     """Report the installed versions and whether ns-3 imports, how long it takes, and its models."""
     from rich.table import Table

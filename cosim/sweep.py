@@ -1,0 +1,228 @@
+"""Sweeps: one base scenario, a grid (or list) of overrides and seeds, run in parallel.
+
+A sweep file::
+
+    name: lr_vs_slot
+    base: quickstart.yaml            # relative to the sweep file
+    seeds: [1, 2, 3]                 # each combination runs once per seed
+    grid:                            # every combination of these values ...
+      training.learning_rate: [0.001, 0.003]
+      network.slot_s: [1.0, 2.5]
+    runs:                            # ... or / and an explicit list of override sets
+      - {training.rounds: 20}
+    set:                             # overrides applied to every run
+      training.rounds: 30
+
+Each run is a normal run directory, ``<out>/<run name>/``; a run whose manifest says
+``complete`` for the same resolved scenario (same hash) is not run again, so an
+interrupted sweep resumes where it stopped.  ``summary.parquet`` gathers one row per
+run.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cosim.scenario import Scenario, ScenarioError, apply_overrides, parse_scenario, scenario_hash
+
+__all__ = ["SweepRun", "SweepSpec", "load_sweep", "plan_sweep", "run_sweep"]
+
+
+class SweepSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    base: str = Field(description="The base scenario file, relative to the sweep file.")
+    seeds: tuple[int, ...] = Field((0,), min_length=1)
+    grid: dict[str, tuple[Any, ...]] = Field(default_factory=dict)
+    runs: tuple[dict[str, Any], ...] = ()
+    set: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """One run of a sweep: its directory name, overrides (``a.b`` -> value) and scenario."""
+
+    name: str
+    overrides: dict[str, Any]
+    scenario: Scenario
+
+
+def load_sweep(path: str | Path) -> tuple[SweepSpec, dict[str, Any]]:
+    """Read a sweep file; returns the spec and the base scenario as a raw mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise ScenarioError(f"{path}: no such sweep file")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        spec = SweepSpec.model_validate(raw)
+    except yaml.YAMLError as err:
+        raise ScenarioError(f"{path}: malformed YAML: {err}") from None
+    except ValidationError as err:
+        lines = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors(include_url=False)]
+        raise ScenarioError(f"{path}: invalid sweep\n" + "\n".join(lines)) from None
+    base_path = (path.parent / spec.base).resolve()
+    if not base_path.is_file():
+        raise ScenarioError(f"{path}: base: no such scenario file {base_path}")
+    base = yaml.safe_load(base_path.read_text(encoding="utf-8"))
+    if not isinstance(base, dict):
+        raise ScenarioError(f"{base_path}: the top level must be a mapping of sections")
+    return spec, base
+
+
+def _combinations(spec: SweepSpec) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """(all overrides of a run, the ones that vary and so name it)."""
+    keys = list(spec.grid)
+    grid = [dict(zip(keys, values, strict=True)) for values in itertools.product(*spec.grid.values())]
+    listed = list(spec.runs) or [{}]
+    for g in grid or [{}]:
+        for extra in listed:
+            yield {**spec.set, **g, **extra}, {**g, **extra}
+
+
+def _run_name(varying: dict[str, Any], seed: int) -> str:
+    parts = [f"{key.rsplit('.', 1)[-1]}-{value}" for key, value in varying.items()]
+    text = "_".join([*parts, f"seed-{seed}"])
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text)[:120]
+
+
+def plan_sweep(spec: SweepSpec, base: dict[str, Any]) -> list[SweepRun]:
+    """Every run of the sweep, validated up front (a bad combination fails before anything runs)."""
+    plan: list[SweepRun] = []
+    seen: set[str] = set()
+    for overrides, varying in _combinations(spec):
+        for seed in spec.seeds:
+            texts = [f"{key}={json.dumps(value)}" for key, value in overrides.items()] + [f"seed={seed}"]
+            name = _run_name(varying, seed)
+            raw = apply_overrides(base, texts) | {"name": name}
+            scenario = parse_scenario(raw, source=f"sweep run {name}")
+            if name in seen:
+                raise ScenarioError(f"sweep: two runs would share the directory {name!r}")
+            seen.add(name)
+            plan.append(SweepRun(name, dict(overrides) | {"seed": seed}, scenario))
+    return plan
+
+
+def _is_complete(run_dir: Path, scenario: Scenario) -> bool:
+    path = run_dir / "manifest.json"
+    if not path.is_file():
+        return False
+    manifest = json.loads(path.read_text())
+    return bool(
+        manifest.get("status") == "complete" and manifest.get("scenario_hash") == scenario_hash(scenario)
+    )
+
+
+def _run_one(scenario: Scenario, out_dir: str) -> dict[str, Any]:
+    import torch
+
+    from cosim.engine.simulation import run_scenario
+
+    torch.set_num_threads(1)  # parallel runs share the cores: one thread each
+    return run_scenario(scenario, Path(out_dir))
+
+
+def run_sweep(
+    plan: list[SweepRun],
+    out_dir: Path,
+    *,
+    jobs: int = 1,
+    executor: str = "local",
+    address: str | None = None,
+    on_done: Callable[[SweepRun, str], None] | None = None,
+) -> tuple[list[str], Path]:
+    """Run every unfinished run of ``plan`` into ``out_dir``; returns (names run now, summary path).
+
+    ``executor`` is ``local`` (processes on this machine) or ``ray`` (``address`` as
+    ``ray.init`` takes it; ``None`` starts a local Ray).
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    todo = [run for run in plan if not _is_complete(out_dir / run.name, run.scenario)]
+    for run in plan:
+        if run not in todo and on_done is not None:
+            on_done(run, "skipped (complete)")
+    if executor == "local":
+        _run_local(todo, out_dir, jobs, on_done)
+    elif executor == "ray":
+        _run_ray(todo, out_dir, address, on_done)
+    else:
+        raise ValueError(f"unknown executor {executor!r}; allowed: local, ray")
+    return [run.name for run in todo], write_summary(plan, out_dir)
+
+
+def _run_local(
+    todo: list[SweepRun], out_dir: Path, jobs: int, on_done: Callable[[SweepRun, str], None] | None
+) -> None:
+    if not todo:
+        return
+    import multiprocessing as mp
+
+    with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=mp.get_context("spawn")) as pool:
+        pending: dict[Future[dict[str, Any]], SweepRun] = {
+            pool.submit(_run_one, run.scenario, str(out_dir / run.name)): run for run in todo
+        }
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                run = pending.pop(future)
+                status = "complete" if future.exception() is None else f"failed: {future.exception()}"
+                if on_done is not None:
+                    on_done(run, status)
+
+
+def _run_ray(
+    todo: list[SweepRun], out_dir: Path, address: str | None, on_done: Callable[[SweepRun, str], None] | None
+) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise ScenarioError("--executor ray needs Ray: pip install 'ray[default]'") from None
+    if not todo:
+        return
+    ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
+    remote = ray.remote(num_cpus=1)(_run_one)
+    refs = {remote.remote(run.scenario, str(out_dir / run.name)): run for run in todo}
+    while refs:
+        ready, _ = ray.wait(list(refs), num_returns=1)
+        for ref in ready:
+            run = refs.pop(ref)
+            try:
+                ray.get(ref)
+                status = "complete"
+            except Exception as err:  # a failed run is reported, the sweep goes on
+                status = f"failed: {err}"
+            if on_done is not None:
+                on_done(run, status)
+
+
+def write_summary(plan: list[SweepRun], out_dir: Path) -> Path:
+    """``summary.parquet``: one row per run with its overrides, status and final figures."""
+    import pandas as pd
+
+    rows = []
+    for run in plan:
+        row: dict[str, Any] = {"run": run.name, **{k: v for k, v in run.overrides.items()}}
+        path = out_dir / run.name / "manifest.json"
+        manifest = json.loads(path.read_text()) if path.is_file() else {}
+        row["status"] = manifest.get("status", "missing")
+        summary = manifest.get("summary") or {}
+        for split, acc in (summary.get("final_accuracy") or {}).items():
+            row[f"final_{split}_accuracy"] = acc
+        row["simulated_s"] = summary.get("simulated_s")
+        row["bits_sent"] = summary.get("bits_sent")
+        row["wall_clock_s"] = manifest.get("wall_clock_s")
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    path = out_dir / "summary.parquet"
+    frame.to_parquet(path, index=False)
+    return path

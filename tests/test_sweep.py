@@ -1,0 +1,79 @@
+"""Sweeps: the plan, parallel local runs equal to single runs, resume, the summary table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+
+from cosim.engine.simulation import run_scenario
+from cosim.scenario import ScenarioError
+from cosim.sweep import load_sweep, plan_sweep, run_sweep
+
+TABLES = ("rounds", "transfers", "events", "evaluations")
+
+
+@pytest.fixture
+def sweep_file(tmp_path: Path, tiny_scenario: dict[str, Any]) -> Path:
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(tiny_scenario | {"training": {"rounds": 2}}))
+    sweep = {
+        "name": "small",
+        "base": "base.yaml",
+        "seeds": [1, 2],
+        "grid": {"training.local_steps": [1, 2]},
+        "set": {"devices.count": 3},
+    }
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    return path
+
+
+def test_the_plan_is_the_grid_times_the_seeds(sweep_file: Path) -> None:
+    spec, base = load_sweep(sweep_file)
+    plan = plan_sweep(spec, base)
+    assert [(r.overrides["training.local_steps"], r.overrides["seed"]) for r in plan] == [
+        (1, 1),
+        (1, 2),
+        (2, 1),
+        (2, 2),
+    ]
+    assert all(r.scenario.devices.count == 3 for r in plan)
+    assert [r.scenario.seed for r in plan] == [1, 2, 1, 2]
+    assert len({r.name for r in plan}) == 4
+
+
+def test_a_bad_combination_fails_before_anything_runs(sweep_file: Path) -> None:
+    spec, base = load_sweep(sweep_file)
+    bad = spec.model_copy(update={"grid": {"training.local_steps": [1, -3]}})
+    with pytest.raises(ScenarioError, match=r"training\.local_steps"):
+        plan_sweep(bad, base)
+
+
+def test_parallel_runs_equal_single_runs_and_resume(sweep_file: Path, tmp_path: Path) -> None:
+    spec, base = load_sweep(sweep_file)
+    plan = plan_sweep(spec, base)
+    out = tmp_path / "out"
+    ran, summary = run_sweep(plan, out, jobs=2)
+    assert sorted(ran) == sorted(r.name for r in plan)
+    # A run of the sweep is the same run as the scenario played alone.
+    single = tmp_path / "single"
+    run_scenario(plan[1].scenario, single)
+    for table in TABLES:
+        assert (out / plan[1].name / f"{table}.parquet").read_bytes() == (
+            single / f"{table}.parquet"
+        ).read_bytes()
+    frame = pd.read_parquet(summary)
+    assert list(frame["run"]) == [r.name for r in plan]
+    assert set(frame["status"]) == {"complete"}
+    manifest = json.loads((out / plan[2].name / "manifest.json").read_text())
+    assert frame.loc[2, "final_test_accuracy"] == manifest["summary"]["final_accuracy"]["test"]
+    # Resume: only the run whose manifest is not complete runs again.
+    (out / plan[3].name / "manifest.json").unlink()
+    before = (out / plan[0].name / "rounds.parquet").stat().st_mtime_ns
+    ran, _ = run_sweep(plan, out, jobs=2)
+    assert ran == [plan[3].name]
+    assert (out / plan[0].name / "rounds.parquet").stat().st_mtime_ns == before
