@@ -189,20 +189,26 @@ def _run_ray(
         raise ScenarioError("--executor ray needs Ray: pip install 'ray[default]'") from None
     if not todo:
         return
-    ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
-    remote = ray.remote(num_cpus=1)(_run_one)
-    refs = {remote.remote(run.scenario, str(out_dir / run.name)): run for run in todo}
-    while refs:
-        ready, _ = ray.wait(list(refs), num_returns=1)
-        for ref in ready:
-            run = refs.pop(ref)
-            try:
-                ray.get(ref)
-                status = "complete"
-            except Exception as err:  # a failed run is reported, the sweep goes on
-                status = f"failed: {err}"
-            if on_done is not None:
-                on_done(run, status)
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    try:
+        remote = ray.remote(num_cpus=1)(_run_one)
+        refs = {remote.remote(run.scenario, str(out_dir / run.name)): run for run in todo}
+        while refs:
+            ready, _ = ray.wait(list(refs), num_returns=1)
+            for ref in ready:
+                run = refs.pop(ref)
+                try:
+                    ray.get(ref)
+                    status = "complete"
+                except Exception as err:  # a failed run is reported, the sweep goes on
+                    status = f"failed: {err}"
+                if on_done is not None:
+                    on_done(run, status)
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def write_summary(plan: list[SweepRun], out_dir: Path) -> Path:

@@ -77,3 +77,19 @@ def test_parallel_runs_equal_single_runs_and_resume(sweep_file: Path, tmp_path: 
     ran, _ = run_sweep(plan, out, jobs=2)
     assert ran == [plan[3].name]
     assert (out / plan[0].name / "rounds.parquet").stat().st_mtime_ns == before
+
+
+def test_ray_in_local_mode_gives_the_same_runs(sweep_file: Path, tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    spec, base = load_sweep(sweep_file)
+    plan = plan_sweep(spec, base)[:2]
+    local, ray_dir = tmp_path / "local", tmp_path / "ray"
+    run_sweep(plan, local, jobs=2)
+    ran, summary = run_sweep(plan, ray_dir, executor="ray")
+    assert sorted(ran) == sorted(r.name for r in plan)
+    for run in plan:
+        for table in TABLES:
+            assert (ray_dir / run.name / f"{table}.parquet").read_bytes() == (
+                local / run.name / f"{table}.parquet"
+            ).read_bytes()
+    assert set(pd.read_parquet(summary)["status"]) == {"complete"}
