@@ -10,6 +10,7 @@ from cosim.analysis.breakdown import (
     accuracy_timeline,
     communication_totals,
     event_recovery,
+    group_bits,
     latency_breakdown,
     round_breakdown,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "accuracy_timeline",
     "communication_totals",
     "event_recovery",
+    "group_bits",
     "latency_breakdown",
     "load_run",
     "load_runs",

@@ -41,6 +41,7 @@ __all__ = [
     "accuracy_timeline",
     "communication_totals",
     "event_recovery",
+    "group_bits",
     "latency_breakdown",
     "round_breakdown",
 ]
@@ -289,3 +290,34 @@ def event_recovery(
         "recovery_rounds",
     ]
     return pd.DataFrame(rows, columns=columns)
+
+
+def group_bits(run: Run) -> pd.DataFrame:
+    """Payload bits per round and layer group, from the slots each message carried.
+
+    Every message carries ``slots`` whole slot copies at 32 bits; a slot's ``B`` has
+    ``rank * d_out`` entries per adapted module, and modules belong to layer groups by
+    their block (``block * G // layers``).  Columns: ``round``, ``group``, ``bits``,
+    ``bits_delivered``.  Headers are not in any group.
+    """
+    from cosim.scenario import parse_scenario
+
+    spec = parse_scenario(run.manifest["scenario"]).model
+    dims = spec.module_dims()
+    per_block = sum(dims[m][1] for m in spec.target_modules) * spec.rank * 32
+    layers, groups = spec.tiny.num_layers, spec.layer_groups
+    bits_per_slot = dict.fromkeys(range(groups), 0)
+    for block in range(layers):
+        bits_per_slot[block * groups // layers] += per_block
+    t = run.transfers
+    rows = []
+    for g, per_slot in bits_per_slot.items():
+        bits = t["slots"] * per_slot
+        frame = pd.DataFrame(
+            {"round": t["round"], "bits": bits, "bits_delivered": bits.where(t["delivered"], 0)}
+        )
+        summed = frame.groupby("round", as_index=False)[["bits", "bits_delivered"]].sum()
+        rows.append(summed.assign(group=g))
+    if not rows:
+        return pd.DataFrame(columns=["round", "group", "bits", "bits_delivered"])
+    return pd.concat(rows, ignore_index=True)[["round", "group", "bits", "bits_delivered"]]

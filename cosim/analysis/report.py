@@ -24,6 +24,7 @@ from cosim.analysis.breakdown import (
     accuracy_timeline,
     communication_totals,
     event_recovery,
+    group_bits,
     round_breakdown,
 )
 from cosim.analysis.load import Run, load_run
@@ -104,6 +105,7 @@ def _run_section(run: Run, slug: str, out: Path, tolerance: float, join_target: 
         "latency": _plot_latency(per_round, out / f"{slug}_latency.png"),
         "link_rates": _plot_link_rates(run, out / f"{slug}_link_rates.png"),
         "bits": _plot_bits(comm, out / f"{slug}_bits.png"),
+        "group_bits": _plot_group_bits(group_bits(run), out / f"{slug}_group_bits.png"),
     }
     lines = [f"## Run `{run.path.name}`", ""]
     lines += [f"Scenario `{run.name}`, seed {run.seed}, {run.manifest.get('backend')} network.", ""]
@@ -174,6 +176,11 @@ def _run_section(run: Run, slug: str, out: Path, tolerance: float, join_target: 
         "Bits sent per round (slot exchanges, split into delivered and lost, and newcomer pulls).",
         "",
         f"![Bits sent per round]({figures['bits'].name})",
+        "",
+        "Payload bits per layer group and round (every message carries whole slot copies; the "
+        "budgeted allocator, when selected, will decide this per group).",
+        "",
+        f"![Bits per layer group]({figures['group_bits'].name})",
         "",
     ]
     by_device = comm.groupby("device")[["messages", "messages_delivered", "bits", "bits_delivered"]].sum()
@@ -306,6 +313,24 @@ def _plot_bits(comm: pd.DataFrame, path: Path) -> Path:
     ax.set_title("Bits sent per round, all devices")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return _save(fig, path)
+
+
+def _plot_group_bits(per_group: pd.DataFrame, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    table = per_group.pivot_table(index="round", columns="group", values="bits", aggfunc="sum", fill_value=0)
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    bottom = np.zeros(len(table))
+    for g in table.columns:
+        values = table[g].to_numpy(dtype=float) / 1e6
+        ax.bar(table.index.to_numpy(), values, bottom=bottom, width=0.85, label=f"group {g}")
+        bottom += values
+    ax.set_xlabel("round")
+    ax.set_ylabel("payload bits sent (Mbit)")
+    ax.set_title("Bits per layer group and round, all devices")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(title="layer group", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _save(fig, path)
 
 

@@ -283,3 +283,22 @@ def test_accuracy_timeline_is_the_network_wide_rows(tiny_run: Run) -> None:
     assert len(timeline) == len(means)
     assert timeline["time_s"].is_monotonic_increasing
     assert set(timeline["stage"]) == {"initial", "round", "before_event", "after_event"}
+
+
+def test_group_bits_add_up_to_the_payload_of_every_round(run_tiny) -> None:
+    from cosim.analysis import load_run
+    from cosim.analysis.breakdown import group_bits
+    from cosim.engine.simulation import HEADER_BITS
+
+    tiny = run_tiny("events=[{kind: leave, device: 1, round: 1}, {kind: join, round: 2}]")
+    run = load_run(tiny.out_dir)
+    per_group = group_bits(run)
+    assert sorted(per_group["group"].unique()) == [0, 1]
+    payload = (run.transfers["bits"] - HEADER_BITS).groupby(run.transfers["round"]).sum()
+    assert per_group.groupby("round")["bits"].sum().to_dict() == payload.to_dict()
+    learner_bits = tiny.sim.learner.slot_bits()
+    one = run.transfers.iloc[0]
+    for g, bits in learner_bits.items():
+        row = per_group[(per_group["round"] == one["round"]) & (per_group["group"] == g)]
+        slots = run.transfers[run.transfers["round"] == one["round"]]["slots"].sum()
+        assert int(row["bits"].iloc[0]) == slots * bits

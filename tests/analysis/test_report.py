@@ -10,7 +10,7 @@ import pytest
 from cosim.analysis.report import write_report
 
 EVENTS = "events=[{kind: leave, device: 1, round: 1}, {kind: join, round: 2}]"
-FIGURES = ("accuracy", "latency", "link_rates", "bits")
+FIGURES = ("accuracy", "latency", "link_rates", "bits", "group_bits")
 
 
 @pytest.fixture(scope="module")
