@@ -14,6 +14,7 @@ from cosim.analysis.breakdown import (
     latency_breakdown,
     round_breakdown,
 )
+from cosim.analysis.compare import compare_runs
 from cosim.analysis.load import Run, load_run, load_runs
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "Run",
     "accuracy_timeline",
     "communication_totals",
+    "compare_runs",
     "event_recovery",
     "group_bits",
     "latency_breakdown",

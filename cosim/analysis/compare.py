@@ -1,0 +1,56 @@
+"""Comparing runs across seeds: means with confidence intervals, and differences to a baseline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+__all__ = ["compare_runs"]
+
+
+def compare_runs(
+    summary: pd.DataFrame, by: str, metric: str, *, baseline: Any = None, confidence: float = 0.95
+) -> pd.DataFrame:
+    """Per value of ``by``: the mean of ``metric`` over its runs (seeds) with a t confidence
+    interval, and its difference to the ``baseline`` value with a Welch t interval.
+
+    ``summary`` has one row per run (e.g. a sweep's ``summary.parquet``).  Columns of the
+    result: ``by``, ``n``, ``mean``, ``std``, ``ci_low``, ``ci_high``, ``diff``,
+    ``diff_ci_low``, ``diff_ci_high`` (the last three NaN without a baseline, or for
+    the baseline itself).
+    """
+    for column in (by, metric):
+        if column not in summary.columns:
+            raise KeyError(f"no column {column!r}; available: {', '.join(map(str, summary.columns))}")
+    groups = {key: frame[metric].dropna().to_numpy(dtype=float) for key, frame in summary.groupby(by)}
+    if baseline is not None and baseline not in groups:
+        raise KeyError(f"baseline {baseline!r} is not a value of {by!r}; values: {sorted(groups)}")
+    alpha = 1.0 - confidence
+    rows = []
+    for key, values in groups.items():
+        n = len(values)
+        mean = float(values.mean()) if n else np.nan
+        std = float(values.std(ddof=1)) if n > 1 else np.nan
+        half = float(stats.t.ppf(1 - alpha / 2, n - 1) * std / np.sqrt(n)) if n > 1 else np.nan
+        row = {by: key, "n": n, "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half}
+        row |= {"diff": np.nan, "diff_ci_low": np.nan, "diff_ci_high": np.nan}
+        if baseline is not None and key != baseline:
+            row |= _welch(values, groups[baseline], alpha)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _welch(a: np.ndarray, b: np.ndarray, alpha: float) -> dict[str, float]:
+    diff = float(a.mean() - b.mean())
+    if len(a) < 2 or len(b) < 2:
+        return {"diff": diff, "diff_ci_low": np.nan, "diff_ci_high": np.nan}
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = np.sqrt(va + vb)
+    if se == 0:
+        return {"diff": diff, "diff_ci_low": diff, "diff_ci_high": diff}
+    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = float(stats.t.ppf(1 - alpha / 2, dof) * se)
+    return {"diff": diff, "diff_ci_low": diff - half, "diff_ci_high": diff + half}

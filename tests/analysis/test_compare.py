@@ -1,0 +1,34 @@
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from cosim.analysis.compare import compare_runs
+
+
+def test_means_intervals_and_differences_match_scipy() -> None:
+    a = [0.80, 0.84, 0.82, 0.86]
+    b = [0.70, 0.75, 0.71]
+    summary = pd.DataFrame({"slot_s": [1.0] * 4 + [2.5] * 3, "acc": a + b})
+    out = compare_runs(summary, "slot_s", "acc", baseline=2.5).set_index("slot_s")
+    low, high = stats.t.interval(0.95, len(a) - 1, loc=np.mean(a), scale=stats.sem(a))
+    assert out.loc[1.0, "mean"] == pytest.approx(np.mean(a))
+    assert (out.loc[1.0, "ci_low"], out.loc[1.0, "ci_high"]) == pytest.approx((low, high))
+    # The Welch interval contains 0 exactly when Welch's t-test has p > 0.05.
+    test = stats.ttest_ind(a, b, equal_var=False)
+    diff_low, diff_high = out.loc[1.0, "diff_ci_low"], out.loc[1.0, "diff_ci_high"]
+    assert out.loc[1.0, "diff"] == pytest.approx(np.mean(a) - np.mean(b))
+    assert (diff_low > 0) == (test.pvalue < 0.05)
+    # Half width = t * se with Welch's degrees of freedom, checked through the t statistic.
+    se = (out.loc[1.0, "diff"]) / test.statistic
+    dof = test.df
+    assert (diff_high - diff_low) / 2 == pytest.approx(stats.t.ppf(0.975, dof) * se)
+    assert np.isnan(out.loc[2.5, "diff"])
+
+
+def test_unknown_columns_and_baselines_are_named() -> None:
+    summary = pd.DataFrame({"x": [1, 2], "y": [0.1, 0.2]})
+    with pytest.raises(KeyError, match="no column 'z'"):
+        compare_runs(summary, "z", "y")
+    with pytest.raises(KeyError, match="baseline 7"):
+        compare_runs(summary, "x", "y", baseline=7)
