@@ -37,5 +37,6 @@ def test_the_notebook_runs_on_a_sweep(tmp_path: Path, tiny_scenario: dict[str, A
     text = "\n".join(html)
     for column in ("compute_s", "transmission_s", "waiting_s", "recovery_s"):
         assert column in text, column
-    assert text.count("<table") >= 4
+    assert text.count("<table") >= 5
+    assert "diff_ci_low" in text
     assert not any(o.get("output_type") == "error" for cell in outputs for o in cell)
