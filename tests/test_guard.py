@@ -6,23 +6,33 @@ import os
 import pytest
 
 from cosim.engine.guard import RunCrashed, run_guarded
-from cosim.engine.simulation import Simulation
+from cosim.engine.simulation import Simulation, run_scenario
 from cosim.scenario import parse_scenario
 
 
-def test_an_aborted_run_is_marked_interrupted(tiny_scenario, tmp_path, monkeypatch) -> None:
-    scenario = parse_scenario(tiny_scenario)
+def run_then_abort_in_round_two(scenario, out_dir, on_round=None):
+    """Runs in the spawned child: the engine aborts the process during round 2."""
     original = Simulation._train_and_exchange
 
-    def abort_in_round_two(self, r):
+    def train_and_exchange(self, r):
         if r == 2:
             os.abort()
         return (yield from original(self, r))
 
-    monkeypatch.setattr(Simulation, "_train_and_exchange", abort_in_round_two)
+    Simulation._train_and_exchange = train_and_exchange
+    return run_scenario(scenario, out_dir, on_round=on_round)
+
+
+def test_an_aborted_run_is_marked_interrupted(tiny_scenario, tmp_path) -> None:
+    scenario = parse_scenario(tiny_scenario)
     rounds_seen = []
     with pytest.raises(RunCrashed, match="SIGABRT"):
-        run_guarded(scenario, tmp_path / "run", on_round=lambda info: rounds_seen.append(info.round))
+        run_guarded(
+            scenario,
+            tmp_path / "run",
+            on_round=lambda info: rounds_seen.append(info.round),
+            target=run_then_abort_in_round_two,
+        )
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["status"] == "interrupted"
     assert "SIGABRT" in manifest["reason"]
@@ -31,8 +41,6 @@ def test_an_aborted_run_is_marked_interrupted(tiny_scenario, tmp_path, monkeypat
 
 
 def test_a_guarded_run_equals_an_in_process_run(tiny_scenario, tmp_path) -> None:
-    from cosim.engine.simulation import run_scenario
-
     scenario = parse_scenario(tiny_scenario)
     guarded = run_guarded(scenario, tmp_path / "a")
     direct = run_scenario(scenario, tmp_path / "b")

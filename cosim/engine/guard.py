@@ -1,5 +1,8 @@
 """Run a scenario in a child process, so that a hard crash cannot go unrecorded.
 
+The child is spawned (a fresh interpreter), not forked: forking a process whose
+OpenMP or cling runtime already has threads can deadlock the child.
+
 ns-3 reports fatal errors (``NS_ASSERT``, ``NS_FATAL_ERROR``) by aborting the whole
 process: no Python exception, no ``finally``.  ``run_guarded`` forks a child that
 plays the scenario and streams its progress back; if the child dies, the parent
@@ -27,13 +30,22 @@ class RunCrashed(RuntimeError):
     """The simulation process died; the message says how, and the run is marked interrupted."""
 
 
-def _child(scenario: Scenario, out_dir: Path, messages: Any) -> None:
+def _child(
+    scenario: Scenario,
+    out_dir: Path,
+    messages: Any,
+    target: Callable[..., dict[str, Any]] = run_scenario,
+) -> None:
+    # A crash must end this process (inherited handlers, e.g. cling's, may print and hang).
+    for sig in (signal.SIGABRT, signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE):
+        signal.signal(sig, signal.SIG_DFL)
+
     # Connection.send writes synchronously, so nothing sent is lost if the process aborts.
     def report(info: RoundInfo) -> None:
         messages.send(("round", info))
 
     try:
-        summary = run_scenario(scenario, out_dir, on_round=report)
+        summary = target(scenario, out_dir, on_round=report)
     except KeyboardInterrupt:
         messages.send(("interrupted", None))
         return
@@ -65,12 +77,20 @@ def _mark_interrupted(out_dir: Path, reason: str) -> None:
 
 
 def run_guarded(
-    scenario: Scenario, out_dir: Path, on_round: Callable[[RoundInfo], None] | None = None
+    scenario: Scenario,
+    out_dir: Path,
+    on_round: Callable[[RoundInfo], None] | None = None,
+    *,
+    target: Callable[..., dict[str, Any]] = run_scenario,
 ) -> dict[str, Any]:
-    """Like :func:`run_scenario`, in a forked child; raises :class:`RunCrashed` if it dies."""
-    ctx = mp.get_context("fork")
+    """Like :func:`run_scenario`, in a child process; raises :class:`RunCrashed` if it dies.
+
+    ``target`` is what the child calls (``run_scenario`` or a function with its
+    signature, importable by module name).
+    """
+    ctx = mp.get_context("spawn")
     messages, child_end = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_child, args=(scenario, out_dir, child_end), daemon=True)
+    child = ctx.Process(target=_child, args=(scenario, out_dir, child_end, target), daemon=True)
     child.start()
     child_end.close()
     summary: dict[str, Any] | None = None

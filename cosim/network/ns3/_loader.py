@@ -56,7 +56,23 @@ def _load() -> tuple[Any, float]:
         finally:
             with contextlib.suppress(OSError):
                 os.chdir(previous)
+    _default_abort()
     return ns, time.perf_counter() - started
+
+
+def _default_abort() -> None:
+    """Let an ns-3 abort end the process at once.
+
+    cling installs its own SIGABRT/SIGSEGV handlers, which print a stack trace through
+    gdb; in a forked run process that can hang instead of dying, and then nobody learns
+    that the run failed.  With the default action the process dies and ``cosim run``
+    marks the run interrupted with the signal.
+    """
+    import signal
+
+    for sig in (signal.SIGABRT, signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE):
+        with contextlib.suppress(ValueError, OSError):  # not in the main thread
+            signal.signal(sig, signal.SIG_DFL)
 
 
 def load_ns() -> Any:
