@@ -292,8 +292,10 @@ class Ns3Network(_Spec):
     """An ad hoc 802.11 channel modelled with ns-3 (see cosim.network.ns3 and docs/ns3.md)."""
 
     backend: Literal["ns3"] = "ns3"
-    fidelity: Literal["analytic"] = Field(
-        "analytic", description="analytic: ns-3 propagation and error-rate models per link, no packets."
+    fidelity: Literal["analytic", "packet"] = Field(
+        "analytic",
+        description="analytic: ns-3 propagation and error-rate models per link, no packets; "
+        "packet: each round's transfers simulated packet by packet (ad hoc Wi-Fi, TCP) in ns-3.",
     )
     area: Area = Area()
     placement: Placement = Placement()

@@ -410,7 +410,7 @@ def test_doctor_reports_every_model_available(ns: Any) -> None:
         ),
         ({"standard": "802.11ac", "band_ghz": 6}, "band_ghz: 802.11ac has no 6 GHz band; allowed: [5]"),
         ({"error_model": "yans"}, "error_model: Input should be 'table' or 'nist' (got 'yans')"),
-        ({"fidelity": "packet"}, "fidelity: Input should be 'analytic' (got 'packet')"),
+        ({"fidelity": "flow"}, "fidelity: Input should be 'analytic' or 'packet' (got 'flow')"),
     ],
     ids=["propagation", "fading", "standard", "mobility", "width", "band", "error-model", "fidelity"],
 )

@@ -215,11 +215,13 @@ class World:
             out[rank] = (position.x, position.y)
         return out
 
-    def rx_power_dbm(self, tx_power_dbm: float) -> np.ndarray:
+    def rx_power_dbm(self, tx_power_dbm: float, at_ns: int | None = None) -> np.ndarray:
         """(n, n) received power of every pair at the clock, symmetric, -inf on the diagonal.
 
-        With Nakagami fading a fresh fading model is chained for every distinct clock time,
-        on streams numbered by that time: block fading, reproducible, one draw per pair.
+        With Nakagami fading a fresh fading model is chained for every distinct clock time
+        (or ``at_ns``, when given: the packet fidelity asks about static devices at times
+        before its clock), on streams numbered by that time: block fading, reproducible,
+        one draw per pair.
         """
         ns = self._ns
         fading = self.spec.fading
@@ -228,7 +230,8 @@ class World:
             nakagami = ns.CreateObject[ns.NakagamiPropagationLossModel]()
             for name in ("m0", "m1", "m2"):
                 nakagami.SetAttribute(name, ns.DoubleValue(fading.m))
-            nakagami.AssignStreams(_FADING_STREAM + 2 * self.clock_ns)
+            block_ns = self.clock_ns if at_ns is None else at_ns
+            nakagami.AssignStreams(_FADING_STREAM + 2 * block_ns)
             self._loss.SetNext(nakagami)
         n = self._mobility.size()
         out = np.empty((n, n))

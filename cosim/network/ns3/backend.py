@@ -1,4 +1,5 @@
-"""The ns-3 network backend, ``network.backend: ns3`` (fidelity ``analytic``).
+"""The ns-3 network backend, ``network.backend: ns3`` (fidelity ``analytic``; ``packet`` is
+:mod:`cosim.network.ns3.packet`, which this class hands over to).
 
 Geometry.  Devices start where the builtin backend puts them for the same seed
 (uniform, grid or explicit placement, at ``height_m``) and move with ns-3 mobility
@@ -74,6 +75,14 @@ def _time_ns(time_s: float) -> int:
 class Ns3Backend:
     """The ns-3 network model for ``device_ids`` (every device that ever takes part)."""
 
+    def __new__(cls, spec: Ns3Network, device_ids: Sequence[int], seed: int) -> Ns3Backend:
+        """``fidelity: packet`` gives a :class:`cosim.network.ns3.packet.PacketBackend`."""
+        if cls is Ns3Backend and spec.fidelity == "packet":
+            from cosim.network.ns3.packet import PacketBackend
+
+            return super().__new__(PacketBackend)
+        return super().__new__(cls)
+
     def __init__(self, spec: Ns3Network, device_ids: Sequence[int], seed: int) -> None:
         ids = [int(d) for d in device_ids]
         if not ids:
@@ -82,8 +91,10 @@ class Ns3Backend:
             raise ValueError(f"device_ids must be distinct non-negative integers, got {ids}")
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
-        if spec.fidelity != "analytic":
-            raise ValueError(f"network.fidelity {spec.fidelity!r} is not implemented; allowed: 'analytic'")
+        if spec.fidelity not in ("analytic", "packet"):
+            raise ValueError(
+                f"network.fidelity {spec.fidelity!r} is not implemented; allowed: 'analytic', 'packet'"
+            )
         self.spec = spec
         self.seed = int(seed)
         self.device_ids: tuple[int, ...] = tuple(sorted(ids))

@@ -1,0 +1,127 @@
+"""The ns-3 backend's packet fidelity (``network.fidelity: packet``) against its analytic fidelity.
+
+Every test is marked ``ns3`` and takes the session fixture ``ns`` (one ns-3 import per
+session).  Measured tolerances (802.11ax, 20 MHz, 5 GHz, log-distance exponent 3, no
+fading, TCP 1448-byte segments; docs/ns3.md, "Packet fidelity"):
+
+- one link at MCS 11 (both fidelities at the top MCS), 4 Mbit: analytic goodput
+  (``mac_efficiency`` 0.7, the default) / packet goodput = 0.95; packet-level MAC
+  efficiency (goodput / PHY rate) 0.74.  Tolerance 10 %.
+- 8 and 16 devices within 30 m (all in carrier-sense range), each sending 4 Mbit to the
+  next: round duration (last finish) packet / analytic = 1.21 and 1.21 for the placement
+  and seed used here; over 3 placements x 2 seeds 1.09-1.26 (8 devices) and 1.21-1.51
+  (16), except when a TCP SYN is lost in the collisions of 16 simultaneous starts (3 s
+  connection timeout: 3.8) or a flow stalls (see docs/ns3.md).  Tolerance [1.0, 1.6]:
+  the analytic model serialises contenders ideally (no collisions, backoff or TCP ACK
+  airtime) and is optimistic by 10-50 %.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from cosim.network import create_network
+from cosim.network.base import Message, TransferResult
+from cosim.network.ns3.packet import PacketBackend
+from cosim.scenario import Ns3Network
+
+UPDATE_BITS = 4_000_000
+
+
+def _spec(positions: list[list[float]], side_m: float, **spec: Any) -> Ns3Network:
+    placement = {"kind": "explicit", "positions_m": positions}
+    return Ns3Network(area={"width_m": side_m, "height_m": side_m}, placement=placement, **spec)
+
+
+def _pair(distance_m: float, **spec: Any) -> Ns3Network:
+    return _spec([[0.0, 5.0], [distance_m, 5.0]], distance_m + 10.0, **spec)
+
+
+def _cluster(n: int) -> Ns3Network:
+    positions = np.random.default_rng(0).uniform(0.0, 30.0, (n, 2))
+    return _spec([[float(x), float(y)] for x, y in positions], 30.0)
+
+
+def _round(spec: Ns3Network, n: int, seed: int = 1) -> list[TransferResult]:
+    net = create_network(spec, range(n), seed=seed)
+    messages = [Message(i, (i + 1) % n, UPDATE_BITS, 0.0) for i in range(n)]
+    return net.transfer(0.0, messages, 30.0)
+
+
+@pytest.mark.ns3
+def test_packet_fidelity_builds_the_packet_backend(ns: Any) -> None:
+    net = create_network(_pair(5.0, fidelity="packet"), [0, 1], seed=0)
+    assert isinstance(net, PacketBackend)
+    analytic = create_network(_pair(5.0), [0, 1], seed=0)
+    assert not isinstance(analytic, PacketBackend)
+    # links() is the analytic computation in both fidelities.
+    np.testing.assert_array_equal(net.links(0.0, [0, 1]).rate_bps, analytic.links(0.0, [0, 1]).rate_bps)
+
+
+@pytest.mark.ns3
+def test_single_link_analytic_goodput_within_10_percent_of_packet_goodput(ns: Any) -> None:
+    message = [Message(0, 1, UPDATE_BITS, 0.0)]
+    (analytic,) = create_network(_pair(5.0), [0, 1], seed=1).transfer(0.0, message, 10.0)
+    (packet,) = create_network(_pair(5.0, fidelity="packet"), [0, 1], seed=1).transfer(0.0, message, 10.0)
+    assert analytic.delivered and packet.delivered
+    assert packet.rate_bps == analytic.rate_bps  # MCS 11, 143.4 Mbps
+    packet_goodput = UPDATE_BITS / (packet.finish_s - packet.start_s)
+    assert packet.goodput_bps == pytest.approx(packet_goodput)
+    ratio = analytic.goodput_bps / packet_goodput
+    assert 0.9 <= ratio <= 1.1, ratio  # measured 0.95
+    assert 0.65 <= packet_goodput / packet.rate_bps <= 0.8  # packet-level MAC efficiency, measured 0.74
+
+
+@pytest.mark.ns3
+@pytest.mark.parametrize("n", [8, 16])
+def test_contention_round_duration_against_the_analytic_shared_medium(ns: Any, n: int) -> None:
+    analytic = _round(_cluster(n), n)
+    packet = _round(_cluster(n).model_copy(update={"fidelity": "packet"}), n)
+    assert all(r.delivered for r in analytic) and all(r.delivered for r in packet)
+    assert all(r.delivered_bits == UPDATE_BITS for r in packet)
+    ratio = max(r.finish_s for r in packet) / max(r.finish_s for r in analytic)
+    assert 1.0 <= ratio <= 1.6, ratio  # measured 1.21 (8 devices) and 1.21 (16)
+    # Contention is real: the packet round takes far longer than the slowest link alone would.
+    slowest_alone = max(UPDATE_BITS / r.goodput_bps for r in analytic)
+    assert max(r.finish_s for r in packet) > 3 * slowest_alone
+
+
+@pytest.mark.ns3
+def test_same_scenario_and_seed_give_identical_packet_results(ns: Any) -> None:
+    spec = _cluster(8).model_copy(update={"fidelity": "packet", "fading": {"model": "nakagami", "m": 1.0}})
+    first = _round(spec, 8, seed=5)
+    create_network(_pair(5.0, fidelity="packet"), [0, 1], seed=2).transfer(
+        0.0, [Message(0, 1, 80_000, 0.0)], 1.0
+    )  # another simulation in between
+    second = _round(spec, 8, seed=5)
+    assert first == second
+
+
+@pytest.mark.ns3
+def test_an_update_past_the_deadline_is_undelivered_with_partial_bits(ns: Any) -> None:
+    net = create_network(_pair(5.0, fidelity="packet"), [0, 1], seed=1)
+    (cut,) = net.transfer(0.0, [Message(0, 1, UPDATE_BITS, 0.0)], 0.01)
+    assert not cut.delivered
+    assert 0 < cut.delivered_bits < UPDATE_BITS
+    assert cut.finish_s == float("inf") and cut.goodput_bps == 0.0
+    # The aborted update leaves the channel clean: the next round is as fast as on a fresh network.
+    (later,) = net.transfer(1.0, [Message(0, 1, UPDATE_BITS, 1.0)], 2.0)
+    fresh = create_network(_pair(5.0, fidelity="packet"), [0, 1], seed=1)
+    (alone,) = fresh.transfer(0.0, [Message(0, 1, UPDATE_BITS, 0.0)], 1.0)
+    assert later.delivered
+    # Not slowed by leftovers; a little faster (measured 0.034 vs 0.038 s): the block-ack
+    # agreement and the rate manager's SNR estimate of the first round carry over.
+    later_s, alone_s = later.finish_s - later.start_s, alone.finish_s - alone.start_s
+    assert 0.8 * alone_s <= later_s <= 1.02 * alone_s
+
+
+@pytest.mark.ns3
+def test_out_of_range_and_empty_messages(ns: Any) -> None:
+    spec = _spec([[0.0, 5.0], [5.0, 5.0], [2000.0, 5.0]], 2001.0, fidelity="packet")
+    net = create_network(spec, [0, 1, 2], seed=1)
+    far, empty = net.transfer(0.0, [Message(0, 2, UPDATE_BITS, 0.0), Message(0, 1, 0, 0.1)], 0.5)
+    assert not far.delivered and far.delivered_bits == 0 and far.rate_bps == 0.0
+    assert empty.delivered and empty.finish_s == empty.start_s == pytest.approx(0.1)
