@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,13 @@ def _ns3_scenario(tiny: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
-def test_an_ns3_run_is_reproducible_and_applies_membership(ns, tiny_scenario, tmp_path: Path) -> None:
-    scenario = parse_scenario(_ns3_scenario(tiny_scenario))
+@pytest.mark.parametrize("fidelity", ["analytic", "packet"])
+def test_an_ns3_run_is_reproducible_and_applies_membership(
+    ns, tiny_scenario, tmp_path: Path, fidelity: str
+) -> None:
+    raw = _ns3_scenario(tiny_scenario)
+    raw["network"]["fidelity"] = fidelity
+    scenario = parse_scenario(raw)
     first = run_scenario(scenario, tmp_path / "a")
     second = run_scenario(scenario, tmp_path / "b")
     for table in TABLES:
@@ -47,3 +53,31 @@ def test_an_ns3_run_is_reproducible_and_applies_membership(ns, tiny_scenario, tm
     assert transfers and all(t["rate_bps"] > 0 for t in transfers if t["mcs"] >= 0)
     rounds = pq.read_table(tmp_path / "a" / "rounds.parquet").to_pylist()
     assert {r["device"] for r in rounds if r["round"] >= 2} == {0, 2, 3} | {4}
+
+
+def test_with_mobility_links_come_and_go_and_the_gossip_follows(ns, tiny_scenario, tmp_path: Path) -> None:
+    raw = _ns3_scenario(tiny_scenario)
+    raw["events"] = []
+    raw["devices"] = {"count": 6, "flops_per_s": 2e6}  # slow devices: rounds of about a second
+    raw["network"] |= {
+        "area": {"width_m": 300.0, "height_m": 300.0},
+        "mobility": {"kind": "random_waypoint", "speed_min_mps": 15.0, "speed_max_mps": 25.0, "pause_s": 0.0},
+        "fading": {"model": "none"},
+        "min_rate_bps": 20e6,
+        "slot_s": 2.0,
+    }
+    raw["training"] = raw["training"] | {"rounds": 25}
+    run_scenario(parse_scenario(raw), tmp_path / "run")
+    transfers = pq.read_table(tmp_path / "run" / "transfers.parquet").to_pylist()
+    links: dict[int, set[tuple[int, int]]] = {}
+    for t in transfers:
+        links.setdefault(t["round"], set()).add((t["src"], t["dst"]))
+    rounds = sorted(links)
+    appeared = any(links[b] - links[a] for a, b in itertools.pairwise(rounds))
+    vanished = any(links[a] - links[b] for a, b in itertools.pairwise(rounds))
+    assert appeared and vanished, links
+    # Every message of a round went over a link that existed at that round (an MCS was found),
+    # and the exchange is symmetric, as the Metropolis-Hastings graph is.
+    assert all(t["mcs"] >= 0 for t in transfers)
+    for pairs in links.values():
+        assert all((dst, src) in pairs for src, dst in pairs)
