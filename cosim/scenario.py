@@ -547,6 +547,16 @@ class Scenario(_Spec):
     def joins(self) -> tuple[JoinEvent, ...]:
         return tuple(e for e in self.events if isinstance(e, JoinEvent))
 
+    @property
+    def leavers(self) -> set[int]:
+        """Devices that leave at some point (announced or silently)."""
+        return {e.device for e in self.events if not isinstance(e, JoinEvent)}
+
+    @property
+    def newcomers(self) -> set[int]:
+        """Devices that join during the run."""
+        return set(self.device_ids[self.devices.count :])
+
     def resolved_events(self) -> tuple[Event, ...]:
         """Events with every join's device id filled in (the next unused id, in file order)."""
         next_id = self.devices.count

@@ -88,8 +88,8 @@ class Simulation:
             data=scenario.data,
             training=scenario.training,
             device_ids=scenario.device_ids,
-            leavers={e.device for e in events if not isinstance(e, JoinEvent)},
-            newcomers={e.device for e in events if isinstance(e, JoinEvent) and e.device is not None},
+            leavers=scenario.leavers,
+            newcomers=scenario.newcomers,
         )
         rng = np.random.default_rng(np.random.SeedSequence([scenario.seed, 0xC0DE]))
         spread = scenario.devices.heterogeneity

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from cosim.learning.learner import SlotLearner
 from cosim.learning.model import build_tiny_base
 from cosim.learning.peft_io import to_peft_model
-from cosim.scenario import JoinEvent, ScenarioError, parse_scenario
+from cosim.scenario import ScenarioError, parse_scenario
 
 __all__ = ["ExportError", "export_device", "load_learner"]
 
@@ -32,14 +32,13 @@ def load_learner(run_dir: Path) -> SlotLearner:
         scenario = parse_scenario(manifest["scenario"], source=str(manifest_path))
     except ScenarioError as err:
         raise ExportError(str(err)) from None
-    events = scenario.resolved_events()
     learner = SlotLearner(
         model=scenario.model,
         data=scenario.data,
         training=scenario.training,
         device_ids=scenario.device_ids,
-        leavers={e.device for e in events if not isinstance(e, JoinEvent)},
-        newcomers={e.device for e in events if isinstance(e, JoinEvent) and e.device is not None},
+        leavers=scenario.leavers,
+        newcomers=scenario.newcomers,
     )
     tensors = load_file(str(state_path))
     for name in learner.copies:
