@@ -40,15 +40,14 @@ import numpy as np
 
 from cosim.network import mcs as mcs_table
 from cosim.network.base import LinkState, Message, TransferResult
+from cosim.network.geometry import device_ranks, fluid_result, noise_dbm, place_devices
 from cosim.scenario import BuiltinNetwork, RandomWaypointMobility
 
 __all__ = ["BuiltinBackend", "noise_dbm", "path_loss_db"]
 
 SPEED_OF_LIGHT_MPS = 299_792_458.0
-THERMAL_NOISE_DBM_PER_HZ = -174.0
 
 # Stream constants: the second entry of every SeedSequence, so streams never overlap.
-_PLACEMENT_STREAM = 1
 _SHADOWING_STREAM = 2
 _FADING_STREAM = 3
 _MOBILITY_STREAM = 4
@@ -61,11 +60,6 @@ def path_loss_db(
     fspl_ref_db = 20.0 * math.log10(4.0 * math.pi * reference_m * frequency_hz / SPEED_OF_LIGHT_MPS)
     d = np.maximum(np.asarray(distance_m, dtype=np.float64), reference_m)
     return np.asarray(fspl_ref_db + 10.0 * exponent * np.log10(d / reference_m))
-
-
-def noise_dbm(bandwidth_hz: float, noise_figure_db: float) -> float:
-    """Receiver noise power ``-174 dBm/Hz + 10 log10(bandwidth) + noise_figure``."""
-    return THERMAL_NOISE_DBM_PER_HZ + 10.0 * math.log10(bandwidth_hz) + noise_figure_db
 
 
 def _pair_index(rank_a: np.ndarray, rank_b: np.ndarray) -> np.ndarray:
@@ -157,40 +151,10 @@ class BuiltinBackend:
         return np.random.default_rng(np.random.SeedSequence([self.seed, *key]))
 
     def _place(self) -> np.ndarray:
-        placement, n = self.spec.placement, len(self.device_ids)
-        if placement.kind == "uniform":
-            return np.array(
-                [self._rng(_PLACEMENT_STREAM, d).uniform(0.0, 1.0, 2) * self._area for d in self.device_ids]
-            )
-        if placement.kind == "grid":
-            cols = math.ceil(math.sqrt(n))
-            rows = math.ceil(n / cols)
-            cell = self._area / np.array([cols, rows])
-            k = np.arange(n)
-            return (np.stack([k % cols, k // cols], axis=1) + 0.5) * cell
-        positions = placement.positions_m or ()
-        missing = [d for d in self.device_ids if d >= len(positions)]
-        if missing:
-            raise ValueError(
-                f"placement.positions_m has {len(positions)} positions; devices {missing} have none"
-            )
-        start = np.array([positions[d] for d in self.device_ids], dtype=np.float64)
-        inside = np.all((start >= 0.0) & (start <= self._area), axis=1)
-        outside = [d for d, ok in zip(self.device_ids, inside, strict=True) if not ok]
-        if outside:
-            raise ValueError(
-                f"placement.positions_m: devices {outside} lie outside the area "
-                f"[0, {self._area[0]:g}] x [0, {self._area[1]:g}] m"
-            )
-        return start
+        return place_devices(self.spec.placement, self._area, self.device_ids, self.seed)
 
     def _ranks(self, devices: Sequence[int]) -> np.ndarray:
-        unknown = [d for d in devices if d not in self._rank]
-        if unknown:
-            raise ValueError(f"unknown device(s) {unknown}; this network has devices {list(self.device_ids)}")
-        if len(set(devices)) != len(devices):
-            raise ValueError(f"devices must be distinct, got {list(devices)}")
-        return np.array([self._rank[d] for d in devices], dtype=np.int64)
+        return device_ranks(self._rank, devices)
 
     @staticmethod
     def _check_time(time_s: float) -> None:
@@ -287,23 +251,19 @@ class BuiltinBackend:
             if rate_bps > 0.0:
                 finish_s = start_s + radio.access_delay_s + m.bits / goodput_bps
                 free_at_s[m.src] = finish_s
-                sent_bits = max(0.0, (deadline_s - start_s - radio.access_delay_s) * goodput_bps)
-                partial_bits = min(m.bits, int(sent_bits // radio.packet_bits) * radio.packet_bits)
             else:
-                finish_s, partial_bits = start_s, 0
-            delivered = rate_bps > 0.0 and finish_s <= deadline_s
+                finish_s = start_s
             results.append(
-                TransferResult(
-                    src=m.src,
-                    dst=m.dst,
-                    bits=m.bits,
+                fluid_result(
+                    m,
                     start_s=start_s,
                     finish_s=finish_s,
                     rate_bps=rate_bps,
                     loss=loss,
-                    delivered=delivered,
-                    delivered_bits=m.bits if delivered else partial_bits,
                     goodput_bps=goodput_bps,
+                    access_delay_s=radio.access_delay_s,
+                    packet_bits=radio.packet_bits,
+                    deadline_s=deadline_s,
                 )
             )
         return results

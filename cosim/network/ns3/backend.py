@@ -51,19 +51,18 @@ from collections.abc import Sequence
 import numpy as np
 
 from cosim.network.base import LinkState, Message, TransferResult
+from cosim.network.geometry import (
+    THERMAL_NOISE_DBM_PER_HZ,
+    device_ranks,
+    fluid_result,
+    noise_dbm,
+    place_devices,
+)
 from cosim.network.ns3._phy import Phy
 from cosim.network.ns3._world import World, is_current
 from cosim.scenario import Ns3Network
 
 __all__ = ["THERMAL_NOISE_DBM_PER_HZ", "Ns3Backend", "noise_dbm"]
-
-THERMAL_NOISE_DBM_PER_HZ = -174.0
-_PLACEMENT_STREAM = 1  # the builtin backend's, so both place devices alike
-
-
-def noise_dbm(bandwidth_hz: float, noise_figure_db: float) -> float:
-    """Receiver noise power ``-174 dBm/Hz + 10 log10(bandwidth) + noise_figure``."""
-    return THERMAL_NOISE_DBM_PER_HZ + 10.0 * math.log10(bandwidth_hz) + noise_figure_db
 
 
 def _time_ns(time_s: float) -> int:
@@ -111,47 +110,10 @@ class Ns3Backend:
 
     def _place(self) -> np.ndarray:
         """Start positions, drawn exactly as the builtin backend draws them."""
-        placement, n = self.spec.placement, len(self.device_ids)
-        if placement.kind == "uniform":
-            return np.array(
-                [
-                    np.random.default_rng(np.random.SeedSequence([self.seed, _PLACEMENT_STREAM, d])).uniform(
-                        0.0, 1.0, 2
-                    )
-                    * self._area
-                    for d in self.device_ids
-                ]
-            )
-        if placement.kind == "grid":
-            cols = math.ceil(math.sqrt(n))
-            rows = math.ceil(n / cols)
-            cell = self._area / np.array([cols, rows])
-            k = np.arange(n)
-            return (np.stack([k % cols, k // cols], axis=1) + 0.5) * cell
-        positions = placement.positions_m or ()
-        missing = [d for d in self.device_ids if d >= len(positions)]
-        if missing:
-            raise ValueError(
-                f"placement.positions_m has {len(positions)} positions; devices {missing} have none"
-            )
-        start = np.array([positions[d] for d in self.device_ids], dtype=np.float64)
-        outside = [
-            d for d, p in zip(self.device_ids, start, strict=True) if not np.all((p >= 0) & (p <= self._area))
-        ]
-        if outside:
-            raise ValueError(
-                f"placement.positions_m: devices {outside} lie outside the area "
-                f"[0, {self._area[0]:g}] x [0, {self._area[1]:g}] m"
-            )
-        return start
+        return place_devices(self.spec.placement, self._area, self.device_ids, self.seed)
 
     def _ranks(self, devices: Sequence[int]) -> np.ndarray:
-        unknown = [d for d in devices if d not in self._rank]
-        if unknown:
-            raise ValueError(f"unknown device(s) {unknown}; this network has devices {list(self.device_ids)}")
-        if len(set(devices)) != len(devices):
-            raise ValueError(f"devices must be distinct, got {list(devices)}")
-        return np.array([self._rank[d] for d in devices], dtype=np.int64)
+        return device_ranks(self._rank, devices)
 
     def _at(self, time_s: float) -> tuple[np.ndarray, np.ndarray]:
         """(positions, rx power) of every device at ``time_s``, from ns-3.
@@ -285,26 +247,14 @@ class Ns3Backend:
         self, m: Message, start_s: float, finish_s: float, state: LinkState, deadline_s: float
     ) -> TransferResult:
         i, j = state.index(m.src), state.index(m.dst)
-        rate_bps, loss, goodput_bps = (
-            float(state.rate_bps[i, j]),
-            float(state.loss[i, j]),
-            float(state.goodput_bps[i, j]),
-        )
-        if rate_bps > 0.0:
-            sent_bits = max(0.0, (deadline_s - start_s - self.spec.access_delay_s) * goodput_bps)
-            partial_bits = min(m.bits, int(sent_bits // self.spec.packet_bits) * self.spec.packet_bits)
-        else:
-            partial_bits = 0
-        delivered = rate_bps > 0.0 and finish_s <= deadline_s
-        return TransferResult(
-            src=m.src,
-            dst=m.dst,
-            bits=m.bits,
+        return fluid_result(
+            m,
             start_s=start_s,
             finish_s=finish_s,
-            rate_bps=rate_bps,
-            loss=loss,
-            delivered=delivered,
-            delivered_bits=m.bits if delivered else partial_bits,
-            goodput_bps=goodput_bps,
+            rate_bps=float(state.rate_bps[i, j]),
+            loss=float(state.loss[i, j]),
+            goodput_bps=float(state.goodput_bps[i, j]),
+            access_delay_s=self.spec.access_delay_s,
+            packet_bits=self.spec.packet_bits,
+            deadline_s=deadline_s,
         )
