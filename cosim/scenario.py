@@ -470,6 +470,13 @@ class Training(_Spec):
         description="A device that receives a slot straight from its owner takes the owner's copy "
         "(authoritative) instead of mixing it; other copies mix with Metropolis-Hastings weights.",
     )
+    gossip_degree: int | None = Field(
+        None,
+        ge=1,
+        description="Each device gossips over at most this many of its fastest feasible links "
+        "(the graph is their union); null: every feasible link.  Topology refinement may add "
+        "feasible links beyond it.",
+    )
     eval_every: int = Field(1, ge=1, description="Evaluate every this many rounds (and around events).")
     silence_timeout_s: float = Field(
         2.0, gt=0, description="Neighbours declare a silent device gone after this much silence."
@@ -511,15 +518,67 @@ Event = Annotated[JoinEvent | LeaveEvent | SilentLeaveEvent, Field(discriminator
 # --------------------------------------------------------------------------- policy, allocation
 
 
+class CorrectionTolerances(_Spec):
+    """Below these levels a residual term needs no action (per layer group; method.md section 6).
+
+    ``relative`` (the default): each tolerance is a multiple of the term's own level just
+    before the event (the devices' steady state), so a term calls for action when the
+    event raised it that many times.  ``absolute``: the tolerances are levels in the
+    terms' own units (R_learn and R_drift in loss, summed over devices; R_cons in squared
+    parameter distance).
+    """
+
+    mode: Literal["relative", "absolute"] = Field(
+        "relative", description="relative: multiples of the pre-event level; absolute: levels."
+    )
+    learn: float = Field(2.0, gt=0, description="On R_learn.")
+    drift: float = Field(2.0, gt=0, description="On R_drift.")
+    consensus: float = Field(2.0, gt=0, description="On R_cons and on the disagreement D when sizing syncs.")
+    gamma_min: float = Field(0.05, ge=0, lt=1, description="Refine a graph whose spectral gap is below this.")
+
+
+class CorrectionBudget(_Spec):
+    """What one correction may spend; it stops at whichever runs out first."""
+
+    rounds: int = Field(5, ge=1, le=10000, description="Rounds after the event during which actions apply.")
+    seconds: float | None = Field(None, gt=0, description="Simulated seconds (null: no limit).")
+    bits: float | None = Field(None, gt=0, description="Bits sent (null: no limit).")
+    max_local_steps: int = Field(40, ge=0, le=100000, description="Cap on extra local steps per round.")
+    max_links: int = Field(2, ge=0, le=1000, description="Links topology refinement may add per decision.")
+    max_syncs: int = Field(3, ge=0, le=100, description="Cap on extra exchanges per round.")
+
+
 class Correction(_Spec):
-    policy: Literal["none"] = Field("none", description="none: deletion / fresh slot only.")
+    policy: Literal["none", "priority", "local", "proximal", "sync", "topology", "retrain"] = Field(
+        "none",
+        description="none: deletion / fresh slot only; priority: the method (the action of the "
+        "dominant residual per layer group); local, proximal, sync, topology: that single action "
+        "alone; retrain: reset every slot and train again from scratch without the leaver (or "
+        "with the newcomer), the unlearning reference.",
+    )
+    tolerances: CorrectionTolerances = CorrectionTolerances()
+    budget: CorrectionBudget = CorrectionBudget()
+    samples_per_device: int = Field(
+        8, ge=2, le=10000, description="Samples per affected device for the residual estimates."
+    )
 
 
 class Allocation(_Spec):
-    method: Literal["full", "uniform"] = Field(
+    method: Literal["full", "priority", "uniform", "proportional", "random"] = Field(
         "full",
-        description="full: every dirty slot at 32 bits, no budget; uniform: one precision "
-        "for all groups, the highest that fits the link's budget.",
+        description="full: every dirty slot at 32 bits, no budget; priority: multiple-choice "
+        "knapsack by residual weight per layer group (hull + greedy); uniform: one precision "
+        "for all groups, the highest that fits; proportional: budget shares by group size; "
+        "random: a random precision that fits per group.",
+    )
+    precisions_bits: tuple[Literal[4, 8, 16, 32], ...] = Field(
+        (4, 8, 16, 32), min_length=1, description="Precisions a group may travel at (skip is implicit)."
+    )
+    budget_fraction: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Share of a link's slot the budget may use: budget = goodput x slot_s x this.",
     )
 
 

@@ -405,7 +405,8 @@ def test_the_network_row_is_the_mean_of_the_device_rows(run_tiny, scenario: str)
             expected = [d for d in trained[r] if silent_at.get(d, math.inf) >= net["time_s"]]
             assert sorted(d["device"] for d in devices) == expected
             checked += 1
-    splits = {"leave": 3, "join": 3, "leave_then_join": 4, "silent": 3}[scenario]
+    # retain and test, forget and heldout when a device leaves, newcomer when one joins
+    splits = {"leave": 4, "join": 3, "leave_then_join": 5, "silent": 4}[scenario]
     assert checked == run.sim.scenario.training.rounds * splits
 
 
@@ -428,5 +429,6 @@ def test_events_are_evaluated_just_before_and_after(run_tiny) -> None:
 def test_the_splits_have_the_scenario_sizes(run_tiny) -> None:
     run = run_tiny(*LEAVE)
     sizes = {row["split"]: row["n"] for row in run.rows("evaluations") if row["device"] is None}
-    # retain: 3 stayers x 4 private + 2 shared; forget: 1 leaver x 4; test: 8 rule questions.
-    assert sizes == {"retain": 14, "forget": 4, "test": 8}
+    # retain: 3 stayers x 4 private + 2 shared; forget: 1 leaver x 4; test: 8 rule questions;
+    # heldout: at least as many unseen facts as forget has, and 32 where there are enough.
+    assert sizes == {"retain": 14, "forget": 4, "test": 8, "heldout": 32}

@@ -14,10 +14,10 @@ def run_then_abort_in_round_two(scenario, out_dir, on_round=None):
     """Runs in the spawned child: the engine aborts the process during round 2."""
     original = Simulation._train_and_exchange
 
-    def train_and_exchange(self, r):
+    def train_and_exchange(self, r, *args):
         if r == 2:
             os.abort()
-        return (yield from original(self, r))
+        return (yield from original(self, r, *args))
 
     Simulation._train_and_exchange = train_and_exchange
     return run_scenario(scenario, out_dir, on_round=on_round)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -121,9 +121,7 @@ def sweep(
     ] = None,
 ) -> None:
     """Run a sweep in parallel; finished runs are skipped, so an interrupted sweep resumes."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from cosim.sweep import load_sweep, plan_sweep, run_sweep
+    from cosim.sweep import load_sweep, plan_sweep
 
     if executor not in ("local", "ray"):
         fail(f"--executor: {executor!r} is not an executor; allowed: local, ray")
@@ -134,6 +132,16 @@ def sweep(
         fail(str(err))
     out_dir = out or Path("runs") / spec.name
     console.print(f"[bold]cosim sweep[/] '{spec.name}': {len(plan)} runs -> {out_dir}")
+    summary = _run_plan(plan, out_dir, jobs, executor, address)
+    console.print(f"summary: {summary}")
+
+
+def _run_plan(plan: list[Any], out_dir: Path, jobs: int, executor: str, address: str | None) -> Path:
+    """Run (or resume) a list of runs with a progress bar; exit 1 naming the runs that failed."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from cosim.sweep import run_sweep
+
     progress = Progress(
         TextColumn("runs"),
         MofNCompleteColumn(),
@@ -143,6 +151,7 @@ def sweep(
         console=console,
     )
     failed: list[str] = []
+    task = progress.add_task("runs", total=len(plan), last="")
 
     def on_done(run, status: str) -> None:  # type: ignore[no-untyped-def]
         if status.startswith("failed"):
@@ -152,17 +161,56 @@ def sweep(
             console.print(f"{run.name}: {status}", highlight=False)
 
     with progress:
-        task = progress.add_task("sweep", total=len(plan), last="")
         try:
             ran, summary = run_sweep(
                 plan, out_dir, jobs=jobs, executor=executor, address=address, on_done=on_done
             )
         except ScenarioError as err:
             fail(str(err))
-    console.print(f"ran {len(ran)}, skipped {len(plan) - len(ran)}; summary: {summary}")
+    console.print(f"ran {len(ran)}, skipped {len(plan) - len(ran)}")
     if failed:
         console.print("[red]failed runs:[/]\n" + "\n".join(failed), highlight=False)
         raise typer.Exit(code=1)
+    return summary
+
+
+@app.command()
+def experiments(
+    regimes: Annotated[
+        Path, typer.Argument(help="Directory of regime scenarios (one leave each).", metavar="DIR")
+    ] = Path("scenarios/regimes"),
+    out: Annotated[Path, typer.Option("--out", help="Where the runs and results go.")] = Path("runs/regimes"),
+    seeds: Annotated[list[int] | None, typer.Option("--seed", help="A seed (repeat; default 1 2 3).")] = None,
+    policy: Annotated[
+        list[str] | None, typer.Option("--policy", help="Only this policy (repeat; default: all).")
+    ] = None,
+    event: Annotated[
+        list[str] | None, typer.Option("--event", help="leave or join (repeat; default both).")
+    ] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Runs at the same time (local).")] = 2,
+    executor: Annotated[str, typer.Option("--executor", help="local or ray.")] = "local",
+    address: Annotated[str | None, typer.Option("--address", help="Ray cluster address.")] = None,
+) -> None:
+    """Every correction policy on every regime, leave and join, several seeds: one results table."""
+    from cosim.experiments import EVENTS, POLICIES, aggregate, plan_experiments, results
+
+    if executor not in ("local", "ray"):
+        fail(f"--executor: {executor!r} is not an executor; allowed: local, ray")
+    events = tuple(event or EVENTS)
+    bad = [e for e in events if e not in EVENTS]
+    if bad:
+        fail(f"--event: {bad[0]!r} is not an event; allowed: {', '.join(EVENTS)}")
+    try:
+        plan = plan_experiments(regimes, tuple(seeds or (1, 2, 3)), tuple(policy or POLICIES), events)
+    except ScenarioError as err:
+        fail(str(err))
+    console.print(f"[bold]cosim experiments[/] {regimes}: {len(plan)} runs -> {out}")
+    _run_plan(plan, out, jobs, executor, address)
+    table = results(plan, out)
+    table.to_parquet(out / "results.parquet", index=False)
+    summary = aggregate(table)
+    summary.to_parquet(out / "results_summary.parquet", index=False)
+    console.print(f"results: {out}/results.parquet (per run), {out}/results_summary.parquet (per policy)")
 
 
 @app.command()

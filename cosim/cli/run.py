@@ -11,6 +11,7 @@ from rich.table import Table
 from cosim.engine.guard import RunCrashed, run_guarded
 from cosim.engine.simulation import RoundInfo
 from cosim.scenario import Scenario
+from cosim.trace.schema import TABLES
 
 
 def _format_acc(acc: dict[str, float]) -> str:
@@ -68,4 +69,4 @@ def run_command(spec: Scenario, out_dir: Path, *, quiet: bool, console: Console)
         before, after = entry["before_event"], entry["after_event"]
         changes = "  ".join(f"{k} {before[k]:.2f}->{after[k]:.2f}" for k in after if k in before)
         console.print(f"round {entry['round']} ({', '.join(entry['events'])}): accuracy {changes}")
-    console.print(f"trace: {out_dir}/{{manifest.json, rounds, transfers, events, evaluations}}.parquet")
+    console.print(f"trace: {out_dir}/{{manifest.json, {', '.join(TABLES)}}}.parquet")

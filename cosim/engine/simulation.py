@@ -17,6 +17,20 @@ A round (synchronous):
 
 Events given by ``time_s`` are applied at the first round boundary at or after
 their time; a silent leave stops the device from that time on.
+
+The gossip graph is every feasible link (rate above ``min_rate_bps``), or with
+``training.gossip_degree`` each device's fastest few, plus any link topology
+refinement added.  Each message carries its dirty slots layer group by layer group at
+the precision the allocator chose for that link (``allocation``; ``full`` sends every
+group at 32 bits with no budget).
+
+Correction (``correction.policy``, see :mod:`cosim.engine.correction`): after a join
+or a leave the residuals are estimated (for a leave before the tombstone zeroes the
+copies) and the policy's actions shape the next rounds: extra local steps before the
+regular ones, a proximal term, extra exchanges of some layer groups at the start of
+the round (``sync_s``), or links added to the graph.  It runs until no term exceeds
+its tolerance or the budget (rounds, simulated seconds, bits) is spent; every decision
+and the correction's cost go to ``events``.
 """
 
 from __future__ import annotations
@@ -24,16 +38,28 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import simpy
+import torch
 
+from cosim.allocator.knapsack import GroupOptions, allocate, quantized_value
+from cosim.engine.correction import (
+    CorrectionState,
+    Plan,
+    allocation_weights,
+    decide_for,
+    plan_round,
+)
 from cosim.graph import hop_distances, metropolis_hastings, spectral_gap
-from cosim.learning.learner import SlotLearner
-from cosim.network import Message, NetworkBackend, create_network
+from cosim.learning.learner import FULL_PRECISION_BITS, SlotLearner
+from cosim.learning.privacy import mia_auc
+from cosim.learning.residuals import compute_residuals, disagreement, draw_samples
+from cosim.network import LinkState, Message, NetworkBackend, create_network
+from cosim.policy.priority import Action, refine_topology
 from cosim.scenario import Event, JoinEvent, LeaveEvent, Scenario, SilentLeaveEvent, scenario_hash
 from cosim.trace.writer import TraceWriter
 
@@ -41,6 +67,8 @@ __all__ = ["RoundInfo", "Simulation", "run_scenario"]
 
 HEADER_BITS = 8 * 64  # per message: ids, round, slot list
 TOMBSTONE_BITS = 8 * 32
+SCALE_BITS = 32  # a quantized module slice carries its float32 scale
+ALLOCATORS = {"priority": "hull_greedy"}  # allocation.method -> solver (others by their own name)
 
 
 @dataclass(frozen=True)
@@ -114,9 +142,27 @@ class Simulation:
             },
         )
         self._queued: list[Event] = []
+        self._just_left: list[int] = []  # slots deleted at this round boundary
+        self._just_joined: list[int] = []
         self._ready_at: dict[int, float] = {}  # a newcomer computes once its pull has arrived
         self._round = 0
         self._slot_bits = sum(self.learner.slot_bits().values())
+        self._allocation_rng = np.random.default_rng(np.random.SeedSequence([scenario.seed, 0xA110C]))
+        n_groups = scenario.model.layer_groups
+        elements = self.learner.slot_bits(1)
+        self._group_elements = [elements.get(g, 0) for g in range(n_groups)]
+        self._group_tensors = [
+            sum(1 for name in self.learner.layers if self.learner.group_of[name] == g)
+            for g in range(n_groups)
+        ]
+        self._extra_links: set[tuple[int, int]] = set()  # added by topology refinement
+        self._last_arrival: dict[tuple[int, int, int], int] = {}  # (src, dst, group) -> round
+        self._bits_total = 0
+        self._extra_rounds = 0  # rounds a retrain adds (it replays the rounds before the event)
+        self._correction: CorrectionState | None = None
+        self._baseline: tuple[Any, int] | None = None  # residuals just before the last event
+        self._wall_allocator_s = 0.0
+        self._wall_correction_s = 0.0
 
     # ------------------------------------------------------------------ running
 
@@ -134,13 +180,21 @@ class Simulation:
             self._evaluate("initial")
             main = self.env.process(self._rounds())
             self.env.run(until=main)
+            if self._correction is not None:
+                self._end_correction("the run ended")
         except BaseException:
             self.trace.finish(
                 "interrupted", summary=self._summary(), wall_clock_run_s=time.perf_counter() - wall
             )
             raise
         summary = self._summary()
-        self.trace.finish("complete", summary=summary, wall_clock_run_s=round(time.perf_counter() - wall, 3))
+        self.trace.finish(
+            "complete",
+            summary=summary,
+            wall_clock_run_s=round(time.perf_counter() - wall, 3),
+            wall_clock_allocator_s=round(self._wall_allocator_s, 3),
+            wall_clock_correction_s=round(self._wall_correction_s, 3),
+        )
         return summary
 
     def _timed_event(self, event: Event) -> Generator[simpy.Event, None, None]:
@@ -149,11 +203,14 @@ class Simulation:
         self._queued.append(event)
 
     def _rounds(self) -> Generator[simpy.Event, Any, None]:
-        rounds = self.scenario.training.rounds
-        for r in range(rounds):
+        r = 0
+        while r < self.scenario.training.rounds + self._extra_rounds:
             self._round = r
             self._membership_changes(r)
-            losses = yield from self._train_and_exchange(r)
+            plan = self._correction_plan(r)
+            losses = yield from self._train_and_exchange(r, plan)
+            self._correction_spent(r, plan)
+            rounds = self.scenario.training.rounds + self._extra_rounds
             if r % self.scenario.training.eval_every == 0 or r == rounds - 1:
                 acc = self._evaluate("round")
             else:
@@ -161,6 +218,7 @@ class Simulation:
             if self.on_round is not None:
                 mean_loss = float(np.mean(list(losses.values()))) if losses else float("nan")
                 self.on_round(RoundInfo(r, rounds, self.env.now, len(self.members.active), mean_loss, acc))
+            r += 1
 
     # ------------------------------------------------------------------ membership
 
@@ -177,6 +235,7 @@ class Simulation:
             return
         if due or detected:
             self._evaluate("before_event")
+            self._baseline = self._pre_event_residuals()
         for event in due:
             if isinstance(event, JoinEvent):
                 assert event.device is not None
@@ -193,6 +252,8 @@ class Simulation:
         for d in sorted(detected):
             self.members.silent_since.pop(d)
             self._leave(d, kind="leave_detected")
+        if due or detected:
+            self._start_correction(r, due, detected)
         self._flood_tombstones()
         if due or detected:
             self._evaluate("after_event")
@@ -206,6 +267,7 @@ class Simulation:
 
     def _join(self, device: int) -> None:
         slot = self._take_slot(device)
+        self._just_joined.append(device)
         now = self.env.now
         self.members.last_heard[device] = now
         links = self.network.links(now, self.members.live)
@@ -240,6 +302,7 @@ class Simulation:
         links = self.network.links(self.env.now, self.members.live)
         neighbours = [self.members.live[j] for j in np.flatnonzero(links.adjacency()[links.index(device)])]
         slot = self.learner.remove_device(device)
+        self._just_left.append(slot)
         self.members.live.remove(device)
         self._event(kind, device, slot, {"tombstone_from": neighbours})
         self.members.pending_tombstones[slot] = set(self.members.live)
@@ -277,54 +340,375 @@ class Simulation:
                 self.members.free_slots.sort()
                 self._event("slot_released", -1, slot, time_s=last_s)
 
+    # ------------------------------------------------------------------ correction
+
+    def _start_correction(self, r: int, due: list[Event], detected: list[int]) -> None:
+        """After a join or a leave: estimate the residuals and decide (before tombstones zero the copies)."""
+        left, joined = self._just_left, self._just_joined
+        self._just_left, self._just_joined = [], []
+        spec = self.scenario.correction
+        if spec.policy == "none" or not (left or joined):
+            return
+        if self._correction is not None:
+            self._end_correction("superseded by a new event")
+        now, active = self.env.now, self.members.active
+        kind = "leave" if left else "join"
+        if spec.policy == "retrain":
+            self.learner.reset()
+            self._extra_rounds += r
+            self._correction = CorrectionState(
+                kind=kind, event_round=r, start_s=now, start_bits=self._bits_total, affected=list(active)
+            )
+            self._correction.replay_rounds = r
+            self._event("correction", -1, -1, {"policy": "retrain", "event": kind, "replay_rounds": r})
+            if r == 0:
+                self._end_correction("nothing to replay")
+            return
+        if left:
+            affected = list(active)
+        else:
+            links = self.network.links(now, active)
+            graph = self._graph(links)
+            neighbours = set()
+            for d in joined:
+                if d in active:
+                    neighbours |= {active[j] for j in np.flatnonzero(graph[active.index(d)])}
+            affected = sorted(set(joined) | neighbours)
+        self._correction = CorrectionState(
+            kind=kind, event_round=r, start_s=now, start_bits=self._bits_total, affected=affected
+        )
+        self._correction.decision = self._decide(self._correction, deleted_slot=left[-1] if left else None)
+
+    def _pre_event_residuals(self) -> tuple[Any, int] | None:
+        """The residual terms just before the event, on every active device (relative tolerances)."""
+        spec = self.scenario.correction
+        if spec.policy in ("none", "retrain") or spec.tolerances.mode != "relative":
+            return None
+        wall = time.perf_counter()
+        active = self.members.active
+        rng = np.random.default_rng(np.random.SeedSequence([self.scenario.seed, 0xBA5E, self._round]))
+        samples = draw_samples(self.learner, active, spec.samples_per_device, rng)
+        links = self.network.links(self.env.now, active)
+        terms = compute_residuals(
+            self.learner, devices=active, samples=samples, adjacency=self._graph(links), affected=active
+        )
+        self._wall_correction_s += time.perf_counter() - wall
+        return terms, len(active)
+
+    def _decide(self, state: CorrectionState, deleted_slot: int | None) -> Any:
+        wall = time.perf_counter()
+        spec = self.scenario.correction
+        live = self.members.active
+        links = self.network.links(self.env.now, live)
+        affected = [d for d in state.affected if d in live and d in self.learner.slot_of]
+        state.affected = affected
+        rng = np.random.default_rng(np.random.SeedSequence([self.scenario.seed, 0x5E51D, self._round]))
+        samples = draw_samples(self.learner, affected, spec.samples_per_device, rng)
+        residuals = compute_residuals(
+            self.learner,
+            devices=live,
+            samples=samples,
+            adjacency=self._graph(links),
+            affected=affected,
+            deleted_slot=deleted_slot,
+        )
+        baseline, n_before = self._baseline if self._baseline is not None else (None, 1)
+        decision = decide_for(
+            residuals, spec, spec.budget.rounds - state.rounds, baseline, n_before, len(affected)
+        )
+        state.history.append(
+            {
+                "learn": residuals.learn.tolist(),
+                "drift": residuals.drift.tolist(),
+                "consensus": residuals.consensus.tolist(),
+                "energy": residuals.energy.tolist(),
+                "kappa": residuals.kappa.tolist(),
+                "shock": residuals.shock.tolist(),
+                "disagreement": residuals.disagreement.tolist(),
+                "gamma": residuals.gamma,
+                "components": residuals.n_components,
+            }
+        )
+        self._wall_correction_s += time.perf_counter() - wall
+        return decision
+
+    def _correction_plan(self, r: int) -> Plan:
+        state = self._correction
+        if state is None or state.replay_rounds is not None:
+            return Plan()
+        spec = self.scenario.correction
+        decision = state.decision or self._decide(state, deleted_slot=None)
+        state.decision = None
+        eta, tau = self.scenario.training.learning_rate, self.scenario.training.local_steps
+        plan = plan_round(spec.policy, decision, spec, eta, tau)
+        topology_reason = decision.topology_reason
+        added = 0
+        if plan.links:
+            wall = time.perf_counter()
+            added = self._refine(plan.links)
+            self._wall_correction_s += time.perf_counter() - wall
+            state.links_added += added
+            if spec.policy == "priority" and added:
+                # The graph changed: size this round's other actions on the new graph.
+                decision = self._decide(state, deleted_slot=None)
+                plan = replace(plan_round(spec.policy, decision, spec, eta, tau), links=0)
+        state.weights = allocation_weights(decision)
+        detail = {
+            "policy": spec.policy,
+            "event": state.kind,
+            "correction_round": state.rounds,
+            "affected": state.affected,
+            "actions": [str(a) for a in plan.actions],
+            "reasons": list(decision.reasons),
+            "topology_reason": topology_reason,
+            "normalised": {
+                "learn": list(decision.normalised_learn),
+                "drift": list(decision.normalised_drift),
+                "consensus": list(decision.normalised_consensus),
+            },
+            "residuals": state.history[-1],
+            "local_steps": plan.extra_steps,
+            "mu": list(plan.mu),
+            "syncs": plan.syncs,
+            "sync_groups": list(plan.sync_groups),
+            "links_added": added,
+        }
+        self._event("correction", -1, -1, detail)
+        plan = replace(plan, links=0)  # spent
+        if plan.idle and not added:
+            reason = (
+                "every residual within tolerance"
+                if all(a == Action.NONE for a in plan.actions)
+                else "the chosen action can do nothing more"
+            )
+            self._end_correction(reason)
+            return Plan()
+        return plan
+
+    def _correction_spent(self, r: int, plan: Plan) -> None:
+        state = self._correction
+        if state is None:
+            return
+        state.rounds += 1
+        budget = self.scenario.correction.budget
+        if state.replay_rounds is not None:
+            if state.rounds >= state.replay_rounds:
+                self._end_correction("replayed every round before the event")
+            return
+        spent_s = self.env.now - state.start_s
+        spent_bits = self._bits_total - state.start_bits
+        if state.rounds >= budget.rounds:
+            self._end_correction("round budget spent")
+        elif budget.seconds is not None and spent_s >= budget.seconds:
+            self._end_correction("time budget spent")
+        elif budget.bits is not None and spent_bits >= budget.bits:
+            self._end_correction("bit budget spent")
+
+    def _end_correction(self, reason: str) -> None:
+        state = self._correction
+        assert state is not None
+        self._correction = None
+        self._event(
+            "correction_end",
+            -1,
+            -1,
+            {
+                "policy": self.scenario.correction.policy,
+                "event": state.kind,
+                "reason": reason,
+                "rounds": state.rounds,
+                "seconds": self.env.now - state.start_s,
+                "bits": self._bits_total - state.start_bits,
+                "extra_local_steps": state.local_steps,
+                "syncs": state.syncs,
+                "links_added": state.links_added,
+            },
+        )
+
+    # ------------------------------------------------------------------ graph
+
+    def _graph(self, links: LinkState) -> np.ndarray:
+        """The gossip graph over ``links.devices``: feasible links, thinned and refined."""
+        feasible = links.adjacency()
+        k = self.scenario.training.gossip_degree
+        if k is None:
+            graph = feasible.copy()
+        else:
+            graph = np.zeros_like(feasible)
+            rates = np.where(feasible, links.goodput_bps, -np.inf)
+            for i in range(len(graph)):
+                best = np.argsort(-rates[i], kind="stable")[:k]
+                graph[i, best[feasible[i, best]]] = True
+            graph |= graph.T
+        index = {d: i for i, d in enumerate(links.devices)}
+        for a, b in self._extra_links:
+            if a in index and b in index and feasible[index[a], index[b]]:
+                graph[index[a], index[b]] = graph[index[b], index[a]] = True
+        return graph
+
+    def _refine(self, k: int) -> int:
+        """Topology refinement: add up to ``k`` feasible links that most raise the spectral gap."""
+        live = self.members.active
+        links = self.network.links(self.env.now, live)
+        graph = self._graph(links)
+        refined = refine_topology(graph, links.adjacency(), k)
+        added = np.argwhere(np.triu(refined & ~graph, k=1))
+        for i, j in added:
+            self._extra_links.add((live[int(i)], live[int(j)]))
+        return len(added)
+
+    def _group_weights(self, active: list[int]) -> np.ndarray:
+        """Allocation weight per layer group: the correction's residual terms, else the disagreement."""
+        n_groups = self.scenario.model.layer_groups
+        if self._correction is not None and self._correction.weights is not None:
+            weights = np.asarray(self._correction.weights, dtype=float)
+        else:
+            index = torch.as_tensor(active, dtype=torch.long)
+            copies = {n: c[index] for n, c in self.learner.copies.items()}
+            weights = disagreement(copies, self.learner.group_of, n_groups)
+            weights = weights / self.scenario.correction.tolerances.consensus
+        weights = np.nan_to_num(np.maximum(weights, 0.0))
+        if weights.max() <= 0:
+            return np.ones(n_groups)
+        return np.maximum(weights, 1e-6 * weights.max())
+
     # ------------------------------------------------------------------ a round
 
-    def _train_and_exchange(self, r: int) -> Generator[simpy.Event, Any, dict[int, float]]:
+    def _train_and_exchange(self, r: int, plan: Plan) -> Generator[simpy.Event, Any, dict[int, float]]:
         env = self.env
         t0 = env.now
         tau = self.scenario.training.local_steps
         members = self.members.live
         active = self.members.active
-        losses = self.learner.train(active, tau, self.rngs)
-        flops = self.learner.flops_per_step() * tau
-        compute_s = {d: flops / self.flops_per_s[d] for d in active}
-        ready = {d: max(self._ready_at.pop(d, t0), t0) for d in active}
-        tx_start = {d: ready[d] + compute_s[d] for d in active}
-        deadline = (max(tx_start.values()) if tx_start else t0) + self.scenario.network.slot_s
-
         links = self.network.links(t0, members)
-        adjacency = links.adjacency()
+        adjacency = self._graph(links)
         weights = metropolis_hastings(adjacency)
-        messages, dirty = [], {}
+        n_groups = self.scenario.model.layer_groups
+        group_weights = (
+            self._group_weights(active)
+            if self.scenario.allocation.method == "priority"
+            else np.ones(n_groups)
+        )
+        for _ in range(plan.syncs):
+            now = env.now
+            yield from self._exchange(
+                r, links, adjacency, weights, dict.fromkeys(active, now),
+                now + self.scenario.network.slot_s, plan.sync_groups, "sync", group_weights,
+            )  # fmt: skip
+        sync_end = env.now
+
+        mu: float | tuple[float, ...] = plan.mu or 0.0
+        extra = []
+        if plan.extra_steps and self._correction is not None:
+            extra = [d for d in self._correction.affected if d in active]
+            self.learner.train(extra, plan.extra_steps, self.rngs, mu=mu)
+            self._correction.local_steps += plan.extra_steps * len(extra)
+        if self._correction is not None:
+            self._correction.syncs += plan.syncs
+        losses = self.learner.train(active, tau, self.rngs, mu=mu)
+        steps = {d: tau + (plan.extra_steps if d in extra else 0) for d in active}
+        flops_per_step = self.learner.flops_per_step()
+        compute_s = {d: flops_per_step * steps[d] / self.flops_per_s[d] for d in active}
+        ready = {d: max(self._ready_at.pop(d, sync_end), sync_end) for d in active}
+        tx_start = {d: ready[d] + compute_s[d] for d in active}
+        deadline = (max(tx_start.values()) if tx_start else sync_end) + self.scenario.network.slot_s
+        sent, received = yield from self._exchange(
+            r, links, adjacency, weights, tx_start, deadline, tuple(range(n_groups)), "gossip", group_weights
+        )
+        round_end = env.now
+        for d in active:
+            self.trace.add(
+                "rounds",
+                round=r,
+                time_s=t0,
+                device=d,
+                slot=self.learner.slot_of[d],
+                loss=losses[d],
+                steps=steps[d],
+                flops=flops_per_step * steps[d],
+                compute_s=compute_s[d],
+                tx_start_s=tx_start[d],
+                tx_end_s=sent[d][3],
+                bits_sent=sent[d][0],
+                bits_received=received[d],
+                messages_sent=sent[d][1],
+                messages_delivered=sent[d][2],
+                round_end_s=round_end,
+                sync_s=sync_end - t0,
+            )
+        self._gap = spectral_gap(weights) if len(members) > 1 else 0.0
+        return losses
+
+    def _exchange(
+        self,
+        r: int,
+        links: LinkState,
+        adjacency: np.ndarray,
+        weights: np.ndarray,
+        tx_start: dict[int, float],
+        deadline: float,
+        groups: tuple[int, ...],
+        purpose: str,
+        group_weights: np.ndarray,
+    ) -> Generator[simpy.Event, Any, tuple[dict[int, list[Any]], dict[int, int]]]:
+        """Every device in ``tx_start`` sends ``groups`` of its dirty slots to its neighbours; all mix."""
+        env = self.env
+        now = env.now
+        members = list(links.devices)
+        active = list(tx_start)
+        n_groups = self.scenario.model.layer_groups
+        precision = np.zeros((len(members), len(members), n_groups), dtype=np.int64)  # [dst, src, group]
+        messages, dirty, allocations = [], {}, []
         for d in active:
             slots = self.learner.dirty_slots(d)
             dirty[d] = len(slots)
             self.learner.mark_sent(d)
             i = links.index(d)
             for j in np.flatnonzero(adjacency[i]):
-                bits = len(slots) * self._slot_bits + HEADER_BITS
+                chosen, bits, rows = self._allocate(links, i, int(j), len(slots), groups, group_weights)
+                precision[j, i] = chosen
                 messages.append(Message(d, members[j], bits, tx_start[d]))
-        results = self.network.transfer(t0, messages, deadline)
+                allocations.append(rows)
+        results = self.network.transfer(now, messages, deadline)
 
         delivered = np.zeros((len(members), len(members)), dtype=bool)
         needed: list[simpy.Event] = []
         # A silent device receives nothing (its neighbours do not know yet and still send).
         arrived = [res.delivered and res.dst not in self.members.silent_since for res in results]
-        for msg, res, ok in zip(messages, results, arrived, strict=True):
+        for msg, res, ok, rows in zip(messages, results, arrived, allocations, strict=True):
             if ok:
                 delivered[links.index(res.dst), links.index(res.src)] = True
                 self.members.last_heard[res.src] = res.finish_s
-                needed.append(env.timeout(max(res.finish_s - t0, 0.0)))
-            self._transfer_row("gossip", res, links, dirty[msg.src], delivered=ok)
+                needed.append(env.timeout(max(res.finish_s - now, 0.0)))
+            sent_groups = sum(1 for row in rows if row["precision_bits"] > 0)
+            self._transfer_row(
+                purpose, res, links, dirty[msg.src], delivered=ok,
+                budget_bits=rows[0]["budget_bits"] if rows else None, groups_sent=sent_groups,
+            )  # fmt: skip
+            for row in rows:
+                key = (res.src, res.dst, row["group"])
+                if ok and row["precision_bits"] > 0:
+                    self._last_arrival[key] = r
+                last = self._last_arrival.get(key)
+                self.trace.add(
+                    "allocations",
+                    round=r,
+                    time_s=now,
+                    purpose=purpose,
+                    src=res.src,
+                    dst=res.dst,
+                    delivered=ok,
+                    staleness_rounds=None if last is None else r - last,
+                    **row,
+                )
         # A neighbour of a silent device waits for its message until the deadline.
         for d in self.members.silent_since:
             if d in members and adjacency[links.index(d)].any():
                 needed.append(env.event())
         if needed:
-            yield env.any_of([env.all_of(needed), env.timeout(deadline - t0)])
+            yield env.any_of([env.all_of(needed), env.timeout(deadline - now)])
         else:
-            yield env.timeout(max(deadline - self.scenario.network.slot_s - t0, 0.0))
-        round_end = env.now
+            yield env.timeout(max(deadline - self.scenario.network.slot_s - now, 0.0))
 
         index = [links.index(d) for d in active]
         self.learner.mix(
@@ -332,9 +716,10 @@ class Simulation:
             weights[np.ix_(index, index)],
             delivered[np.ix_(index, index)],
             adopt_owner=self.scenario.training.adopt_owner_copy,
+            precision=precision[np.ix_(index, index)],
         )
 
-        sent = {d: [0, 0, 0, tx_start[d]] for d in active}  # bits, messages, delivered, tx end
+        sent: dict[int, list[Any]] = {d: [0, 0, 0, tx_start[d]] for d in active}  # bits, msgs, delivered, end
         received = dict.fromkeys(active, 0)
         for res, ok in zip(results, arrived, strict=True):
             if res.src in sent:
@@ -345,27 +730,66 @@ class Simulation:
                 s[3] = max(s[3], min(res.finish_s, deadline))
                 if ok and res.dst in received:
                     received[res.dst] += res.bits
-        for d in active:
-            self.trace.add(
-                "rounds",
-                round=r,
-                time_s=t0,
-                device=d,
-                slot=self.learner.slot_of[d],
-                loss=losses[d],
-                steps=tau,
-                flops=flops,
-                compute_s=compute_s[d],
-                tx_start_s=tx_start[d],
-                tx_end_s=sent[d][3],
-                bits_sent=sent[d][0],
-                bits_received=received[d],
-                messages_sent=sent[d][1],
-                messages_delivered=sent[d][2],
-                round_end_s=round_end,
+        return sent, received
+
+    def _allocate(
+        self,
+        links: LinkState,
+        i: int,
+        j: int,
+        n_slots: int,
+        groups: tuple[int, ...],
+        group_weights: np.ndarray,
+    ) -> tuple[np.ndarray, int, list[dict[str, Any]]]:
+        """Precision per layer group (0: not sent) of one message, its bits, and its ``allocations`` rows."""
+        spec = self.scenario.allocation
+        n_groups = self.scenario.model.layer_groups
+        chosen = np.zeros(n_groups, dtype=np.int64)
+        elements = [self._group_elements[g] * n_slots for g in groups]
+        if spec.method == "full":
+            for g in groups:
+                chosen[g] = FULL_PRECISION_BITS
+            budget = None
+            costs = [FULL_PRECISION_BITS * e for e in elements]
+            values = [quantized_value(float(group_weights[g]), FULL_PRECISION_BITS) for g in groups]
+        else:
+            wall = time.perf_counter()
+            budget = float(links.goodput_bps[i, j]) * self.scenario.network.slot_s * spec.budget_fraction
+            options = [
+                GroupOptions(
+                    precisions_bits=spec.precisions_bits,
+                    costs_bits=tuple(
+                        q * e
+                        + (SCALE_BITS * self._group_tensors[g] * n_slots if q < FULL_PRECISION_BITS else 0)
+                        for q in spec.precisions_bits
+                    ),
+                    values=tuple(quantized_value(float(group_weights[g]), q) for q in spec.precisions_bits),
+                )
+                for g, e in zip(groups, elements, strict=True)
+            ]
+            result = allocate(
+                ALLOCATORS.get(spec.method, spec.method),
+                options,
+                max(budget - HEADER_BITS, 0.0),
+                self._allocation_rng,
             )
-        self._gap = spectral_gap(weights) if len(members) > 1 else 0.0
-        return losses
+            for g, q in zip(groups, result.precisions_bits, strict=True):
+                chosen[g] = q
+            costs = [opt.cost_of(q) for opt, q in zip(options, result.precisions_bits, strict=True)]
+            values = [opt.value_of(q) for opt, q in zip(options, result.precisions_bits, strict=True)]
+            self._wall_allocator_s += time.perf_counter() - wall
+        rows = [
+            {
+                "group": g,
+                "precision_bits": int(chosen[g]),
+                "bits": int(cost),
+                "value": float(value),
+                "weight": float(group_weights[g]),
+                "budget_bits": budget,
+            }
+            for g, cost, value in zip(groups, costs, values, strict=True)
+        ]
+        return chosen, int(sum(costs)) + HEADER_BITS, rows
 
     # ------------------------------------------------------------------ records
 
@@ -374,6 +798,12 @@ class Simulation:
         rows = self.learner.evaluate(active)
         now = self.env.now
         means: dict[str, float] = {}
+        mia: dict[int | None, float] = {}
+        if {"forget", "heldout"} <= set(self.learner.task.splits) and active:
+            members = self.learner.sample_losses(active, "forget")
+            others = self.learner.sample_losses(active, "heldout")
+            mia = {d: mia_auc(members[i], others[i]) for i, d in enumerate(active)}
+            mia[None] = mia_auc(members.mean(axis=0), others.mean(axis=0))
         for split in self.learner.task.splits:
             split_rows = [row for row in rows if row.split == split]
             for row in split_rows:
@@ -388,6 +818,7 @@ class Simulation:
                     loss=row.loss,
                     n=row.n,
                     consensus_distance=None,
+                    mia_auc=mia.get(row.device) if split == "forget" else None,
                 )
             if split_rows:
                 means[split] = float(np.mean([row.accuracy for row in split_rows]))
@@ -402,6 +833,7 @@ class Simulation:
                     loss=float(np.mean([row.loss for row in split_rows])),
                     n=split_rows[0].n,
                     consensus_distance=self.learner.consensus_distance(active),
+                    mia_auc=mia.get(None) if split == "forget" else None,
                 )
         return means
 
@@ -424,9 +856,17 @@ class Simulation:
         )
 
     def _transfer_row(
-        self, purpose: str, res: Any, links: Any, slots: int, delivered: bool | None = None
+        self,
+        purpose: str,
+        res: Any,
+        links: Any,
+        slots: int,
+        delivered: bool | None = None,
+        budget_bits: float | None = None,
+        groups_sent: int | None = None,
     ) -> None:
         i, j = links.index(res.src), links.index(res.dst)
+        self._bits_total += res.bits
         self.trace.add(
             "transfers",
             round=self._round,
@@ -446,6 +886,8 @@ class Simulation:
             finish_s=res.finish_s,
             delivered=res.delivered if delivered is None else delivered,
             delivered_bits=res.delivered_bits,
+            budget_bits=budget_bits,
+            groups_sent=groups_sent,
         )
 
     def _summary(self) -> dict[str, Any]:

@@ -17,7 +17,10 @@ across rounds:
   never leave, plus the shared facts;
 * ``forget``: private facts of the devices that leave (the data to unlearn);
 * ``newcomer``: private facts of the devices that join;
-* ``test``: held-out rule questions on entities that no device trains on.
+* ``test``: held-out rule questions on entities that no device trains on;
+* ``heldout`` (only when some device leaves): facts about entities no device trains
+  on, drawn like private facts: the non-members of the membership-inference test
+  on ``forget`` (a model that never saw the forget facts cannot tell them apart).
 
 A model that never saw a fact answers it at about chance, ``1 / num_values``.
 """
@@ -30,7 +33,7 @@ import numpy as np
 
 __all__ = ["SPLITS", "FactsTask", "Split", "build_facts_task"]
 
-SPLITS = ("retain", "forget", "test", "newcomer")
+SPLITS = ("retain", "forget", "test", "newcomer", "heldout")
 
 
 @dataclass(frozen=True)
@@ -132,5 +135,22 @@ def build_facts_task(
         "test": rule_questions(test_pool, test_questions),
         "newcomer": _concat([private[d] for d in device_ids if d in newcomers]),
     }
+    if len(splits["forget"]):
+        splits["heldout"] = _heldout_facts(test_pool, relations, values, len(splits["forget"]), seed)
     splits = {name: split for name, split in splits.items() if len(split)}
     return FactsTask(vocab_size=vocab_size, value_tokens=values, train=train, private=private, splits=splits)
+
+
+def _heldout_facts(
+    entities: np.ndarray, relations: np.ndarray, values: np.ndarray, n_forget: int, seed: int
+) -> Split:
+    """Distinct (entity, relation) facts on entities never trained on, at least as many as ``forget`` has.
+
+    Drawn from a stream of their own, so adding them changes no other draw of the task.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x4E1D]))
+    pairs = np.array([(e, r) for e in entities for r in relations], dtype=np.int64)
+    n = min(len(pairs), max(n_forget, 32))
+    chosen = pairs[rng.choice(len(pairs), size=n, replace=False)]
+    inputs = np.stack([np.zeros(n, np.int64), chosen[:, 0], chosen[:, 1], np.ones(n, np.int64)], axis=1)
+    return Split(inputs, rng.choice(values, size=n).astype(np.int64))

@@ -17,6 +17,7 @@ with values and records what it returns.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +33,7 @@ from cosim.learning.model import (
     install_slot_layers,
     target_linear_modules,
 )
+from cosim.learning.quantize import quantize_slices
 from cosim.learning.slots import slot_projection
 from cosim.scenario import Data, Model, Training
 
@@ -220,16 +222,24 @@ class SlotLearner:
         devices: list[int],
         steps: int,
         rngs: dict[int, np.random.Generator],
-        mu: float = 0.0,
+        mu: float | Sequence[float] = 0.0,
     ) -> dict[int, float]:
         """``steps`` local steps on each device's own slot, all devices in one batched pass.
 
         Minibatches are drawn from each device's training data with its own
-        generator.  ``mu`` adds the proximal term ``mu/2 |B - B_start|^2``.
+        generator.  ``mu`` adds the proximal term ``mu/2 |B - B_start|^2``: one value
+        for every module, or one per layer group (proximal damping per group).
         Returns each device's mean training loss over the steps.
         """
-        if not devices:
+        if not devices or steps <= 0:
             return {}
+        if isinstance(mu, (int, float)):
+            mu_of = dict.fromkeys(self.layers, float(mu))
+        else:
+            if len(mu) != self.model_spec.layer_groups:
+                groups = self.model_spec.layer_groups
+                raise ValueError(f"mu needs one value per layer group ({groups}), got {len(mu)}")
+            mu_of = {n: float(mu[g]) for n, g in self.group_of.items()}
         batch = self.training.batch_size
         anchors = {d: {n: p.detach().clone() for n, p in self.own[d].items()} for d in devices}
         totals = dict.fromkeys(devices, 0.0)
@@ -251,10 +261,10 @@ class SlotLearner:
             logits = self._answer_logits(x)
             per_device = F.cross_entropy(logits, y, reduction="none").view(len(devices), batch).mean(dim=1)
             loss = per_device.sum()
-            if mu > 0:
-                for d in devices:
-                    for n, p in self.own[d].items():
-                        loss = loss + 0.5 * mu * (p - anchors[d][n]).pow(2).sum()
+            for d in devices:
+                for n, p in self.own[d].items():
+                    if mu_of[n] > 0:
+                        loss = loss + 0.5 * mu_of[n] * (p - anchors[d][n]).pow(2).sum()
             for d in devices:
                 self.optimizers[d].zero_grad(set_to_none=True)
             loss.backward()
@@ -292,7 +302,12 @@ class SlotLearner:
         self._sent[device] = {n: c[device].clone() for n, c in self.copies.items()}
 
     def mix(
-        self, devices: list[int], weights: np.ndarray, delivered: np.ndarray, adopt_owner: bool = False
+        self,
+        devices: list[int],
+        weights: np.ndarray,
+        delivered: np.ndarray,
+        adopt_owner: bool = False,
+        precision: np.ndarray | None = None,
     ) -> None:
         """One gossip step among ``devices``.
 
@@ -302,29 +317,55 @@ class SlotLearner:
         not arrive stays with the receiver's own copy.  Owners keep their own slot.
         With ``adopt_owner``, a device that received a slot straight from its owner
         takes the owner's copy instead of mixing it (the owner's copy is authoritative).
+
+        ``precision[i, j, g]`` (optional) is the precision in bits at which layer group
+        ``g`` of ``devices[j]``'s message travelled to ``devices[i]``: 32 is exact,
+        4/8/16 arrive quantized (:func:`quantize_slices`, nearest rounding, one scale
+        per module and slot), and 0 means the group was skipped, so for that group the
+        message counts as not delivered and the receiver's copy stays as it was (stale).
+        Without ``precision`` every group travels at 32 bits.
         """
-        w = np.where(delivered, weights, 0.0)
-        np.fill_diagonal(w, 0.0)
-        w[np.diag_indices_from(w)] = 1.0 - w.sum(axis=1)
-        w_t = torch.as_tensor(w, dtype=torch.float32)
+        n = len(devices)
+        if precision is None:
+            precision = np.full((n, n, self.model_spec.layer_groups), FULL_PRECISION_BITS)
         index = torch.as_tensor(devices)
-        adopt: list[tuple[torch.Tensor, int, int]] = []
-        if adopt_owner:
-            for j, owner in enumerate(devices):
-                if owner in self.slot_of:
-                    heard = [i for i in range(len(devices)) if i != j and delivered[i, j]]
-                    adopt.append((torch.as_tensor(heard, dtype=torch.long), j, self.slot_of[owner]))
         with torch.no_grad():
-            for copies in self.copies.values():
+            for name, copies in self.copies.items():
+                q = np.where(np.asarray(delivered, dtype=bool), precision[:, :, self.group_of[name]], 0)
+                np.fill_diagonal(q, 0)
+                w = np.where(q > 0, weights, 0.0)
+                # Exact messages and the receiver's own copy in one product; quantized ones added.
+                exact = np.where(q == FULL_PRECISION_BITS, w, 0.0)
+                exact[np.diag_indices_from(exact)] = 1.0 - w.sum(axis=1)
                 before = copies[index]
-                mixed = torch.einsum("ij,j...->i...", w_t, before)
-                for receivers, j, slot in adopt:
-                    mixed[receivers, slot] = before[j, slot]
+                mixed = torch.einsum("ij,j...->i...", torch.as_tensor(exact, dtype=torch.float32), before)
+                received: dict[int, torch.Tensor] = {FULL_PRECISION_BITS: before}
+                for bits in sorted({int(b) for b in np.unique(q) if 0 < b < FULL_PRECISION_BITS}):
+                    received[bits] = quantize_slices(before, bits)
+                    w_bits = torch.as_tensor(np.where(q == bits, w, 0.0), dtype=torch.float32)
+                    mixed += torch.einsum("ij,j...->i...", w_bits, received[bits])
+                if adopt_owner:
+                    for j, owner in enumerate(devices):
+                        if owner not in self.slot_of:
+                            continue
+                        slot = self.slot_of[owner]
+                        for i in np.flatnonzero(q[:, j] > 0):
+                            mixed[i, slot] = received[int(q[i, j])][j, slot]
                 copies[index] = mixed
         self._sync_own([d for d in devices if d in self.own])
         for d in devices:
             for slot in self.tombstoned[d]:
                 self._zero(d, slot)
+
+    def reset(self) -> None:
+        """Every copy back to zero and fresh optimizers: training starts over (the retrain baseline)."""
+        with torch.no_grad():
+            for copies in self.copies.values():
+                copies.zero_()
+        for device in list(self.own):
+            slot = self.slot_of.pop(device)
+            self.add_device(device, slot)
+        self._sent.clear()
 
     def consensus_distance(self, devices: list[int]) -> float:
         """Mean over devices of ``sum_l |B^(i)_l - mean_j B^(j)_l|_F^2`` (live slots)."""
@@ -372,6 +413,20 @@ class SlotLearner:
                     )
                 )
         return rows
+
+    @torch.no_grad()
+    def sample_losses(self, devices: list[int], split: str) -> np.ndarray:
+        """``(devices, n)``: each device's cross-entropy on each question of ``split``."""
+        data = self.task.splits[split]
+        inputs = torch.as_tensor(data.inputs)
+        answers = self._answer_index(data.answers)
+        self._set_views(devices, train=False)
+        try:
+            logits = self._answer_logits(inputs.repeat(len(devices), 1))
+        finally:
+            self._clear_views()
+        losses = F.cross_entropy(logits, answers.repeat(len(devices)), reduction="none")
+        return losses.view(len(devices), len(data)).numpy().astype(np.float64)
 
     @torch.no_grad()
     def device_logits(self, device: int, inputs: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["QUANTIZE_BITS", "quantization_step", "quantize_dequantize"]
+__all__ = ["QUANTIZE_BITS", "quantization_step", "quantize_dequantize", "quantize_slices"]
 
 QUANTIZE_BITS: tuple[int, ...] = (4, 8, 16, 32)
 """Precisions :func:`quantize_dequantize` supports."""
@@ -75,3 +75,21 @@ def quantize_dequantize(
     else:
         codes = torch.round(scaled)
     return codes.clamp_(-levels, levels) * scale
+
+
+def quantize_slices(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """:func:`quantize_dequantize` with nearest rounding applied to each ``x[..., :, :]`` on its own.
+
+    The copies of a module arrive as ``(senders, slots, d_out, r)``; every ``(d_out, r)``
+    matrix (one slot of one module from one sender) gets its own scale, as a message
+    carries one float32 scale per module and slot.
+    """
+    levels = _levels(bits)
+    values = x.detach().to(torch.float32)
+    if bits == 32 or values.numel() == 0:
+        return values.clone()
+    if not bool(torch.isfinite(values).all()):
+        raise ValueError("cannot quantize a tensor with non-finite entries")
+    peak = values.abs().amax(dim=(-2, -1), keepdim=True)
+    scale = torch.where(peak > 0, peak / levels, torch.ones_like(peak))
+    return torch.round(values / scale).clamp_(-levels, levels) * scale

@@ -35,11 +35,17 @@ TABLES: dict[str, list[tuple[str, pa.DataType, str]]] = {
         ("messages_sent", _I, "messages it sent"),
         ("messages_delivered", _I, "of those, delivered by the deadline"),
         ("round_end_s", _F, "simulated time the round ended (all needed transfers or the deadline)"),
+        ("sync_s", _F, "time of the correction's extra exchanges at the round's start (before computing)"),
     ],
     "transfers": [
         ("round", _I, "round index"),
         ("time_s", _F, "simulated time the round started (link state time)"),
-        ("purpose", _S, "gossip (slot exchange) or pull (a newcomer fetching its neighbour's copies)"),
+        (
+            "purpose",
+            _S,
+            "gossip (slot exchange), sync (a correction's extra exchange of some layer groups) "
+            "or pull (a newcomer fetching its neighbour's copies)",
+        ),
         ("src", _I, "sender"),
         ("dst", _I, "receiver"),
         ("slots", _I, "slots in the message"),
@@ -54,11 +60,18 @@ TABLES: dict[str, list[tuple[str, pa.DataType, str]]] = {
         ("finish_s", _F, "when the last bit arrived"),
         ("delivered", _B, "arrived whole by the deadline and was used"),
         ("delivered_bits", _I, "bits through by the deadline"),
+        ("budget_bits", _F, "the link's bit budget for the message (goodput x slot); null: no budget"),
+        ("groups_sent", _I, "layer groups the message carried (null for pulls)"),
     ],
     "events": [
         ("round", _I, "round at which the event took effect"),
         ("time_s", _F, "simulated time"),
-        ("kind", _S, "join, pull, leave, leave_silent, leave_detected, tombstone, slot_released, isolated"),
+        (
+            "kind",
+            _S,
+            "join, pull, leave, leave_silent, leave_detected, tombstone, slot_released, isolated, "
+            "correction (a decision: residuals, actions, reasons) or correction_end (its cost)",
+        ),
         ("device", _I, "the device concerned (for tombstone: the device applying it)"),
         ("slot", _I, "the slot concerned (-1 if none)"),
         ("detail", _S, "JSON with event-specific values"),
@@ -71,7 +84,7 @@ TABLES: dict[str, list[tuple[str, pa.DataType, str]]] = {
             _S,
             "initial (base model), round (after the exchange), before_event or after_event",
         ),
-        ("split", _S, "retain, forget, test or newcomer"),
+        ("split", _S, "retain, forget, test, newcomer or heldout (unseen facts, when a device leaves)"),
         ("device", _I, "evaluated device's own model; null for the mean over live devices"),
         ("accuracy", _F, "highest-likelihood answer is right"),
         ("loss", _F, "cross-entropy over the candidate answers"),
@@ -81,6 +94,27 @@ TABLES: dict[str, list[tuple[str, pa.DataType, str]]] = {
             _F,
             "mean squared distance of copies to their mean (null per device)",
         ),
+        (
+            "mia_auc",
+            _F,
+            "forget rows: AUC of the loss-threshold membership attack, forget vs heldout "
+            "(per device; the mean row uses the loss averaged over devices); else null",
+        ),
+    ],
+    "allocations": [
+        ("round", _I, "round index"),
+        ("time_s", _F, "simulated time the exchange started"),
+        ("purpose", _S, "gossip or sync"),
+        ("src", _I, "sender"),
+        ("dst", _I, "receiver"),
+        ("group", _I, "layer group"),
+        ("precision_bits", _I, "bits per value it travelled at (0: skipped; the copy stays stale)"),
+        ("bits", _I, "payload bits of the group, scales included"),
+        ("value", _F, "its value to the allocator: weight x (1 - 2^(-2 precision))"),
+        ("weight", _F, "the group's weight (residual terms during a correction, else its disagreement)"),
+        ("budget_bits", _F, "the link's budget for the whole message; null: no budget (full)"),
+        ("delivered", _B, "the message arrived by the deadline"),
+        ("staleness_rounds", _I, "rounds since this group last arrived over this link (0: now; null: never)"),
     ],
 }
 

@@ -1,0 +1,212 @@
+"""From a residual estimate to one round's correction actions (method.md section 6).
+
+The engine estimates the residuals after a join or a leave
+(:func:`cosim.learning.residuals.compute_residuals`), asks
+:func:`cosim.policy.priority.decide` for the priority-aware decision, and turns it
+into a :class:`Plan` with :func:`plan_round`:
+
+* ``priority``: topology refinement first when the graph calls for it (split, gap
+  below ``gamma_min``, or too many rounds to consensus), then, in the same round, per
+  layer group the action of its dominant normalised term when it exceeds its
+  tolerance, sized by the decision;
+* a single-action policy (``local``, ``proximal``, ``sync``, ``topology``): that
+  action on every group the priority policy would act on at all (some term above its
+  tolerance, or the topology condition), sized by its own rule; where that size is 0
+  (its own term is within tolerance) it takes a minimum dose: ``tau`` extra local
+  steps, ``mu = 1 / (eta tau)``, one exchange, or one link.
+
+Sizes are capped by the correction budget (``max_local_steps``, ``max_syncs``,
+``max_links``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cosim.policy.priority import TERMS, Action, Budget, Decision, Tolerances, decide
+from cosim.scenario import Correction as CorrectionSpec
+
+__all__ = ["SINGLE_ACTIONS", "CorrectionState", "Plan", "allocation_weights", "decide_for", "plan_round"]
+
+SINGLE_ACTIONS: dict[str, Action] = {
+    "local": Action.LOCAL_CORRECTION,
+    "proximal": Action.PROXIMAL_DAMPING,
+    "sync": Action.SYNC_SCHEDULING,
+    "topology": Action.TOPOLOGY_REFINEMENT,
+}
+"""Single-action policy name -> its action."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a correction does in one round (the default does nothing)."""
+
+    actions: tuple[Action, ...] = ()
+    extra_steps: int = 0  # local steps before the regular ones, on the affected devices
+    mu: tuple[float, ...] = ()  # proximal strength per layer group (empty: none)
+    syncs: int = 0  # extra exchanges at the start of the round
+    sync_groups: tuple[int, ...] = ()  # the groups those exchanges carry
+    links: int = 0  # links topology refinement may add now
+
+    @property
+    def idle(self) -> bool:
+        return not self.extra_steps and not any(self.mu) and not self.syncs and not self.links
+
+
+@dataclass
+class CorrectionState:
+    """A correction in progress and what it has spent so far."""
+
+    kind: str  # the event that started it: leave, leave_detected or join
+    event_round: int
+    start_s: float
+    start_bits: int
+    affected: list[int]
+    decision: Decision | None = None  # the decision for the next round (made at the event)
+    rounds: int = 0
+    local_steps: int = 0  # extra local steps, summed over devices
+    syncs: int = 0
+    links_added: int = 0
+    weights: np.ndarray | None = None  # allocation weight per group from the last decision
+    replay_rounds: int | None = None  # retrain: the rounds before the event, replayed from scratch
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def tolerances_of(spec: CorrectionSpec) -> Tolerances:
+    t = spec.tolerances
+    return Tolerances(learn=t.learn, drift=t.drift, consensus=t.consensus, gamma_min=t.gamma_min)
+
+
+@dataclass(frozen=True)
+class ScaledTerms:
+    """Residual terms divided by their pre-event level (relative tolerances).
+
+    ``decide`` only ever compares a term with its tolerance (and sizes actions from their
+    ratio), so dividing a term and its tolerance by the same level changes nothing but
+    the unit: the relative tolerance applies to the scaled term as it is.
+    """
+
+    learn: np.ndarray
+    drift: np.ndarray
+    consensus: np.ndarray
+    disagreement: np.ndarray
+    kappa: np.ndarray
+    gamma: float
+    n_components: int
+    eta: float
+    tau: int
+
+
+def _level(values: np.ndarray) -> np.ndarray:
+    """A pre-event level to divide by: where a group's level is 0, the largest level (or 1)."""
+    values = np.asarray(values, dtype=float)
+    fallback = float(values.max()) if values.size and values.max() > 0 else 1.0
+    return np.where(values > 0, values, fallback)
+
+
+def relative_terms(terms: Any, baseline: Any, n_before: int, n_after: int) -> ScaledTerms:
+    """``terms`` in units of ``baseline`` (the same terms just before the event).
+
+    ``R_learn`` is summed over the affected devices, so its level is scaled from the
+    ``n_before`` devices of the baseline to the ``n_after`` of the event; drift and
+    consensus are means over devices and are compared as they are.
+    """
+    learn_level = _level(np.asarray(baseline.learn) * n_after / max(n_before, 1))
+    cons_level = _level(baseline.consensus)
+    return ScaledTerms(
+        learn=np.asarray(terms.learn) / learn_level,
+        drift=np.asarray(terms.drift) / _level(baseline.drift),
+        consensus=np.asarray(terms.consensus) / cons_level,
+        disagreement=np.asarray(terms.disagreement) / cons_level,
+        kappa=np.asarray(terms.kappa),
+        gamma=float(terms.gamma),
+        n_components=int(terms.n_components),
+        eta=float(terms.eta),
+        tau=int(terms.tau),
+    )
+
+
+def decide_for(
+    terms: Any,
+    spec: CorrectionSpec,
+    rounds_left: int,
+    baseline: Any = None,
+    n_before: int = 1,
+    n_after: int = 1,
+) -> Decision:
+    """The priority-aware decision with the scenario's tolerances and what is left of the budget.
+
+    With relative tolerances, ``baseline`` holds the terms just before the event,
+    measured on ``n_before`` affected devices (``terms`` on ``n_after``).
+    """
+    budget = Budget(rounds=max(rounds_left, 0), max_local_steps=spec.budget.max_local_steps)
+    if spec.tolerances.mode == "relative":
+        if baseline is None:
+            raise ValueError("relative tolerances need the pre-event residuals (baseline)")
+        terms = relative_terms(terms, baseline, n_before, n_after)
+    return decide(terms, tolerances_of(spec), budget)
+
+
+def _acts(decision: Decision) -> list[bool]:
+    """Groups the priority policy would act on."""
+    return [a != Action.NONE for a in decision.actions]
+
+
+def plan_round(policy: str, decision: Decision, spec: CorrectionSpec, eta: float, tau: int) -> Plan:
+    """This round's actions under ``policy`` given ``decision`` (see the module docstring)."""
+    budget = spec.budget
+    n = decision.n_groups
+    links = 0
+    if policy == "priority":
+        # Topology refinement first (links), and in the same round each group's dominant term.
+        links = budget.max_links if decision.topology else 0
+        actions = [
+            TERMS[term] if value > 1.0 else Action.NONE
+            for term, value in zip(decision.dominant, decision.dominant_value, strict=True)
+        ]
+    elif policy in SINGLE_ACTIONS:
+        single = SINGLE_ACTIONS[policy]
+        actions = [single if act else Action.NONE for act in _acts(decision)]
+        if single == Action.TOPOLOGY_REFINEMENT:
+            return Plan(actions=tuple(actions), links=budget.max_links if any(_acts(decision)) else 0)
+    else:
+        raise ValueError(f"correction.policy {policy!r} has no per-round plan")
+
+    floor = policy != "priority"
+    local = [g for g in range(n) if actions[g] == Action.LOCAL_CORRECTION]
+    steps = max((decision.local_steps[g] for g in local), default=0)
+    if local and steps == 0 and floor:
+        steps = tau
+    steps = min(steps, budget.max_local_steps)
+
+    mu = [0.0] * n
+    for g in range(n):
+        if actions[g] == Action.PROXIMAL_DAMPING:
+            mu[g] = decision.mu[g] or (1.0 / (eta * tau) if floor else 0.0)
+
+    sync = tuple(g for g in range(n) if actions[g] == Action.SYNC_SCHEDULING)
+    counts = [decision.exchanges[g] for g in sync]
+    syncs = max((budget.max_syncs if u is None else u for u in counts), default=0)
+    if sync and syncs == 0 and floor:
+        syncs = 1
+    syncs = min(syncs, budget.max_syncs)
+    return Plan(
+        actions=tuple(actions),
+        extra_steps=steps,
+        mu=tuple(mu) if any(mu) else (),
+        syncs=syncs,
+        sync_groups=sync if syncs else (),
+        links=links,
+    )
+
+
+def allocation_weights(decision: Decision) -> np.ndarray:
+    """Weight of each layer group in the allocation: the sum of its normalised residual terms."""
+    return (
+        np.asarray(decision.normalised_learn)
+        + np.asarray(decision.normalised_drift)
+        + np.asarray(decision.normalised_consensus)
+    )

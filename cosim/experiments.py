@@ -1,0 +1,188 @@
+"""Regime experiments: every correction policy on every regime scenario, several seeds, one table.
+
+A regime directory holds one scenario per regime, each with a single leave event.
+:func:`plan_experiments` derives, for every regime, the leave scenario and a join
+scenario (the same round, a newcomer instead of the leave), and runs each under every
+policy in :data:`POLICIES` and every seed (``seed`` and ``data.seed`` both set, so the
+data and the channel change with it).  The runs are ordinary run directories, run and
+resumed like a sweep (:func:`cosim.sweep.run_sweep`).
+
+:func:`results` reads them back, one row per run, with the figures compared against
+the ``retrain`` run of the same regime, event and seed (the unlearning reference):
+
+* final retain / test / forget / newcomer accuracy and the forget split's
+  membership-inference AUC, and their gaps to retrain;
+* ``adapter_distance``: per device, ``|dW - dW_retrain|_F / |dW_retrain|_F`` of its
+  model's merged adapter, averaged over the live devices.  The slot projections are
+  orthonormal, so ``|dW|_F^2 = s^2 sum_k |B_k|_F^2`` and the distance follows from
+  the saved copies without the projections;
+* the correction's own cost (``correction_end``: rounds, simulated seconds, bits,
+  extra local steps; for retrain the replayed rounds);
+* ``target_s`` and ``target_bits``: simulated seconds and bits from the event until the
+  event's target split (retain after a leave, newcomer after a join) is first within
+  ``target_tol`` of the retrain run's final value (NaN: never within the run).
+
+:func:`aggregate` gives mean and standard deviation over seeds per regime, event and
+policy.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from cosim.scenario import ScenarioError, parse_scenario
+from cosim.sweep import SweepRun
+
+__all__ = ["EVENTS", "POLICIES", "aggregate", "plan_experiments", "results"]
+
+POLICIES = ("none", "priority", "local", "proximal", "sync", "topology", "retrain")
+EVENTS = ("leave", "join")
+TARGET_SPLIT = {"leave": "retain", "join": "newcomer"}
+
+
+def _regimes(directory: Path) -> dict[str, dict[str, Any]]:
+    files = sorted(directory.glob("*.yaml"))
+    if not files:
+        raise ScenarioError(f"{directory}: no regime scenarios (*.yaml) found")
+    out = {}
+    for path in files:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        scenario = parse_scenario(raw, source=str(path))
+        leaves = [e for e in scenario.events if e.kind == "leave"]
+        if len(scenario.events) != 1 or not leaves or leaves[0].round is None:
+            raise ScenarioError(f"{path}: events: a regime scenario has exactly one leave, given by round")
+        out[path.stem] = raw
+    return out
+
+
+def plan_experiments(
+    directory: Path,
+    seeds: tuple[int, ...],
+    policies: tuple[str, ...] = POLICIES,
+    events: tuple[str, ...] = EVENTS,
+) -> list[SweepRun]:
+    """Every regime x event x policy x seed as a run (named ``regime-event-policy-sSEED``)."""
+    unknown = [p for p in policies if p not in POLICIES]
+    if unknown:
+        raise ScenarioError(f"policies: unknown {unknown}; allowed: {', '.join(POLICIES)}")
+    plan = []
+    for regime, raw in _regimes(directory).items():
+        leave = raw["events"][0]
+        for event in events:
+            for policy in policies:
+                for seed in seeds:
+                    spec = json.loads(json.dumps(raw))
+                    spec["seed"] = seed
+                    spec.setdefault("data", {})["seed"] = seed
+                    if event == "join":
+                        spec["events"] = [{"kind": "join", "round": leave["round"]}]
+                    spec.setdefault("correction", {})["policy"] = policy
+                    name = f"{regime}-{event}-{policy}-s{seed}"
+                    overrides = {"regime": regime, "event": event, "policy": policy, "seed": seed}
+                    plan.append(SweepRun(name, overrides, parse_scenario(spec, source=name)))
+    return plan
+
+
+def _copies(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    from safetensors.numpy import load_file
+
+    state = json.loads((run_dir / "state.json").read_text())
+    return load_file(str(run_dir / "state.safetensors")), state
+
+
+def _adapter_distance(run_dir: Path, reference_dir: Path) -> float:
+    copies, state = _copies(run_dir)
+    ref, ref_state = _copies(reference_dir)
+    distances = []
+    for device in state["live"]:
+        if device not in ref_state["live"]:
+            continue
+        diff = sum(float(np.sum((copies[n][device] - ref[n][device]) ** 2)) for n in copies)
+        norm = sum(float(np.sum(ref[n][device] ** 2)) for n in ref)
+        distances.append(np.sqrt(diff / norm) if norm > 0 else np.nan)
+    return float(np.mean(distances)) if distances else float("nan")
+
+
+def _figures(run_dir: Path) -> dict[str, Any]:
+    evals = pd.read_parquet(run_dir / "evaluations.parquet")
+    events = pd.read_parquet(run_dir / "events.parquet")
+    transfers = pd.read_parquet(run_dir / "transfers.parquet")
+    means = evals[evals["device"].isna()]
+    last = means[means["round"] == means["round"].max()]
+    final = last.groupby("split")["accuracy"].last()
+    forget = last[last["split"] == "forget"]
+    membership = events[events["kind"].isin(["leave", "join"])]
+    row: dict[str, Any] = {f"{split}_acc": float(final[split]) for split in final.index}
+    row["mia_auc"] = float(forget["mia_auc"].iloc[-1]) if len(forget) else float("nan")
+    row["event_round"] = int(membership["round"].iloc[0]) if len(membership) else -1
+    row["event_s"] = float(membership["time_s"].iloc[0]) if len(membership) else float("nan")
+    ends = events[events["kind"] == "correction_end"]
+    cost = {"rounds": 0, "seconds": 0.0, "bits": 0, "extra_local_steps": 0}
+    for detail in ends["detail"]:
+        d = json.loads(detail)
+        for key in cost:
+            cost[key] += d[key]
+    row.update({f"correction_{k}": v for k, v in cost.items()})
+    timeline = means[means["stage"].isin(["round", "after_event"])]
+    row["timeline"] = timeline[["round", "time_s", "split", "accuracy"]]
+    row["transfers"] = transfers[["time_s", "bits"]]
+    return row
+
+
+def _to_target(fig: dict[str, Any], split: str, target: float, tol: float) -> tuple[float, float]:
+    timeline = fig["timeline"]
+    after = timeline[(timeline["split"] == split) & (timeline["time_s"] >= fig["event_s"])]
+    hit = after[after["accuracy"] >= target - tol]
+    if hit.empty:
+        return float("nan"), float("nan")
+    t = float(hit["time_s"].iloc[0])
+    # Rounds are timed from their start: the hit is known at the end of that round, the next start.
+    later = timeline[timeline["time_s"] > t]["time_s"]
+    t_end = float(later.min()) if len(later) else t
+    tr = fig["transfers"]
+    bits = float(tr[(tr["time_s"] >= fig["event_s"]) & (tr["time_s"] < t_end)]["bits"].sum())
+    return t_end - fig["event_s"], bits
+
+
+def results(plan: list[SweepRun], out_dir: Path, target_tol: float = 0.01) -> pd.DataFrame:
+    """One row per finished run, compared with the retrain run of its regime, event and seed."""
+    figures = {}
+    for run in plan:
+        run_dir = out_dir / run.name
+        manifest = run_dir / "manifest.json"
+        if manifest.is_file() and json.loads(manifest.read_text()).get("status") == "complete":
+            figures[run.name] = (run, _figures(run_dir))
+    rows = []
+    for name, (run, fig) in figures.items():
+        o = run.overrides
+        ref_name = f"{o['regime']}-{o['event']}-retrain-s{o['seed']}"
+        ref = figures.get(ref_name, (None, None))[1]
+        row = {k: o[k] for k in ("regime", "event", "policy", "seed")}
+        row.update({k: v for k, v in fig.items() if k not in ("timeline", "transfers")})
+        split = TARGET_SPLIT[o["event"]]
+        if ref is not None:
+            for key in ("retain_acc", "test_acc", "forget_acc", "newcomer_acc", "mia_auc"):
+                if key in fig and key in ref:
+                    row[f"{key}_vs_retrain"] = fig[key] - ref[key]
+            row["target_s"], row["target_bits"] = _to_target(fig, split, ref[f"{split}_acc"], target_tol)
+            row["adapter_distance"] = _adapter_distance(out_dir / name, out_dir / ref_name)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def aggregate(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation over seeds of every figure, per regime, event and policy."""
+    keys = ["regime", "event", "policy"]
+    numeric = [
+        c for c in table.columns if c not in [*keys, "seed"] and pd.api.types.is_numeric_dtype(table[c])
+    ]
+    grouped = table.groupby(keys, sort=False)[numeric]
+    out = grouped.mean().add_suffix("_mean").join(grouped.std(ddof=1).add_suffix("_std"))
+    out["seeds"] = table.groupby(keys, sort=False)["seed"].nunique()
+    return out.reset_index()

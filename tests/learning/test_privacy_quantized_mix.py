@@ -1,0 +1,141 @@
+"""Membership-inference AUC, per-slice quantization, quantized and skipped groups in the mix,
+per-group proximal strength, reset, and the heldout facts."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from cosim.graph import metropolis_hastings
+from cosim.learning.data import build_facts_task
+from cosim.learning.privacy import mia_auc
+from cosim.learning.quantize import quantize_dequantize, quantize_slices
+
+
+def test_mia_auc_equals_the_pairwise_brute_force_with_ties() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        members = rng.integers(0, 6, size=rng.integers(1, 12)).astype(float)
+        others = rng.integers(0, 6, size=rng.integers(1, 12)).astype(float)
+        wins = sum(1.0 if m < o else 0.5 if m == o else 0.0 for m, o in itertools.product(members, others))
+        assert mia_auc(members, others) == pytest.approx(wins / (len(members) * len(others)), abs=1e-12)
+    assert mia_auc(np.array([0.1, 0.2]), np.array([1.0, 2.0])) == 1.0
+    assert mia_auc(np.array([3.0]), np.array([1.0, 2.0])) == 0.0
+    assert np.isnan(mia_auc(np.array([]), np.array([1.0])))
+
+
+@pytest.mark.parametrize("bits", [4, 8, 16, 32])
+def test_quantize_slices_equals_quantizing_each_slice_alone(bits: int) -> None:
+    x = torch.randn(3, 5, 6, 4, generator=torch.Generator().manual_seed(bits))
+    x[1, 2] = 0.0  # an all-zero slice stays zero
+    got = quantize_slices(x, bits)
+    for i in range(3):
+        for k in range(5):
+            want = quantize_dequantize(x[i, k], bits, stochastic=False, generator=None)
+            assert torch.equal(got[i, k], want)
+
+
+def test_a_skipped_group_stays_stale_and_a_quantized_one_mixes_the_quantized_values(
+    make_learner, random_views
+) -> None:
+    learner = make_learner()
+    devices = [0, 1, 2, 3]
+    random_views(learner, seed=4)
+    before = {n: c.clone() for n, c in learner.copies.items()}
+    weights = metropolis_hastings(~np.eye(4, dtype=bool))
+    delivered = np.ones((4, 4), dtype=bool)
+    precision = np.zeros((4, 4, 2), dtype=np.int64)
+    precision[:, :, 1] = 8  # group 0 skipped on every link, group 1 at 8 bits
+    learner.mix(devices, weights, delivered, precision=precision)
+    own = {d: learner.slot_of[d] for d in devices}
+    for name, copies in learner.copies.items():
+        if learner.group_of[name] == 0:
+            assert torch.equal(copies[devices], before[name][devices])  # stale: nothing arrived
+            continue
+        q = quantize_slices(before[name][devices], 8)
+        w = torch.as_tensor(weights, dtype=torch.float32)
+        off = w - torch.diag(torch.diag(w))
+        want = torch.diag(1 - off.sum(1)).mm(before[name][devices].flatten(1)) + off.mm(q.flatten(1))
+        want = want.view_as(q)
+        for i, d in enumerate(devices):
+            want[i, own[d]] = before[name][d, own[d]]  # the owner's copy stays authoritative
+        assert torch.allclose(copies[devices], want, atol=1e-6)
+        assert not torch.allclose(copies[devices], before[name][devices])
+
+
+def test_full_precision_everywhere_is_the_plain_mix(make_learner, random_views) -> None:
+    a, b = make_learner(), make_learner()
+    random_views(a, seed=9)
+    random_views(b, seed=9)
+    weights = metropolis_hastings(~np.eye(4, dtype=bool))
+    delivered = np.random.default_rng(1).random((4, 4)) < 0.7
+    a.mix([0, 1, 2, 3], weights, delivered, adopt_owner=True)
+    b.mix([0, 1, 2, 3], weights, delivered, adopt_owner=True, precision=np.full((4, 4, 2), 32))
+    for name in a.copies:
+        assert torch.equal(a.copies[name], b.copies[name])
+
+
+def test_one_proximal_strength_per_group_equal_to_a_scalar_one(make_learner) -> None:
+    a, b = make_learner(), make_learner()
+    rngs = lambda: {d: np.random.default_rng(d) for d in range(4)}  # noqa: E731
+    a.train([0, 1, 2, 3], 3, rngs(), mu=5.0)
+    b.train([0, 1, 2, 3], 3, rngs(), mu=(5.0, 5.0))
+    for name in a.copies:
+        assert torch.equal(a.copies[name], b.copies[name])
+    with pytest.raises(ValueError, match="one value per layer group"):
+        a.train([0], 1, rngs(), mu=(1.0, 2.0, 3.0))
+
+
+def test_a_proximal_term_on_one_group_holds_that_group_back(make_learner) -> None:
+    """SGD with ``eta mu = 1``: each step restarts from the anchor, so a damped slot moves one
+    step's worth in total instead of ``steps`` of them."""
+    eta, steps = 0.05, 4
+    free = make_learner(learning_rate=eta, optimizer="sgd")
+    damped = make_learner(learning_rate=eta, optimizer="sgd")
+    rngs = lambda: {d: np.random.default_rng(d) for d in range(4)}  # noqa: E731
+    free.train([0, 1, 2, 3], steps, rngs())
+    damped.train([0, 1, 2, 3], steps, rngs(), mu=(0.0, 1.0 / eta))
+    moved = {0: [0.0, 0.0], 1: [0.0, 0.0]}
+    for name in free.copies:
+        g = free.group_of[name]
+        moved[g][0] += float(free.copies[name].norm())
+        moved[g][1] += float(damped.copies[name].norm())
+    assert moved[1][1] < 0.5 * moved[1][0]  # group 1 damped: about 1/steps of the free path
+    assert moved[0][1] > 0.8 * moved[0][0]  # group 0 undamped
+
+
+def test_reset_gives_every_device_the_base_model(make_learner) -> None:
+    learner = make_learner()
+    learner.train([0, 1, 2, 3], 3, {d: np.random.default_rng(d) for d in range(4)})
+    learner.reset()
+    assert all(float(c.abs().sum()) == 0.0 for c in learner.copies.values())
+    assert learner.dirty_slots(0) == sorted(learner.slot_of.values())
+    assert all(float(p.detach().abs().sum()) == 0.0 for d in learner.own for p in learner.own[d].values())
+
+
+def test_heldout_facts_are_about_entities_no_device_trains_on_and_change_no_other_split() -> None:
+    kwargs = dict(
+        device_ids=[0, 1, 2],
+        newcomers=set(),
+        samples_per_device=6,
+        shared_facts=3,
+        rule_examples_per_device=4,
+        test_questions=16,
+        num_values=8,
+        num_relations=3,
+        num_attributes=4,
+        seed=5,
+    )
+    with_leaver = build_facts_task(leavers={1}, **kwargs)
+    without = build_facts_task(leavers=set(), **kwargs)
+    heldout = with_leaver.splits["heldout"]
+    assert "heldout" not in without.splits
+    assert len(heldout) >= len(with_leaver.splits["forget"])
+    trained = set(np.concatenate([t.inputs[:, 1] for t in with_leaver.train.values()]).tolist())
+    assert not set(heldout.inputs[:, 1].tolist()) & trained
+    assert len({tuple(row) for row in heldout.inputs.tolist()}) == len(heldout)  # distinct questions
+    for d in (0, 1, 2):
+        assert np.array_equal(with_leaver.train[d].inputs, without.train[d].inputs)

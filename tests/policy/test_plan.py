@@ -1,0 +1,75 @@
+"""From a decision to one round's actions: priority, single actions and their minimum doses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cosim.engine.correction import Plan, allocation_weights, plan_round
+from cosim.policy.priority import Action, Budget, Tolerances, decide
+from cosim.scenario import Correction
+
+
+class Terms:
+    def __init__(self, learn, drift, consensus, *, gamma=0.5, n_components=1, disagreement=None) -> None:
+        self.learn = np.asarray(learn, dtype=float)
+        self.drift = np.asarray(drift, dtype=float)
+        self.consensus = np.asarray(consensus, dtype=float)
+        self.disagreement = self.consensus if disagreement is None else np.asarray(disagreement, dtype=float)
+        self.kappa = np.full(len(self.learn), 0.1)
+        self.gamma, self.n_components, self.eta, self.tau = gamma, n_components, 0.01, 4
+
+
+SPEC = Correction(
+    policy="priority",
+    tolerances={"learn": 1.0, "drift": 1.0, "consensus": 1.0, "gamma_min": 0.0},
+    budget={"rounds": 50, "max_local_steps": 30, "max_links": 2, "max_syncs": 3},
+)
+TOL = Tolerances(learn=1.0, drift=1.0, consensus=1.0)
+
+
+def decision(terms: Terms):
+    return decide(terms, TOL, Budget(rounds=50, max_local_steps=30))
+
+
+def test_priority_acts_per_group_on_the_dominant_term() -> None:
+    d = decision(Terms(learn=[50.0, 0.1, 0.2], drift=[0.1, 9.0, 0.1], consensus=[0.1, 0.1, 0.5]))
+    plan = plan_round("priority", d, SPEC, eta=0.01, tau=4)
+    assert plan.actions == (Action.LOCAL_CORRECTION, Action.PROXIMAL_DAMPING, Action.NONE)
+    assert plan.extra_steps == min(d.local_steps[0], 30) > 0
+    assert plan.mu[0] == 0 and plan.mu[1] == pytest.approx(d.mu[1]) and plan.mu[2] == 0
+    assert plan.syncs == 0 and plan.links == 0
+
+
+def test_priority_refines_a_split_graph_and_still_acts_per_group() -> None:
+    d = decision(Terms(learn=[50.0, 0.1], drift=[0.1, 0.1], consensus=[0.1, 4.0], gamma=0.0, n_components=2))
+    assert d.topology and set(d.actions) == {Action.TOPOLOGY_REFINEMENT}
+    plan = plan_round("priority", d, SPEC, eta=0.01, tau=4)
+    assert plan.links == 2
+    assert plan.actions == (Action.LOCAL_CORRECTION, Action.SYNC_SCHEDULING)
+    assert plan.syncs == 3 and plan.sync_groups == (1,)  # gamma 0: no count suffices, so the cap
+
+
+def test_single_actions_act_where_priority_would_and_take_a_minimum_dose() -> None:
+    d = decision(Terms(learn=[50.0, 0.1], drift=[0.1, 0.1], consensus=[0.1, 0.2]))
+    local = plan_round("local", d, SPEC, eta=0.01, tau=4)
+    assert local.actions == (Action.LOCAL_CORRECTION, Action.NONE)
+    # Sized by its own term; a proximal-only policy, whose term is within tolerance, takes mu = 1/(eta tau).
+    proximal = plan_round("proximal", d, SPEC, eta=0.01, tau=4)
+    assert proximal.mu == (pytest.approx(1 / 0.04), 0.0)
+    sync = plan_round("sync", d, SPEC, eta=0.01, tau=4)
+    assert sync.syncs == 1 and sync.sync_groups == (0,)
+    topology = plan_round("topology", d, SPEC, eta=0.01, tau=4)
+    assert topology.links == 2 and not topology.extra_steps
+
+
+def test_nothing_to_do_is_an_idle_plan() -> None:
+    d = decision(Terms(learn=[0.5, 0.1], drift=[0.1, 0.1], consensus=[0.1, 0.2]))
+    for policy in ("priority", "local", "proximal", "sync", "topology"):
+        assert plan_round(policy, d, SPEC, eta=0.01, tau=4).idle
+    assert Plan().idle
+
+
+def test_allocation_weights_add_the_normalised_terms() -> None:
+    d = decision(Terms(learn=[2.0, 0.5], drift=[1.0, 0.25], consensus=[0.5, 3.0]))
+    assert allocation_weights(d) == pytest.approx([3.5, 3.75])

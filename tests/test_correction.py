@@ -1,0 +1,218 @@
+"""The correction policies and the layer-group allocator inside the engine, on tiny scenarios."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import pytest
+
+from cosim.engine.simulation import HEADER_BITS
+from cosim.graph import components
+
+LEAVE = "events=[{kind: leave, device: 1, round: 2}]"
+JOIN = "events=[{kind: join, round: 2}]"
+# Tolerances so small that every residual term calls for action.
+EAGER = ("correction.tolerances={learn: 1.0e-9, drift: 1.0e-12, consensus: 1.0e-12, gamma_min: 0.0}",)
+# Five devices 45 m apart on a line, no fading: neighbours and next-but-one neighbours can link
+# (range about 100 m), and with gossip_degree 1 the gossip graph is the path 0-1-2-3-4.
+LINE = (
+    "devices.count=5",
+    "training.rounds=4",
+    "network.area={width_m: 200, height_m: 10}",
+    "network.placement={kind: explicit, positions_m: [[0, 5], [45, 5], [90, 5], [135, 5], [180, 5]]}",
+    "network.radio.fading=none",
+    "network.radio.shadowing_sigma_db=0",
+    "training.gossip_degree=1",
+    "events=[{kind: leave, device: 2, round: 2}]",
+)
+METHODS = ["priority", "uniform", "proportional", "random"]
+
+
+def corrections(run: Any) -> list[dict[str, Any]]:
+    return [
+        {"round": e["round"], "kind": e["kind"], **json.loads(e["detail"])}
+        for e in run.rows("events")
+        if e["kind"] in ("correction", "correction_end")
+    ]
+
+
+def first_decision(run: Any) -> dict[str, Any]:
+    return next(c for c in corrections(run) if c["kind"] == "correction")
+
+
+def pairs(run: Any, r: int, purpose: str = "gossip") -> set[tuple[int, int]]:
+    return {
+        (t["src"], t["dst"]) for t in run.rows("transfers") if t["round"] == r and t["purpose"] == purpose
+    }
+
+
+# --------------------------------------------------------------------------- allocation
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_budgeted_allocations_fit_the_link_budget_and_add_up_to_the_message(run_tiny, method: str) -> None:
+    run = run_tiny(LEAVE, f"allocation.method={method}", "allocation.budget_fraction=0.002")
+    groups: dict[tuple[int, str, int, int], list[dict[str, Any]]] = defaultdict(list)
+    for row in run.rows("allocations"):
+        groups[(row["round"], row["purpose"], row["src"], row["dst"])].append(row)
+    transfers = [t for t in run.rows("transfers") if t["purpose"] == "gossip"]
+    assert transfers
+    skipped = 0
+    for t in transfers:
+        rows = groups[(t["round"], "gossip", t["src"], t["dst"])]
+        assert len(rows) == 2  # one per layer group
+        assert t["bits"] == HEADER_BITS + sum(row["bits"] for row in rows)
+        assert t["bits"] - HEADER_BITS <= t["budget_bits"] + 1e-9
+        assert t["groups_sent"] == sum(row["precision_bits"] > 0 for row in rows)
+        skipped += sum(row["precision_bits"] == 0 for row in rows)
+        assert all(row["bits"] == 0 for row in rows if row["precision_bits"] == 0)
+    # The budget (0.2 % of a slot) binds: at least some group goes below 32 bits or is skipped.
+    assert any(row["precision_bits"] < 32 for rows in groups.values() for row in rows)
+    if method in ("uniform", "proportional"):
+        assert skipped or all(row["precision_bits"] < 32 for rows in groups.values() for row in rows)
+
+
+def test_staleness_counts_the_rounds_since_a_group_last_arrived_over_the_link(run_tiny) -> None:
+    run = run_tiny(LEAVE, "allocation.method=random", "allocation.budget_fraction=0.002")
+    last: dict[tuple[int, int, int], int] = {}
+    checked = 0
+    for row in sorted(run.rows("allocations"), key=lambda x: (x["round"], x["src"], x["dst"], x["group"])):
+        key = (row["src"], row["dst"], row["group"])
+        if row["delivered"] and row["precision_bits"] > 0:
+            last[key] = row["round"]
+        want = row["round"] - last[key] if key in last else None
+        assert row["staleness_rounds"] == want
+        checked += want is not None and want > 0
+    assert checked > 0  # some group did go stale
+
+
+def test_full_sends_every_group_at_32_bits_without_a_budget(run_tiny) -> None:
+    run = run_tiny(LEAVE)
+    rows = run.rows("allocations")
+    assert rows and all(r["precision_bits"] == 32 and r["budget_bits"] is None for r in rows)
+    assert all(t["budget_bits"] is None for t in run.rows("transfers"))
+
+
+def test_budgeted_runs_are_reproducible(run_tiny) -> None:
+    a = run_tiny(LEAVE, "allocation.method=random", "allocation.budget_fraction=0.002", fresh=True)
+    b = run_tiny(LEAVE, "allocation.method=random", "allocation.budget_fraction=0.002", fresh=True)
+    for table in ("allocations", "transfers", "evaluations"):
+        assert a.rows(table) == b.rows(table)
+
+
+# --------------------------------------------------------------------------- correction
+
+
+def test_no_policy_makes_no_decision(run_tiny) -> None:
+    assert corrections(run_tiny(LEAVE)) == []
+
+
+def test_local_correction_adds_the_decided_steps_to_the_affected_devices(run_tiny) -> None:
+    run = run_tiny(LEAVE, "correction.policy=local", *EAGER)
+    decisions = [c for c in corrections(run) if c["kind"] == "correction"]
+    first = first_decision(run)
+    assert first["round"] == 2 and first["event"] == "leave"
+    assert set(first["actions"]) == {"local_correction"}
+    extra = first["local_steps"]
+    assert extra > 0
+    tau = 2
+    steps = {row["device"]: row["steps"] for row in run.rows("rounds") if row["round"] == 2}
+    assert steps == dict.fromkeys(first["affected"], tau + extra)
+    end = [c for c in corrections(run) if c["kind"] == "correction_end"][-1]
+    assert end["extra_local_steps"] == sum(d["local_steps"] * len(d["affected"]) for d in decisions)
+    start = min(row["time_s"] for row in run.rows("rounds") if row["round"] == 2)
+    bits = sum(t["bits"] for t in run.rows("transfers") if t["round"] >= 2)
+    assert end["bits"] == bits and end["rounds"] == 2  # rounds 2 and 3, to the end of the run
+    assert end["seconds"] == pytest.approx(run.summary["simulated_s"] - start)
+
+
+def test_sync_scheduling_exchanges_the_lagging_groups_before_computing(run_tiny) -> None:
+    run = run_tiny(LEAVE, "correction.policy=sync", *EAGER)
+    first = first_decision(run)
+    assert first["syncs"] >= 1 and first["sync_groups"]
+    sync_rows = [a for a in run.rows("allocations") if a["purpose"] == "sync" and a["round"] == 2]
+    assert {a["group"] for a in sync_rows} == set(first["sync_groups"])
+    rounds = [row for row in run.rows("rounds") if row["round"] == 2]
+    sync_end = max(t["finish_s"] for t in run.rows("transfers") if t["purpose"] == "sync" and t["round"] == 2)
+    for row in rounds:
+        assert row["sync_s"] > 0
+        assert row["tx_start_s"] - row["compute_s"] >= sync_end - 1e-9  # compute starts after the syncs
+    assert pairs(run, 2, "sync") == pairs(run, 2)
+
+
+def test_proximal_damping_sets_a_strength_per_group(run_tiny) -> None:
+    damped = run_tiny(LEAVE, "correction.policy=proximal", *EAGER)
+    first = first_decision(damped)
+    assert len(first["mu"]) == 2 and min(first["mu"]) > 0
+
+
+def test_topology_refinement_reconnects_the_graph_split_by_a_hub_leave(run_tiny) -> None:
+    run = run_tiny(*LINE, "correction.policy=topology")
+    before = pairs(run, 1)
+    assert before == {(a, b) for a, b in [(0, 1), (1, 2), (2, 3), (3, 4)] for a, b in [(a, b), (b, a)]}
+    first = first_decision(run)
+    assert "split into 2 components" in first["topology_reason"]
+    assert first["links_added"] == 1
+    after = pairs(run, 2)
+    assert (1, 3) in after and (3, 1) in after  # the feasible bridge over the departed hub
+    nodes = [0, 1, 3, 4]
+    adjacency = np.array([[(a, b) in after for b in nodes] for a in nodes])
+    assert len(components(adjacency)) == 1
+
+
+def test_without_refinement_the_split_graph_stays_split(run_tiny) -> None:
+    run = run_tiny(*LINE)
+    assert pairs(run, 2) == {(0, 1), (1, 0), (3, 4), (4, 3)}
+
+
+def test_priority_refines_the_topology_first_and_acts_per_group_in_the_same_round(run_tiny) -> None:
+    run = run_tiny(*LINE, "correction.policy=priority", *EAGER)
+    first = first_decision(run)
+    assert first["links_added"] == 1 and "split" in first["topology_reason"]
+    assert all(a in ("local_correction", "proximal_damping", "sync_scheduling") for a in first["actions"])
+    assert (1, 3) in pairs(run, 2)
+
+
+def test_the_retrain_baseline_starts_over_from_the_base_model_and_replays_the_rounds(run_tiny) -> None:
+    run = run_tiny(LEAVE, "correction.policy=retrain")
+    assert max(row["round"] for row in run.rows("rounds")) == 4 + 2 - 1  # the 2 rounds before replayed
+    evals = run.rows("evaluations")
+    initial = {
+        (e["device"], e["split"]): (e["accuracy"], e["loss"]) for e in evals if e["stage"] == "initial"
+    }
+    after = [e for e in evals if e["stage"] == "after_event" and e["device"] is not None]
+    assert after
+    for e in after:
+        assert (e["accuracy"], e["loss"]) == pytest.approx(initial[(e["device"], e["split"])], abs=1e-6)
+    end = [c for c in corrections(run) if c["kind"] == "correction_end"]
+    assert end and end[0]["rounds"] == 2 and end[0]["reason"] == "replayed every round before the event"
+
+
+def test_join_correction_targets_the_newcomer_and_its_neighbours(run_tiny) -> None:
+    run = run_tiny(JOIN, "correction.policy=local", *EAGER)
+    first = first_decision(run)
+    assert first["event"] == "join" and 4 in first["affected"]
+    neighbours = {t["dst"] for t in run.rows("transfers") if t["round"] == 2 and t["src"] == 4}
+    assert set(first["affected"]) == {4} | neighbours
+
+
+# --------------------------------------------------------------------------- membership inference
+
+
+def test_mia_auc_is_recorded_on_the_forget_split_and_recomputes_from_the_final_state(run_tiny) -> None:
+    from cosim.learning.privacy import mia_auc
+
+    run = run_tiny(LEAVE)
+    evals = run.rows("evaluations")
+    assert all(e["mia_auc"] is None for e in evals if e["split"] != "forget")
+    last = max(e["round"] for e in evals)
+    final = {e["device"]: e["mia_auc"] for e in evals if e["round"] == last and e["split"] == "forget"}
+    learner = run.sim.learner
+    live = run.sim.members.active
+    members, others = learner.sample_losses(live, "forget"), learner.sample_losses(live, "heldout")
+    for i, d in enumerate(live):
+        assert final[d] == pytest.approx(mia_auc(members[i], others[i]), abs=1e-12)
+    assert final[None] == pytest.approx(mia_auc(members.mean(0), others.mean(0)), abs=1e-12)
