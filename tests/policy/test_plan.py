@@ -73,3 +73,25 @@ def test_nothing_to_do_is_an_idle_plan() -> None:
 def test_allocation_weights_add_the_normalised_terms() -> None:
     d = decision(Terms(learn=[2.0, 0.5], drift=[1.0, 0.25], consensus=[0.5, 3.0]))
     assert allocation_weights(d) == pytest.approx([3.5, 3.75])
+
+
+def test_relative_tolerances_divide_each_term_by_its_pre_event_level() -> None:
+    from cosim.engine.correction import decide_for
+
+    before = Terms(learn=[2.0, 4.0], drift=[0.5, 0.0], consensus=[1.0, 2.0])
+    after = Terms(learn=[10.0, 4.0], drift=[0.5, 0.3], consensus=[1.0, 9.0])
+    spec = Correction(
+        policy="priority", tolerances={"mode": "relative", "learn": 2.0, "drift": 2.0, "consensus": 2.0}
+    )
+    # Three devices before, the same three after: learn is compared as it is.
+    d = decide_for(after, spec, rounds_left=5, baseline=before, n_before=3, n_after=3)
+    assert d.normalised_learn == pytest.approx((10.0 / 2.0 / 2.0, 4.0 / 4.0 / 2.0))
+    # A group whose level was 0 is measured against the largest level of the others.
+    assert d.normalised_drift == pytest.approx((0.5 / 0.5 / 2.0, 0.3 / 0.5 / 2.0))
+    assert d.normalised_consensus == pytest.approx((1.0 / 1.0 / 2.0, 9.0 / 2.0 / 2.0))
+    assert d.actions == (Action.LOCAL_CORRECTION, Action.SYNC_SCHEDULING)
+    # R_learn is a sum over the affected devices: one device after the event, three before.
+    d = decide_for(after, spec, rounds_left=5, baseline=before, n_before=3, n_after=1)
+    assert d.normalised_learn == pytest.approx((10.0 / (2.0 / 3) / 2.0, 4.0 / (4.0 / 3) / 2.0))
+    with pytest.raises(ValueError, match="baseline"):
+        decide_for(after, spec, rounds_left=5)

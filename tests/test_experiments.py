@@ -1,0 +1,69 @@
+"""cosim experiments: the plan over regimes, events, policies and seeds, and the results table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from cosim.experiments import aggregate, plan_experiments, results
+from cosim.scenario import ScenarioError
+from cosim.sweep import run_sweep
+
+
+def regime_dir(tmp_path: Path, tiny: dict) -> Path:
+    directory = tmp_path / "regimes"
+    directory.mkdir(parents=True)
+    raw = {**tiny, "name": "small", "events": [{"kind": "leave", "device": 1, "round": 2}]}
+    (directory / "small.yaml").write_text(yaml.safe_dump(raw))
+    return directory
+
+
+def test_the_plan_covers_every_regime_event_policy_and_seed(tmp_path: Path, tiny_scenario) -> None:
+    plan = plan_experiments(regime_dir(tmp_path, tiny_scenario), seeds=(1, 2))
+    assert len(plan) == 1 * 2 * 7 * 2
+    join = next(r for r in plan if r.name == "small-join-priority-s2")
+    assert join.scenario.seed == 2 and join.scenario.data.seed == 2
+    assert [e.kind for e in join.scenario.events] == ["join"] and join.scenario.events[0].round == 2
+    assert join.scenario.correction.policy == "priority"
+    with pytest.raises(ScenarioError, match="allowed: none, priority"):
+        plan_experiments(regime_dir(tmp_path / "x", tiny_scenario), seeds=(1,), policies=("best",))
+
+
+def test_a_regime_needs_exactly_one_leave(tmp_path: Path, tiny_scenario) -> None:
+    directory = tmp_path / "bad"
+    directory.mkdir()
+    (directory / "r.yaml").write_text(yaml.safe_dump({**tiny_scenario, "name": "r"}))
+    with pytest.raises(ScenarioError, match="exactly one leave"):
+        plan_experiments(directory, seeds=(1,))
+
+
+def test_results_compare_each_run_with_its_retrain_reference(tmp_path: Path, tiny_scenario) -> None:
+    plan = plan_experiments(
+        regime_dir(tmp_path, tiny_scenario), seeds=(1, 2), policies=("none", "retrain"), events=("leave",)
+    )
+    out = tmp_path / "runs"
+    run_sweep(plan, out, jobs=1)
+    table = results(plan, out)
+    assert len(table) == 4
+    ref = table[table["policy"] == "retrain"].set_index("seed")
+    none = table[table["policy"] == "none"].set_index("seed")
+    for seed in (1, 2):
+        assert ref.loc[seed, "adapter_distance"] == 0.0  # retrain against itself
+        assert ref.loc[seed, "retain_acc_vs_retrain"] == 0.0
+        assert none.loc[seed, "retain_acc_vs_retrain"] == pytest.approx(
+            none.loc[seed, "retain_acc"] - ref.loc[seed, "retain_acc"]
+        )
+        assert none.loc[seed, "adapter_distance"] > 0
+        assert ref.loc[seed, "correction_rounds"] == 2  # the two rounds before the leave, replayed
+        assert none.loc[seed, "correction_rounds"] == 0
+        assert 0.0 <= none.loc[seed, "mia_auc"] <= 1.0
+    summary = aggregate(table)
+    row = summary[summary["policy"] == "none"].iloc[0]
+    assert row["seeds"] == 2
+    assert row["retain_acc_mean"] == pytest.approx(none["retain_acc"].mean())
+    assert row["retain_acc_std"] == pytest.approx(np.std(none["retain_acc"], ddof=1))
+    assert isinstance(summary, pd.DataFrame)
