@@ -65,7 +65,7 @@ class CorrectionState:
     start_s: float
     start_bits: int
     affected: list[int]
-    decision: Decision | None = None  # the decision for the next round (made at the event)
+    shock: np.ndarray | None = None  # deletion shock per group, measured before the tombstone
     rounds: int = 0
     local_steps: int = 0  # extra local steps, summed over devices
     syncs: int = 0

@@ -57,7 +57,13 @@ from cosim.engine.correction import (
 from cosim.graph import hop_distances, metropolis_hastings, spectral_gap
 from cosim.learning.learner import FULL_PRECISION_BITS, SlotLearner
 from cosim.learning.privacy import mia_auc
-from cosim.learning.residuals import compute_residuals, disagreement, draw_samples
+from cosim.learning.residuals import (
+    Residuals,
+    compute_residuals,
+    disagreement,
+    draw_samples,
+    learning_residual,
+)
 from cosim.network import LinkState, Message, NetworkBackend, create_network
 from cosim.policy.priority import Action, refine_topology
 from cosim.scenario import Event, JoinEvent, LeaveEvent, Scenario, SilentLeaveEvent, scenario_hash
@@ -377,33 +383,27 @@ class Simulation:
         self._correction = CorrectionState(
             kind=kind, event_round=r, start_s=now, start_bits=self._bits_total, affected=affected
         )
-        self._correction.decision = self._decide(self._correction, deleted_slot=left[-1] if left else None)
+        if left:
+            # The deletion shock needs the departed slot's copies: measure it before the
+            # tombstones zero them.  Everything else is measured at the round's start, on
+            # the model the devices will go on training (the slot deleted where the
+            # tombstone arrived).
+            self._correction.shock = self._residuals(affected, deleted_slot=left[-1]).shock
 
     def _pre_event_residuals(self) -> tuple[Any, int] | None:
         """The residual terms just before the event, on every active device (relative tolerances)."""
         spec = self.scenario.correction
         if spec.policy in ("none", "retrain") or spec.tolerances.mode != "relative":
             return None
-        wall = time.perf_counter()
         active = self.members.active
-        rng = np.random.default_rng(np.random.SeedSequence([self.scenario.seed, 0xBA5E, self._round]))
-        samples = draw_samples(self.learner, active, spec.samples_per_device, rng)
-        links = self.network.links(self.env.now, active)
-        terms = compute_residuals(
-            self.learner, devices=active, samples=samples, adjacency=self._graph(links), affected=active
-        )
-        self._wall_correction_s += time.perf_counter() - wall
-        return terms, len(active)
+        return self._residuals(active), len(active)
 
-    def _decide(self, state: CorrectionState, deleted_slot: int | None) -> Any:
+    def _residuals(self, affected: list[int], deleted_slot: int | None = None) -> Residuals:
         wall = time.perf_counter()
-        spec = self.scenario.correction
         live = self.members.active
         links = self.network.links(self.env.now, live)
-        affected = [d for d in state.affected if d in live and d in self.learner.slot_of]
-        state.affected = affected
         rng = np.random.default_rng(np.random.SeedSequence([self.scenario.seed, 0x5E51D, self._round]))
-        samples = draw_samples(self.learner, affected, spec.samples_per_device, rng)
+        samples = draw_samples(self.learner, affected, self.scenario.correction.samples_per_device, rng)
         residuals = compute_residuals(
             self.learner,
             devices=live,
@@ -412,6 +412,22 @@ class Simulation:
             affected=affected,
             deleted_slot=deleted_slot,
         )
+        self._wall_correction_s += time.perf_counter() - wall
+        return residuals
+
+    def _decide(self, state: CorrectionState) -> Any:
+        spec = self.scenario.correction
+        live = self.members.active
+        affected = [d for d in state.affected if d in live and d in self.learner.slot_of]
+        state.affected = affected
+        residuals = self._residuals(affected)
+        if state.shock is not None:  # the first decision after a leave: add its deletion shock
+            residuals = replace(
+                residuals,
+                shock=state.shock,
+                learn=learning_residual(residuals.energy, residuals.kappa, state.shock),
+            )
+            state.shock = None
         baseline, n_before = self._baseline if self._baseline is not None else (None, 1)
         decision = decide_for(
             residuals, spec, spec.budget.rounds - state.rounds, baseline, n_before, len(affected)
@@ -429,7 +445,6 @@ class Simulation:
                 "components": residuals.n_components,
             }
         )
-        self._wall_correction_s += time.perf_counter() - wall
         return decision
 
     def _correction_plan(self, r: int) -> Plan:
@@ -437,8 +452,7 @@ class Simulation:
         if state is None or state.replay_rounds is not None:
             return Plan()
         spec = self.scenario.correction
-        decision = state.decision or self._decide(state, deleted_slot=None)
-        state.decision = None
+        decision = self._decide(state)
         eta, tau = self.scenario.training.learning_rate, self.scenario.training.local_steps
         plan = plan_round(spec.policy, decision, spec, eta, tau)
         topology_reason = decision.topology_reason
@@ -450,7 +464,7 @@ class Simulation:
             state.links_added += added
             if spec.policy == "priority" and added:
                 # The graph changed: size this round's other actions on the new graph.
-                decision = self._decide(state, deleted_slot=None)
+                decision = self._decide(state)
                 plan = replace(plan_round(spec.policy, decision, spec, eta, tau), links=0)
         state.weights = allocation_weights(decision)
         detail = {
