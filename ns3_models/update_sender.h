@@ -4,7 +4,8 @@
 //
 //   AdhocNetwork   an ad hoc Wi-Fi network (YansWifiChannel with a given propagation-loss
 //                  chain, IdealWifiManager rate control, IPv4 on one subnet, neighbour caches
-//                  filled in advance) on existing Nodes, plus the updates sent over it.
+//                  filled in advance, optionally OLSR or AODV routing) on existing Nodes, plus
+//                  the updates sent over it.
 //
 // An update is one TCP connection (BulkSendApplication -> PacketSink) that carries N bytes
 // from one node to another, starting at a given simulated time.  The sink's "Rx" trace
@@ -16,6 +17,7 @@
 
 #pragma once
 
+#include "ns3/aodv-helper.h"
 #include "ns3/application.h"
 #include "ns3/boolean.h"
 #include "ns3/bulk-send-application.h"
@@ -25,9 +27,12 @@
 #include "ns3/internet-stack-helper.h"
 #include "ns3/ipv4-address-helper.h"
 #include "ns3/ipv4-interface-container.h"
+#include "ns3/ipv4-list-routing-helper.h"
+#include "ns3/ipv4-static-routing-helper.h"
 #include "ns3/neighbor-cache-helper.h"
 #include "ns3/net-device-container.h"
 #include "ns3/node-container.h"
+#include "ns3/olsr-helper.h"
 #include "ns3/packet-sink.h"
 #include "ns3/packet.h"
 #include "ns3/pointer.h"
@@ -98,6 +103,8 @@ class AdhocNetwork
 {
   public:
     // standard: 0 = 802.11n, 1 = 802.11ac, 2 = 802.11ax; band: 0 = 2.4 GHz, 1 = 5 GHz, 2 = 6 GHz.
+    // routing: 0 = none (one hop), 1 = OLSR (HelloInterval, TcInterval = intervalNs[0], [1]),
+    // 2 = AODV (HelloInterval, ActiveRouteTimeout = intervalNs[0], [1]).
     AdhocNetwork(const std::vector<ns3::Ptr<ns3::Node>>& nodes,
                  ns3::Ptr<ns3::PropagationLossModel> loss,
                  int standard,
@@ -108,6 +115,8 @@ class AdhocNetwork
                  double noiseFigureDb,
                  double ccaSensitivityDbm,
                  bool nistErrorModel,
+                 int routing,
+                 const std::vector<std::int64_t>& intervalNs,
                  std::int64_t stream)
     {
         // Full-size segments (ns-3's default is 536 bytes).
@@ -161,9 +170,39 @@ class AdhocNetwork
         m_devices = wifi.Install(phy, mac, m_nodes);
         stream += ns3::WifiHelper::AssignStreams(m_devices, stream);
 
+        // The routing protocol runs on every node from t = 0; its control traffic shares the
+        // channel with the updates.  The static routing's subnet route (one hop) is the
+        // fallback for destinations the protocol has no route to.
         ns3::InternetStackHelper internet;
+        ns3::Ipv4StaticRoutingHelper staticRouting;
+        ns3::Ipv4ListRoutingHelper list;
+        ns3::OlsrHelper olsr;
+        ns3::AodvHelper aodv;
+        list.Add(staticRouting, 0);
+        if (routing == 1)
+        {
+            olsr.Set("HelloInterval", ns3::TimeValue(ns3::NanoSeconds(intervalNs.at(0))));
+            olsr.Set("TcInterval", ns3::TimeValue(ns3::NanoSeconds(intervalNs.at(1))));
+            list.Add(olsr, 10);
+            internet.SetRoutingHelper(list);
+        }
+        else if (routing == 2)
+        {
+            aodv.Set("HelloInterval", ns3::TimeValue(ns3::NanoSeconds(intervalNs.at(0))));
+            aodv.Set("ActiveRouteTimeout", ns3::TimeValue(ns3::NanoSeconds(intervalNs.at(1))));
+            list.Add(aodv, 10);
+            internet.SetRoutingHelper(list);
+        }
         internet.Install(m_nodes);
-        internet.AssignStreams(m_nodes, stream);
+        stream += internet.AssignStreams(m_nodes, stream);
+        if (routing == 1)
+        {
+            stream += olsr.AssignStreams(m_nodes, stream);
+        }
+        else if (routing == 2)
+        {
+            stream += aodv.AssignStreams(m_nodes, stream);
+        }
         ns3::Ipv4AddressHelper addresses;
         addresses.SetBase("10.1.0.0", "255.255.0.0");
         m_interfaces = addresses.Assign(m_devices);

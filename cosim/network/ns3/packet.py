@@ -5,8 +5,10 @@ ad hoc 802.11 station (the spec's standard, channel width and band; its tx power
 gains, noise figure, error-rate model and carrier-sense threshold as CCA sensitivity) on
 one ``YansWifiChannel`` whose loss is the spec's propagation model, chained to a
 Nakagami model when ``fading: nakagami`` (redrawn per frame).  Rate control is ns-3's
-``IdealWifiManager``; IPv4 on one subnet with neighbour caches filled in advance; no
-routing (a message reaches its destination in one hop or not at all).
+``IdealWifiManager``; IPv4 on one subnet with neighbour caches filled in advance.  With
+``routing: none`` a message reaches its destination in one hop or not at all; with
+``olsr`` or ``aodv`` every device runs ns-3's protocol from t = 0 and relays messages
+over several hops (the control traffic shares the channel; routes follow mobility).
 
 Each message is one TCP connection (BulkSend -> PacketSink, 1448-byte segments) carrying
 ``ceil(bits / 8)`` bytes, started at the message's ``start_s``; a sender's messages run
@@ -48,7 +50,7 @@ from cosim.network.base import Message, TransferResult
 from cosim.network.ns3._loader import cpp, load_ns
 from cosim.network.ns3._world import World, _propagation, is_current
 from cosim.network.ns3.backend import Ns3Backend, _time_ns
-from cosim.scenario import NakagamiFading, Ns3Network
+from cosim.scenario import AodvRouting, NakagamiFading, Ns3Network, OlsrRouting
 
 __all__ = ["MODELS_DIR", "PacketBackend", "PacketWorld"]
 
@@ -57,6 +59,7 @@ MODELS_DIR = Path(__file__).resolve().parents[3] / "ns3_models"
 
 _STANDARD = {"802.11n": 0, "802.11ac": 1, "802.11ax": 2}
 _BAND = {2.4: 0, 5: 1, 6: 2}
+_ROUTING = {"none": 0, "olsr": 1, "aodv": 2}
 _PACKET_FADING_STREAM = (1 << 30) + 2000
 _WIFI_STREAM = (1 << 30) + 3000
 
@@ -92,6 +95,14 @@ class PacketWorld(World):
         nodes = cpp().std.vector["ns3::Ptr<ns3::Node>"]()
         for node in self._nodes:
             nodes.push_back(node)
+        routing = spec.routing
+        intervals = cpp().std.vector["int64_t"]()
+        if isinstance(routing, OlsrRouting):
+            for interval_s in (routing.hello_interval_s, routing.tc_interval_s):
+                intervals.push_back(_time_ns(interval_s))
+        elif isinstance(routing, AodvRouting):
+            for interval_s in (routing.hello_interval_s, routing.active_route_timeout_s):
+                intervals.push_back(_time_ns(interval_s))
         self.net = models.AdhocNetwork(
             nodes,
             loss,
@@ -103,9 +114,11 @@ class PacketWorld(World):
             float(spec.noise_figure_db),
             float(spec.carrier_sense_dbm),
             spec.error_model == "nist",
+            _ROUTING[routing.model],
+            intervals,
             _WIFI_STREAM,
         )
-        self._keep = (loss, nodes)
+        self._keep = (loss, nodes, intervals)
 
     def _run(self, until_ns: int, stop_when_done: bool) -> None:
         ns = self._ns
