@@ -11,9 +11,12 @@
 // from one node to another, starting at a given simulated time.  The sink's "Rx" trace
 // counts the bytes received; the time the N-th byte arrives is the update's finish time.
 // When the last open update finishes, the simulator is stopped (Simulator::Stop()), so the
-// caller's clock can follow the round.  At the round's deadline, Abort() resets (TCP RST) the
-// connections of the unfinished updates and flushes every Wi-Fi MAC queue, so a lost update
-// does not keep using the channel in later rounds.
+// caller's clock can follow the round.  At the round's deadline, AbortOpen() resets (TCP RST)
+// the connections of the unfinished updates, so a lost update sends no new data in later
+// rounds.  The segments it already handed to the Wi-Fi MAC stay queued: they are sent or
+// dropped by ns-3 itself (WifiMacQueue's MaxDelay, 500 ms by default).  Flushing the queues
+// by hand is not safe: it removes MPDUs that a Block Ack agreement still waits for, and the
+// originator's window never advances again (seen as every later relayed transfer stalling).
 
 #pragma once
 
@@ -45,9 +48,6 @@
 #include "ns3/uinteger.h"
 #include "ns3/wifi-helper.h"
 #include "ns3/wifi-mac-helper.h"
-#include "ns3/wifi-mac-queue.h"
-#include "ns3/wifi-mac.h"
-#include "ns3/wifi-net-device.h"
 #include "ns3/yans-wifi-channel.h"
 #include "ns3/yans-wifi-helper.h"
 
@@ -268,7 +268,7 @@ class AdhocNetwork
         return m_open;
     }
 
-    // Aborts every unfinished update (TCP RST) and flushes the Wi-Fi MAC queues.
+    // Aborts every unfinished update (TCP RST; starts not yet due are cancelled).
     void AbortOpen()
     {
         for (auto& update : m_updates)
@@ -285,19 +285,6 @@ class AdhocNetwork
             }
         }
         m_open = 0;
-        for (std::uint32_t i = 0; i < m_devices.GetN(); ++i)
-        {
-            ns3::Ptr<ns3::WifiNetDevice> device =
-                ns3::DynamicCast<ns3::WifiNetDevice>(m_devices.Get(i));
-            for (ns3::AcIndex ac : {ns3::AC_BE, ns3::AC_BK, ns3::AC_VI, ns3::AC_VO})
-            {
-                ns3::Ptr<ns3::WifiMacQueue> queue = device->GetMac()->GetTxopQueue(ac);
-                if (queue)
-                {
-                    queue->Flush();
-                }
-            }
-        }
     }
 
     void Finished(Update& update)
