@@ -15,5 +15,5 @@ lint:
 	.venv/bin/mypy
 
 bench:
-	.venv/bin/python benchmarks/bench_quickstart.py --repeats 3
+	OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_quickstart.py --repeats 3
 	.venv/bin/python benchmarks/bench_batched_training.py --repeats 7 --threads 1

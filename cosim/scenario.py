@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "Scenario",
@@ -140,6 +149,7 @@ class BuiltinNetwork(_Spec):
 _3GPP_MODELS = ("3gpp_indoor_office", "3gpp_umi", "3gpp_uma", "3gpp_rma")
 _PROPAGATION_MODELS = ("log_distance", "three_log_distance", "friis", *_3GPP_MODELS)
 _FADING_MODELS = ("none", "nakagami")
+_ROUTING_MODELS = ("none", "olsr", "aodv")
 
 
 class GaussMarkovMobility(_Spec):
@@ -249,6 +259,33 @@ class _UnknownFading(_Spec):
     model: Literal[_FADING_MODELS]  # type: ignore[valid-type]
 
 
+class NoRouting(_Spec):
+    """No routing: a message reaches its destination in one hop or not at all."""
+
+    model: Literal["none"] = "none"
+
+
+class OlsrRouting(_Spec):
+    """ns-3's OLSR (proactive link state, RFC 3626) on every device; packet fidelity only."""
+
+    model: Literal["olsr"]
+    hello_interval_s: float = Field(2.0, gt=0, description="HELLO (neighbour sensing) interval.")
+    tc_interval_s: float = Field(5.0, gt=0, description="Topology Control (link state flooding) interval.")
+
+
+class AodvRouting(_Spec):
+    """ns-3's AODV (reactive route discovery, RFC 3561) on every device; packet fidelity only."""
+
+    model: Literal["aodv"]
+    hello_interval_s: float = Field(1.0, gt=0, description="HELLO interval (link breakage detection).")
+    active_route_timeout_s: float = Field(3.0, gt=0, description="Lifetime of an unused route.")
+
+
+class _UnknownRouting(_Spec):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    model: Literal[_ROUTING_MODELS]  # type: ignore[valid-type]
+
+
 def _model_tag(default: str, known: tuple[str, ...], group: dict[str, str]) -> Callable[[Any], str]:
     """A discriminator on ``model``: ``group`` maps names to tags, unknown names go to ``unknown``."""
     pick = _tag("model", default)
@@ -274,6 +311,14 @@ Fading = Annotated[
     | Annotated[NakagamiFading, Tag("nakagami")]
     | Annotated[_UnknownFading, Tag("unknown")],
     Discriminator(_model_tag("none", _FADING_MODELS, {})),
+]
+
+Routing = Annotated[
+    Annotated[NoRouting, Tag("none")]
+    | Annotated[OlsrRouting, Tag("olsr")]
+    | Annotated[AodvRouting, Tag("aodv")]
+    | Annotated[_UnknownRouting, Tag("unknown")],
+    Discriminator(_model_tag("none", _ROUTING_MODELS, {})),
 ]
 
 _WIDTHS_MHZ: dict[str, dict[float, tuple[int, ...]]] = {
@@ -322,9 +367,19 @@ class Ns3Network(_Spec):
     carrier_sense_dbm: float = Field(
         -82.0, description="Senders that receive each other at or above this share airtime (ns-3 CCA)."
     )
+    routing: Routing = Field(
+        NoRouting(),
+        description="none, olsr or aodv (by name, or a mapping with 'model' and its options); "
+        "routing relays messages over several hops and needs fidelity 'packet'.",
+    )
     slot_s: float = Field(
         1.0, gt=0, description="Exchange deadline per round: transfers not finished by then are lost."
     )
+
+    @field_validator("routing", mode="before")
+    @classmethod
+    def _routing_by_name(cls, value: Any) -> Any:
+        return {"model": value} if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _channel_exists(self) -> Ns3Network:
@@ -337,6 +392,11 @@ class Ns3Network(_Spec):
             raise ValueError(
                 f"channel_width_mhz: {self.standard} at {self.band_ghz} GHz has no "
                 f"{self.channel_width_mhz} MHz channel; allowed: {list(bands[self.band_ghz])}"
+            )
+        if self.fidelity == "analytic" and self.routing.model != "none":
+            raise ValueError(
+                f"routing: '{self.routing.model}' needs fidelity 'packet'; the analytic fidelity "
+                "models one-hop links only (allowed with analytic: 'none')"
             )
         return self
 
@@ -689,6 +749,8 @@ _UNION_TAGS = {
     "unknown",
     "none",
     "nakagami",
+    "olsr",
+    "aodv",
 }
 
 
@@ -720,10 +782,12 @@ def _flatten(annotation: Any) -> list[Any]:
 
 
 def _tags_of(cls: type[BaseModel]) -> list[str]:
-    for key in ("backend", "kind"):
+    for key in ("backend", "kind", "model"):
         field = cls.model_fields.get(key)
         if field is not None and getattr(field.annotation, "__args__", None):
-            return [str(a) for a in field.annotation.__args__]  # type: ignore[union-attr]
+            names = [str(a) for a in field.annotation.__args__]  # type: ignore[union-attr]
+            # The 3GPP models share one union tag.
+            return [*names, "3gpp"] if any(n.startswith("3gpp_") for n in names) else names
     return []
 
 

@@ -4,18 +4,23 @@
 //
 //   AdhocNetwork   an ad hoc Wi-Fi network (YansWifiChannel with a given propagation-loss
 //                  chain, IdealWifiManager rate control, IPv4 on one subnet, neighbour caches
-//                  filled in advance) on existing Nodes, plus the updates sent over it.
+//                  filled in advance, optionally OLSR or AODV routing) on existing Nodes, plus
+//                  the updates sent over it.
 //
 // An update is one TCP connection (BulkSendApplication -> PacketSink) that carries N bytes
 // from one node to another, starting at a given simulated time.  The sink's "Rx" trace
 // counts the bytes received; the time the N-th byte arrives is the update's finish time.
 // When the last open update finishes, the simulator is stopped (Simulator::Stop()), so the
-// caller's clock can follow the round.  At the round's deadline, Abort() resets (TCP RST) the
-// connections of the unfinished updates and flushes every Wi-Fi MAC queue, so a lost update
-// does not keep using the channel in later rounds.
+// caller's clock can follow the round.  At the round's deadline, AbortOpen() resets (TCP RST)
+// the connections of the unfinished updates, so a lost update sends no new data in later
+// rounds.  The segments it already handed to the Wi-Fi MAC stay queued: they are sent or
+// dropped by ns-3 itself (WifiMacQueue's MaxDelay, 500 ms by default).  Flushing the queues
+// by hand is not safe: it removes MPDUs that a Block Ack agreement still waits for, and the
+// originator's window never advances again (seen as every later relayed transfer stalling).
 
 #pragma once
 
+#include "ns3/aodv-helper.h"
 #include "ns3/application.h"
 #include "ns3/boolean.h"
 #include "ns3/bulk-send-application.h"
@@ -25,9 +30,12 @@
 #include "ns3/internet-stack-helper.h"
 #include "ns3/ipv4-address-helper.h"
 #include "ns3/ipv4-interface-container.h"
+#include "ns3/ipv4-list-routing-helper.h"
+#include "ns3/ipv4-static-routing-helper.h"
 #include "ns3/neighbor-cache-helper.h"
 #include "ns3/net-device-container.h"
 #include "ns3/node-container.h"
+#include "ns3/olsr-helper.h"
 #include "ns3/packet-sink.h"
 #include "ns3/packet.h"
 #include "ns3/pointer.h"
@@ -40,9 +48,6 @@
 #include "ns3/uinteger.h"
 #include "ns3/wifi-helper.h"
 #include "ns3/wifi-mac-helper.h"
-#include "ns3/wifi-mac-queue.h"
-#include "ns3/wifi-mac.h"
-#include "ns3/wifi-net-device.h"
 #include "ns3/yans-wifi-channel.h"
 #include "ns3/yans-wifi-helper.h"
 
@@ -98,6 +103,8 @@ class AdhocNetwork
 {
   public:
     // standard: 0 = 802.11n, 1 = 802.11ac, 2 = 802.11ax; band: 0 = 2.4 GHz, 1 = 5 GHz, 2 = 6 GHz.
+    // routing: 0 = none (one hop), 1 = OLSR (HelloInterval, TcInterval = intervalNs[0], [1]),
+    // 2 = AODV (HelloInterval, ActiveRouteTimeout = intervalNs[0], [1]).
     AdhocNetwork(const std::vector<ns3::Ptr<ns3::Node>>& nodes,
                  ns3::Ptr<ns3::PropagationLossModel> loss,
                  int standard,
@@ -108,6 +115,8 @@ class AdhocNetwork
                  double noiseFigureDb,
                  double ccaSensitivityDbm,
                  bool nistErrorModel,
+                 int routing,
+                 const std::vector<std::int64_t>& intervalNs,
                  std::int64_t stream)
     {
         // Full-size segments (ns-3's default is 536 bytes).
@@ -161,9 +170,39 @@ class AdhocNetwork
         m_devices = wifi.Install(phy, mac, m_nodes);
         stream += ns3::WifiHelper::AssignStreams(m_devices, stream);
 
+        // The routing protocol runs on every node from t = 0; its control traffic shares the
+        // channel with the updates.  The static routing's subnet route (one hop) is the
+        // fallback for destinations the protocol has no route to.
         ns3::InternetStackHelper internet;
+        ns3::Ipv4StaticRoutingHelper staticRouting;
+        ns3::Ipv4ListRoutingHelper list;
+        ns3::OlsrHelper olsr;
+        ns3::AodvHelper aodv;
+        list.Add(staticRouting, 0);
+        if (routing == 1)
+        {
+            olsr.Set("HelloInterval", ns3::TimeValue(ns3::NanoSeconds(intervalNs.at(0))));
+            olsr.Set("TcInterval", ns3::TimeValue(ns3::NanoSeconds(intervalNs.at(1))));
+            list.Add(olsr, 10);
+            internet.SetRoutingHelper(list);
+        }
+        else if (routing == 2)
+        {
+            aodv.Set("HelloInterval", ns3::TimeValue(ns3::NanoSeconds(intervalNs.at(0))));
+            aodv.Set("ActiveRouteTimeout", ns3::TimeValue(ns3::NanoSeconds(intervalNs.at(1))));
+            list.Add(aodv, 10);
+            internet.SetRoutingHelper(list);
+        }
         internet.Install(m_nodes);
-        internet.AssignStreams(m_nodes, stream);
+        stream += internet.AssignStreams(m_nodes, stream);
+        if (routing == 1)
+        {
+            stream += olsr.AssignStreams(m_nodes, stream);
+        }
+        else if (routing == 2)
+        {
+            stream += aodv.AssignStreams(m_nodes, stream);
+        }
         ns3::Ipv4AddressHelper addresses;
         addresses.SetBase("10.1.0.0", "255.255.0.0");
         m_interfaces = addresses.Assign(m_devices);
@@ -229,7 +268,7 @@ class AdhocNetwork
         return m_open;
     }
 
-    // Aborts every unfinished update (TCP RST) and flushes the Wi-Fi MAC queues.
+    // Aborts every unfinished update (TCP RST; starts not yet due are cancelled).
     void AbortOpen()
     {
         for (auto& update : m_updates)
@@ -246,19 +285,6 @@ class AdhocNetwork
             }
         }
         m_open = 0;
-        for (std::uint32_t i = 0; i < m_devices.GetN(); ++i)
-        {
-            ns3::Ptr<ns3::WifiNetDevice> device =
-                ns3::DynamicCast<ns3::WifiNetDevice>(m_devices.Get(i));
-            for (ns3::AcIndex ac : {ns3::AC_BE, ns3::AC_BK, ns3::AC_VI, ns3::AC_VO})
-            {
-                ns3::Ptr<ns3::WifiMacQueue> queue = device->GetMac()->GetTxopQueue(ac);
-                if (queue)
-                {
-                    queue->Flush();
-                }
-            }
-        }
     }
 
     void Finished(Update& update)

@@ -135,6 +135,7 @@ def test_a_tiny_run_writes_the_four_tables_and_a_complete_manifest(
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete"
     assert manifest["name"] == "quickstart"
+    assert manifest["backend"] == "builtin"  # the tiny overrides swap ns-3 for the builtin network
     assert manifest["scenario_hash"] == scenario_hash(load_scenario(quickstart, tiny_overrides))
     assert manifest["summary"]["rounds"] == 4
     assert manifest["summary"]["live_devices"] == 4

@@ -10,8 +10,11 @@ import pytest
 from pydantic import ValidationError
 
 from cosim.scenario import (
+    BuiltinNetwork,
     JoinEvent,
     LeaveEvent,
+    LogDistancePropagation,
+    Ns3Network,
     Scenario,
     ScenarioError,
     SilentLeaveEvent,
@@ -55,13 +58,27 @@ def test_a_file_with_only_a_name_equals_the_defaults(write_yaml) -> None:
 def test_quickstart_loads_with_its_values(quickstart) -> None:
     spec = load_scenario(quickstart)
     assert (spec.name, spec.seed, spec.devices.count, spec.training.rounds) == ("quickstart", 7, 8, 45)
-    assert spec.network.slot_s == 2.5
-    assert spec.network.area.width_m == 120.0
+    assert isinstance(spec.network, Ns3Network)
+    assert (spec.network.backend, spec.network.fidelity, spec.network.routing.model) == (
+        "ns3",
+        "analytic",
+        "none",
+    )
+    assert spec.network.slot_s == 4.0
+    assert spec.network.area.width_m == 80.0
     assert spec.resolved_events() == (
         LeaveEvent(kind="leave", device=3, round=20),
         JoinEvent(kind="join", device=8, round=30),
     )
     assert spec.device_ids == tuple(range(9))
+
+
+def test_the_builtin_quickstart_is_the_quickstart_on_the_builtin_network(quickstart) -> None:
+    spec = load_scenario(quickstart)
+    builtin = load_scenario(quickstart.with_name("quickstart_builtin.yaml"))
+    assert isinstance(builtin.network, BuiltinNetwork)
+    assert builtin.network.area.width_m == 120.0
+    assert builtin.model_copy(update={"name": spec.name, "network": spec.network}) == spec
 
 
 def test_a_scenario_is_frozen() -> None:
@@ -78,21 +95,22 @@ def test_overrides_reach_nested_fields_and_list_items(quickstart) -> None:
         quickstart,
         [
             "training.rounds=10",
-            "network.radio.tx_power_dbm=20",
+            "network.tx_power_dbm=20",
             "events.0.round=3",
             "events.1.round=5",
             "model.tiny.num_heads=8",
         ],
     )
     assert spec.training.rounds == 10
-    assert spec.network.radio.tx_power_dbm == 20.0
+    assert isinstance(spec.network, Ns3Network)
+    assert spec.network.tx_power_dbm == 20.0
     assert (spec.model.tiny.num_heads, spec.model.tiny.hidden_size) == (8, 128)
     assert spec.resolved_events() == (
         LeaveEvent(kind="leave", device=3, round=3),
         JoinEvent(kind="join", device=8, round=5),
     )
     # Untouched neighbours of an overridden field keep the file's values.
-    assert spec.network.radio.path_loss_exponent == 3.0
+    assert spec.network.propagation == LogDistancePropagation(exponent=3.0)
     assert spec.training.local_steps == 5
 
 

@@ -16,7 +16,15 @@ import pytest
 from cosim.network import NetworkBackend, create_network
 from cosim.network import mcs as builtin_mcs
 from cosim.network.base import Message
-from cosim.scenario import BuiltinNetwork, Ns3Network, ScenarioError, parse_scenario
+from cosim.scenario import (
+    AodvRouting,
+    BuiltinNetwork,
+    NoRouting,
+    Ns3Network,
+    OlsrRouting,
+    ScenarioError,
+    parse_scenario,
+)
 
 OFF = ~np.eye(2, dtype=bool)
 
@@ -411,8 +419,38 @@ def test_doctor_reports_every_model_available(ns: Any) -> None:
         ({"standard": "802.11ac", "band_ghz": 6}, "band_ghz: 802.11ac has no 6 GHz band; allowed: [5]"),
         ({"error_model": "yans"}, "error_model: Input should be 'table' or 'nist' (got 'yans')"),
         ({"fidelity": "flow"}, "fidelity: Input should be 'analytic' or 'packet' (got 'flow')"),
+        (
+            {"fidelity": "packet", "routing": "dsdv"},
+            "network.routing.model: Input should be 'none', 'olsr' or 'aodv' (got 'dsdv')",
+        ),
+        (
+            {"fidelity": "packet", "routing": {"model": "batman"}},
+            "network.routing.model: Input should be 'none', 'olsr' or 'aodv' (got 'batman')",
+        ),
+        (
+            {"routing": "olsr"},
+            "routing: 'olsr' needs fidelity 'packet'; the analytic fidelity models one-hop links only "
+            "(allowed with analytic: 'none')",
+        ),
+        (
+            {"fidelity": "packet", "routing": {"model": "olsr", "hello_interval": 1}},
+            "network.routing.hello_interval: unknown field; allowed: model, hello_interval_s, tc_interval_s",
+        ),
     ],
-    ids=["propagation", "fading", "standard", "mobility", "width", "band", "error-model", "fidelity"],
+    ids=[
+        "propagation",
+        "fading",
+        "standard",
+        "mobility",
+        "width",
+        "band",
+        "error-model",
+        "fidelity",
+        "routing",
+        "routing-mapping",
+        "routing-analytic",
+        "routing-field",
+    ],
 )
 def test_unknown_names_give_errors_that_list_the_choices(network: dict[str, Any], message: str) -> None:
     with pytest.raises(ScenarioError) as caught:
@@ -436,3 +474,27 @@ def test_an_ns3_section_validates_into_its_spec() -> None:
     assert isinstance(spec, Ns3Network)
     assert spec.frequency_hz == 5.21e9 and spec.bandwidth_hz == 80e6
     assert spec.propagation.model == "3gpp_umi" and spec.fading.model == "nakagami"
+    assert spec.routing == NoRouting()
+
+
+@pytest.mark.parametrize(
+    ("routing", "expected"),
+    [
+        ("none", NoRouting()),
+        ("olsr", OlsrRouting(model="olsr")),
+        (
+            {"model": "olsr", "hello_interval_s": 1, "tc_interval_s": 2},
+            OlsrRouting(model="olsr", hello_interval_s=1, tc_interval_s=2),
+        ),
+        ("aodv", AodvRouting(model="aodv")),
+        (
+            {"model": "aodv", "active_route_timeout_s": 10},
+            AodvRouting(model="aodv", active_route_timeout_s=10),
+        ),
+    ],
+)
+def test_routing_is_chosen_by_name_or_by_a_mapping(routing: Any, expected: Any) -> None:
+    network = {"backend": "ns3", "fidelity": "packet", "routing": routing}
+    spec = parse_scenario({"name": "x", "network": network}).network
+    assert isinstance(spec, Ns3Network)
+    assert spec.routing == expected

@@ -32,12 +32,16 @@ def _ns3_scenario(tiny: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
-@pytest.mark.parametrize("fidelity", ["analytic", "packet"])
+@pytest.mark.parametrize(
+    ("fidelity", "routing"),
+    [("analytic", "none"), ("packet", "none"), ("packet", "olsr"), ("packet", "aodv")],
+)
 def test_an_ns3_run_is_reproducible_and_applies_membership(
-    ns, tiny_scenario, tmp_path: Path, fidelity: str
+    ns, tiny_scenario, tmp_path: Path, fidelity: str, routing: str
 ) -> None:
     raw = _ns3_scenario(tiny_scenario)
     raw["network"]["fidelity"] = fidelity
+    raw["network"]["routing"] = routing
     scenario = parse_scenario(raw)
     first = run_scenario(scenario, tmp_path / "a")
     second = run_scenario(scenario, tmp_path / "b")

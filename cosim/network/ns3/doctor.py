@@ -30,6 +30,7 @@ MODELS: dict[str, tuple[str, ...]] = {
         "ThreeGppUmaChannelConditionModel",
         "ThreeGppRmaChannelConditionModel",
     ),
+    "routing": ("olsr::RoutingProtocol", "aodv::RoutingProtocol"),
 }
 """ns-3 classes (without ``ns3::``) the backend can use, by role."""
 

@@ -5,8 +5,10 @@ ad hoc 802.11 station (the spec's standard, channel width and band; its tx power
 gains, noise figure, error-rate model and carrier-sense threshold as CCA sensitivity) on
 one ``YansWifiChannel`` whose loss is the spec's propagation model, chained to a
 Nakagami model when ``fading: nakagami`` (redrawn per frame).  Rate control is ns-3's
-``IdealWifiManager``; IPv4 on one subnet with neighbour caches filled in advance; no
-routing (a message reaches its destination in one hop or not at all).
+``IdealWifiManager``; IPv4 on one subnet with neighbour caches filled in advance.  With
+``routing: none`` a message reaches its destination in one hop or not at all; with
+``olsr`` or ``aodv`` every device runs ns-3's protocol from t = 0 and relays messages
+over several hops (the control traffic shares the channel; routes follow mobility).
 
 Each message is one TCP connection (BulkSend -> PacketSink, 1448-byte segments) carrying
 ``ceil(bits / 8)`` bytes, started at the message's ``start_s``; a sender's messages run
@@ -22,9 +24,10 @@ Time.  The simulator runs in step with the caller: ``transfer(t, messages, deadl
 advances ns-3 to ``t``, schedules the messages and runs (``Simulator::Stop`` in integer
 nanoseconds + ``Run``) until every message has finished or the deadline has come,
 whichever is first, so the ns-3 clock ends at the round's last finish or its deadline.
-Messages still open at the deadline are aborted (TCP RST, Wi-Fi MAC queues flushed) and
-reported undelivered, with ``delivered_bits`` = 8 x the bytes received by the deadline
-and ``finish_s = inf``.  A call whose messages start before the ns-3 clock (or a
+Messages still open at the deadline are aborted (TCP RST; what they already queued in the
+Wi-Fi MAC is left to ns-3, see ``ns3_models/update_sender.h``) and reported undelivered,
+with ``delivered_bits`` = 8 x the bytes received by the deadline and ``finish_s = inf``.
+A call whose messages start before the ns-3 clock (or a
 ``links`` query before it, with moving devices) rebuilds the simulation from t = 0
 (deterministically); so does a call after another backend's simulation replaced this one.
 
@@ -48,7 +51,7 @@ from cosim.network.base import Message, TransferResult
 from cosim.network.ns3._loader import cpp, load_ns
 from cosim.network.ns3._world import World, _propagation, is_current
 from cosim.network.ns3.backend import Ns3Backend, _time_ns
-from cosim.scenario import NakagamiFading, Ns3Network
+from cosim.scenario import AodvRouting, NakagamiFading, Ns3Network, OlsrRouting
 
 __all__ = ["MODELS_DIR", "PacketBackend", "PacketWorld"]
 
@@ -57,6 +60,7 @@ MODELS_DIR = Path(__file__).resolve().parents[3] / "ns3_models"
 
 _STANDARD = {"802.11n": 0, "802.11ac": 1, "802.11ax": 2}
 _BAND = {2.4: 0, 5: 1, 6: 2}
+_ROUTING = {"none": 0, "olsr": 1, "aodv": 2}
 _PACKET_FADING_STREAM = (1 << 30) + 2000
 _WIFI_STREAM = (1 << 30) + 3000
 
@@ -92,6 +96,14 @@ class PacketWorld(World):
         nodes = cpp().std.vector["ns3::Ptr<ns3::Node>"]()
         for node in self._nodes:
             nodes.push_back(node)
+        routing = spec.routing
+        intervals = cpp().std.vector["int64_t"]()
+        if isinstance(routing, OlsrRouting):
+            for interval_s in (routing.hello_interval_s, routing.tc_interval_s):
+                intervals.push_back(_time_ns(interval_s))
+        elif isinstance(routing, AodvRouting):
+            for interval_s in (routing.hello_interval_s, routing.active_route_timeout_s):
+                intervals.push_back(_time_ns(interval_s))
         self.net = models.AdhocNetwork(
             nodes,
             loss,
@@ -103,9 +115,11 @@ class PacketWorld(World):
             float(spec.noise_figure_db),
             float(spec.carrier_sense_dbm),
             spec.error_model == "nist",
+            _ROUTING[routing.model],
+            intervals,
             _WIFI_STREAM,
         )
-        self._keep = (loss, nodes)
+        self._keep = (loss, nodes, intervals)
 
     def _run(self, until_ns: int, stop_when_done: bool) -> None:
         ns = self._ns
