@@ -221,13 +221,17 @@ def event_recovery(
       round - r + 1 (rounds played since the event, the event's own round included; so at
       least 1).  NaN (and ``recovered`` False) if it never does.  With ``eval_every`` > 1 the
       answer is only as fine as the evaluations.
+    * ``recovery_bits``: every bit sent in the rounds from ``r`` to the recovery round (both
+      included; gossip, a correction's extra exchanges and pulls); NaN without a
+      :class:`Run` (no transfers) or without recovery.
 
     ``run`` is a :class:`Run`, or an ``evaluations`` DataFrame given together with ``events``.
     Columns: round, time_s, kind, device, split, baseline, after_event, threshold,
-    recovered, recovery_round, recovery_time_s, recovery_s, recovery_rounds.
+    recovered, recovery_round, recovery_time_s, recovery_s, recovery_rounds, recovery_bits.
     """
+    transfers = None
     if isinstance(run, Run):
-        evaluations, events = run.evaluations, run.events
+        evaluations, events, transfers = run.evaluations, run.events, run.transfers
     else:
         if events is None:
             raise ValueError("event_recovery: pass events together with an evaluations DataFrame")
@@ -264,6 +268,7 @@ def event_recovery(
             "recovery_time_s": np.nan,
             "recovery_s": np.nan,
             "recovery_rounds": np.nan,
+            "recovery_bits": np.nan,
         }
         if not hit.empty:
             first = hit.iloc[0]
@@ -273,6 +278,9 @@ def event_recovery(
                 recovery_s=float(first["time_s"]) - t,
                 recovery_rounds=int(first["round"]) - r + 1,
             )
+            if transfers is not None:
+                window = transfers["round"].between(r, int(first["round"]))
+                row["recovery_bits"] = float(transfers.loc[window, "bits"].sum())
         rows.append(row)
     columns = [
         "round",
@@ -288,6 +296,7 @@ def event_recovery(
         "recovery_time_s",
         "recovery_s",
         "recovery_rounds",
+        "recovery_bits",
     ]
     return pd.DataFrame(rows, columns=columns)
 

@@ -62,6 +62,7 @@ from cosim.learning.residuals import (
     compute_residuals,
     disagreement,
     draw_samples,
+    drift_residual,
     learning_residual,
 )
 from cosim.network import LinkState, Message, NetworkBackend, create_network
@@ -421,14 +422,24 @@ class Simulation:
         affected = [d for d in state.affected if d in live and d in self.learner.slot_of]
         state.affected = affected
         residuals = self._residuals(affected)
-        if state.shock is not None:  # the first decision after a leave: add its deletion shock
+        baseline, n_before = self._baseline if self._baseline is not None else (None, 1)
+        shock = residuals.shock if state.shock is None else state.shock
+        state.shock = None  # the deletion shock counts in the first decision after a leave only
+        # The empirical Fisher grows with the gradients it is estimated from, so E / (2 kappa)
+        # measured after the event does not change when every gradient doubles (and the drift
+        # term grows with their fourth power).  Against a pre-event baseline the curvature is
+        # the steady state's: the terms follow the gradient energy and spread the event added.
+        if baseline is not None:
             residuals = replace(
                 residuals,
-                shock=state.shock,
-                learn=learning_residual(residuals.energy, residuals.kappa, state.shock),
+                shock=shock,
+                learn=learning_residual(residuals.energy, baseline.kappa, shock),
+                drift=drift_residual(residuals.eta, residuals.tau, baseline.kappa_max, residuals.zeta_sq),
             )
-            state.shock = None
-        baseline, n_before = self._baseline if self._baseline is not None else (None, 1)
+        else:
+            residuals = replace(
+                residuals, shock=shock, learn=learning_residual(residuals.energy, residuals.kappa, shock)
+            )
         decision = decide_for(
             residuals, spec, spec.budget.rounds - state.rounds, baseline, n_before, len(affected)
         )

@@ -274,6 +274,13 @@ def test_event_recovery_on_the_tiny_run(tiny_run: Run) -> None:
     assert got["round"].tolist() == [1, 2]
     recovered = got[got["recovered"]]
     assert (recovered["recovery_rounds"] >= 1).all() and (recovered["recovery_s"] > 0).all()
+    transfers = tiny_run.transfers
+    for _, row in recovered.iterrows():
+        window = transfers[
+            (transfers["round"] >= row["round"]) & (transfers["round"] <= row["recovery_round"])
+        ]
+        assert row["recovery_bits"] == float(window["bits"].sum()) > 0
+    assert got[~got["recovered"]]["recovery_bits"].isna().all()
 
 
 def test_accuracy_timeline_is_the_network_wide_rows(tiny_run: Run) -> None:
