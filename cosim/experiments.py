@@ -39,7 +39,7 @@ import yaml
 from cosim.scenario import ScenarioError, parse_scenario
 from cosim.sweep import SweepRun
 
-__all__ = ["EVENTS", "POLICIES", "aggregate", "plan_experiments", "results"]
+__all__ = ["EVENTS", "POLICIES", "aggregate", "markdown", "plan_experiments", "results"]
 
 POLICIES = ("none", "priority", "local", "proximal", "sync", "topology", "retrain")
 EVENTS = ("leave", "join")
@@ -186,3 +186,32 @@ def aggregate(table: pd.DataFrame) -> pd.DataFrame:
     out = grouped.mean().add_suffix("_mean").join(grouped.std(ddof=1).add_suffix("_std"))
     out["seeds"] = table.groupby(keys, sort=False)["seed"].nunique()
     return out.reset_index()
+
+
+def _cell(row: pd.Series, key: str, scale: float = 1.0, digits: int = 2) -> str:
+    mean, std = row.get(f"{key}_mean"), row.get(f"{key}_std")
+    if mean is None or pd.isna(mean):
+        return "–"
+    spread = "" if std is None or pd.isna(std) else f" ± {std * scale:.{digits}f}"
+    return f"{mean * scale:.{digits}f}{spread}"
+
+
+def markdown(summary: pd.DataFrame) -> str:
+    """The aggregated table as Markdown (mean ± standard deviation over seeds)."""
+    header = (
+        "| regime | event | policy | retain − retrain | test − retrain | forget (− retrain) "
+        "| MIA AUC (− retrain) | newcomer | correction s | correction Mbit | s to target "
+        "| Mbit to target | adapter distance |"
+    )
+    lines = [header, "|" + "---|" * 3 + "---:|" * 10]
+    for _, row in summary.iterrows():
+        lines.append(
+            f"| {row['regime']} | {row['event']} | {row['policy']} "
+            f"| {_cell(row, 'retain_acc_vs_retrain')} | {_cell(row, 'test_acc_vs_retrain')} "
+            f"| {_cell(row, 'forget_acc')} ({_cell(row, 'forget_acc_vs_retrain')}) "
+            f"| {_cell(row, 'mia_auc')} ({_cell(row, 'mia_auc_vs_retrain')}) "
+            f"| {_cell(row, 'newcomer_acc')} | {_cell(row, 'correction_seconds', digits=1)} "
+            f"| {_cell(row, 'correction_bits', 1e-6, 0)} | {_cell(row, 'target_s', digits=1)} "
+            f"| {_cell(row, 'target_bits', 1e-6, 0)} | {_cell(row, 'adapter_distance')} |"
+        )
+    return "\n".join(lines)

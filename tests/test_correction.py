@@ -216,3 +216,23 @@ def test_mia_auc_is_recorded_on_the_forget_split_and_recomputes_from_the_final_s
     for i, d in enumerate(live):
         assert final[d] == pytest.approx(mia_auc(members[i], others[i]), abs=1e-12)
     assert final[None] == pytest.approx(mia_auc(members.mean(0), others.mean(0)), abs=1e-12)
+
+
+def test_a_leaver_nobody_hears_is_tombstoned_by_everyone_after_the_silence_timeout(run_tiny) -> None:
+    run = run_tiny(
+        "network.area={width_m: 400, height_m: 10}",
+        "network.placement={kind: explicit, positions_m: [[0, 5], [20, 5], [40, 5], [390, 5]]}",
+        "network.radio.fading=none",
+        "network.radio.shadowing_sigma_db=0",
+        "training.silence_timeout_s=0.05",
+        "training.rounds=8",
+        "events=[{kind: leave, device: 3, round: 1}]",
+    )
+    events = run.rows("events")
+    (leave,) = [e for e in events if e["kind"] == "leave"]
+    assert json.loads(leave["detail"])["tombstone_from"] == []  # out of everyone's range
+    (silence,) = [e for e in events if e["kind"] == "tombstone_by_silence"]
+    assert silence["round"] > 1 and silence["time_s"] - leave["time_s"] >= 0.05
+    applied = {e["device"] for e in events if e["kind"] == "tombstone"}
+    assert applied == {0, 1, 2}
+    assert [e["slot"] for e in events if e["kind"] == "slot_released"] == [leave["slot"]]

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from cosim.experiments import aggregate, plan_experiments, results
+from cosim.experiments import aggregate, markdown, plan_experiments, results
 from cosim.scenario import ScenarioError
 from cosim.sweep import run_sweep
 
@@ -67,3 +67,9 @@ def test_results_compare_each_run_with_its_retrain_reference(tmp_path: Path, tin
     assert row["retain_acc_mean"] == pytest.approx(none["retain_acc"].mean())
     assert row["retain_acc_std"] == pytest.approx(np.std(none["retain_acc"], ddof=1))
     assert isinstance(summary, pd.DataFrame)
+    text = markdown(summary).splitlines()
+    assert len(text) == 2 + 2  # header, rule, one row per policy
+    assert (
+        text[2].startswith("| small | leave | none | ")
+        and f"{row['retain_acc_vs_retrain_mean']:.2f}" in text[2]
+    )

@@ -192,7 +192,7 @@ def experiments(
     address: Annotated[str | None, typer.Option("--address", help="Ray cluster address.")] = None,
 ) -> None:
     """Every correction policy on every regime, leave and join, several seeds: one results table."""
-    from cosim.experiments import EVENTS, POLICIES, aggregate, plan_experiments, results
+    from cosim.experiments import EVENTS, POLICIES, aggregate, markdown, plan_experiments, results
 
     if executor not in ("local", "ray"):
         fail(f"--executor: {executor!r} is not an executor; allowed: local, ray")
@@ -210,7 +210,11 @@ def experiments(
     table.to_parquet(out / "results.parquet", index=False)
     summary = aggregate(table)
     summary.to_parquet(out / "results_summary.parquet", index=False)
-    console.print(f"results: {out}/results.parquet (per run), {out}/results_summary.parquet (per policy)")
+    (out / "results.md").write_text(markdown(summary) + "\n", encoding="utf-8")
+    console.print(
+        f"results: {out}/results.parquet (per run), {out}/results_summary.parquet and "
+        f"{out}/results.md (mean and spread per regime, event and policy)"
+    )
 
 
 @app.command()

@@ -98,6 +98,7 @@ class _Membership:
     free_slots: list[int] = field(default_factory=list)
     pending_tombstones: dict[int, set[int]] = field(default_factory=dict)  # slot -> devices still to apply
     tombstone_origin: dict[int, list[int]] = field(default_factory=dict)  # slot -> devices that first know
+    tombstone_since: dict[int, float] = field(default_factory=dict)  # slot -> when its owner left
 
     @property
     def active(self) -> list[int]:
@@ -314,6 +315,7 @@ class Simulation:
         self._event(kind, device, slot, {"tombstone_from": neighbours})
         self.members.pending_tombstones[slot] = set(self.members.live)
         self.members.tombstone_origin[slot] = neighbours
+        self.members.tombstone_since[slot] = self.env.now
 
     def _flood_tombstones(self) -> None:
         """Flood each pending tombstone over the current graph; apply it where it arrives."""
@@ -328,6 +330,14 @@ class Simulation:
         )
         for slot in sorted(self.members.pending_tombstones):
             waiting = self.members.pending_tombstones[slot]
+            if not self.members.tombstone_origin[slot] and (
+                now - self.members.tombstone_since[slot] >= self.scenario.training.silence_timeout_s
+            ):
+                # The owner left out of everyone's range: nobody heard it go, but every device
+                # has now gone a whole silence timeout without hearing from the slot's owner.
+                self.members.tombstone_origin[slot] = list(live)
+                left_s = self.members.tombstone_since[slot]
+                self._event("tombstone_by_silence", -1, slot, {"owner_left_s": left_s})
             knowing = [d for d in live if d not in waiting] + self.members.tombstone_origin[slot]
             sources = sorted({live.index(d) for d in knowing if d in live})
             dist = hop_distances(adjacency, sources) if sources else np.full(len(live), -1)
@@ -342,6 +352,7 @@ class Simulation:
             if not waiting:
                 del self.members.pending_tombstones[slot]
                 del self.members.tombstone_origin[slot]
+                del self.members.tombstone_since[slot]
                 self.learner.release_slot(slot)
                 self.members.free_slots.append(slot)
                 self.members.free_slots.sort()

@@ -70,7 +70,9 @@ TABLES: dict[str, list[tuple[str, pa.DataType, str]]] = {
             "kind",
             _S,
             "join, pull, leave, leave_silent, leave_detected, tombstone, slot_released, isolated, "
-            "correction (a decision: residuals, actions, reasons) or correction_end (its cost)",
+            "tombstone_by_silence (a leaver nobody heard: every device originates its tombstone "
+            "after a silence timeout), correction (a decision: residuals, actions, reasons) or "
+            "correction_end (its cost)",
         ),
         ("device", _I, "the device concerned (for tombstone: the device applying it)"),
         ("slot", _I, "the slot concerned (-1 if none)"),
