@@ -236,3 +236,20 @@ def test_a_leaver_nobody_hears_is_tombstoned_by_everyone_after_the_silence_timeo
     applied = {e["device"] for e in events if e["kind"] == "tombstone"}
     assert applied == {0, 1, 2}
     assert [e["slot"] for e in events if e["kind"] == "slot_released"] == [leave["slot"]]
+
+
+def test_extra_exchanges_leave_the_copies_closer_together(run_tiny) -> None:
+    def distance(run: Any, r: int) -> float:
+        (row,) = [
+            e
+            for e in run.rows("evaluations")
+            if e["round"] == r and e["stage"] == "round" and e["device"] is None and e["split"] == "retain"
+        ]
+        return row["consensus_distance"]
+
+    # Plain Metropolis-Hastings averaging on a sparse graph leaves the copies apart.
+    sparse = (LEAVE, "training.gossip_degree=1", "training.adopt_owner_copy=false")
+    plain, synced = run_tiny(*sparse), run_tiny(*sparse, "correction.policy=sync", *EAGER)
+    assert distance(synced, 1) == distance(plain, 1)  # identical until the event
+    assert first_decision(synced)["syncs"] >= 1
+    assert distance(synced, 2) < distance(plain, 2)
