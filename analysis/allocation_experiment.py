@@ -32,7 +32,12 @@ def table(sweep_dir: Path) -> pd.DataFrame:
             rows.append(
                 {
                     "method": scenario["allocation"]["method"],
-                    "budget_fraction": scenario["allocation"]["budget_fraction"],
+                    # full ignores the budget: label it apart.
+                    "budget_fraction": (
+                        float("inf")
+                        if scenario["allocation"]["method"] == "full"
+                        else scenario["allocation"]["budget_fraction"]
+                    ),
                     "event": rec["kind"],
                     "seed": run.seed,
                     "recovered": bool(rec["recovered"]),
@@ -54,7 +59,7 @@ def markdown(df: pd.DataFrame) -> str:
     order = {"full": 0, "priority": 1, "uniform": 2, "proportional": 3, "random": 4}
     keys = ["budget_fraction", "event", "method"]
     for (budget, event, method), g in sorted(
-        df.groupby(keys), key=lambda kv: (kv[0][0], kv[0][1], order.get(kv[0][2], 9))
+        df.groupby(keys), key=lambda kv: (kv[0][1], kv[0][0], order.get(kv[0][2], 9))
     ):
         ok = g[g["recovered"]]
 
@@ -63,8 +68,9 @@ def markdown(df: pd.DataFrame) -> str:
                 return "never"
             return f"{frame[col].mean():.1f} ± {frame[col].std(ddof=1) if len(frame) > 1 else 0.0:.1f}"
 
+        label = "none" if budget == float("inf") else f"{budget:g}"
         lines.append(
-            f"| {budget:g} | {event} | {method} | {len(ok)}/{len(g)} | {ms('recovery_s')} "
+            f"| {label} | {event} | {method} | {len(ok)}/{len(g)} | {ms('recovery_s')} "
             f"| {ms('recovery_Mbit')} | {g['final_retain'].mean():.3f} | {g['final_newcomer'].mean():.3f} |"
         )
     return "\n".join(lines)
