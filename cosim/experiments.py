@@ -11,7 +11,8 @@ resumed like a sweep (:func:`cosim.sweep.run_sweep`).
 the ``retrain`` run of the same regime, event and seed (the unlearning reference):
 
 * final retain / test / forget / newcomer accuracy and the forget split's
-  membership-inference AUC, and their gaps to retrain;
+  membership-inference AUC, and their gaps to retrain; ``<split>_acc_early``: the
+  accuracy two rounds after the event's round (while a correction is still under way);
 * ``adapter_distance``: per device, ``|dW - dW_retrain|_F / |dW_retrain|_F`` of its
   model's merged adapter, averaged over the live devices.  The slot projections are
   orthonormal, so ``|dW|_F^2 = s^2 sum_k |B_k|_F^2`` and the distance follows from
@@ -20,7 +21,8 @@ the ``retrain`` run of the same regime, event and seed (the unlearning reference
   extra local steps; for retrain the replayed rounds);
 * ``target_s`` and ``target_bits``: simulated seconds and bits from the event until the
   event's target split (retain after a leave, newcomer after a join) is first within
-  ``target_tol`` of the retrain run's final value (NaN: never within the run).
+  ``target_tol`` of the retrain run's final value (NaN: never within the run;
+  ``target_reached`` says which); means over seeds count the seeds that reached it.
 
 :func:`aggregate` gives mean and standard deviation over seeds per regime, event and
 policy.
@@ -44,6 +46,7 @@ __all__ = ["EVENTS", "POLICIES", "aggregate", "markdown", "plan_experiments", "r
 POLICIES = ("none", "priority", "local", "proximal", "sync", "topology", "retrain")
 EVENTS = ("leave", "join")
 TARGET_SPLIT = {"leave": "retain", "join": "newcomer"}
+EARLY_ROUNDS = 2  # ``<split>_acc_early``: accuracy at the end of the event's round + this
 
 
 def _regimes(directory: Path) -> dict[str, dict[str, Any]]:
@@ -131,6 +134,9 @@ def _figures(run_dir: Path) -> dict[str, Any]:
     row.update({f"correction_{k}": v for k, v in cost.items()})
     timeline = means[means["stage"].isin(["round", "after_event"])]
     row["timeline"] = timeline[["round", "time_s", "split", "accuracy"]]
+    early = means[(means["stage"] == "round") & (means["round"] == row["event_round"] + EARLY_ROUNDS)]
+    for split, acc in early.groupby("split")["accuracy"].last().items():
+        row[f"{split}_acc_early"] = float(acc)
     row["transfers"] = transfers[["time_s", "bits"]]
     return row
 
@@ -171,6 +177,7 @@ def results(plan: list[SweepRun], out_dir: Path, target_tol: float = 0.01) -> pd
                 if key in fig and key in ref:
                     row[f"{key}_vs_retrain"] = fig[key] - ref[key]
             row["target_s"], row["target_bits"] = _to_target(fig, split, ref[f"{split}_acc"], target_tol)
+            row["target_reached"] = float(not np.isnan(row["target_s"]))
             row["adapter_distance"] = _adapter_distance(out_dir / name, out_dir / ref_name)
         rows.append(row)
     return pd.DataFrame(rows)
@@ -199,19 +206,23 @@ def _cell(row: pd.Series, key: str, scale: float = 1.0, digits: int = 2) -> str:
 def markdown(summary: pd.DataFrame) -> str:
     """The aggregated table as Markdown (mean ± standard deviation over seeds)."""
     header = (
-        "| regime | event | policy | retain − retrain | test − retrain | forget (− retrain) "
+        "| regime | event | policy | target split +2 rounds | retain − retrain | test − retrain "
+        "| forget (− retrain) "
         "| MIA AUC (− retrain) | newcomer | correction s | correction Mbit | s to target "
-        "| Mbit to target | adapter distance |"
+        "| Mbit to target | reached | adapter distance |"
     )
-    lines = [header, "|" + "---|" * 3 + "---:|" * 10]
+    lines = [header, "|" + "---|" * 3 + "---:|" * 12]
     for _, row in summary.iterrows():
         lines.append(
             f"| {row['regime']} | {row['event']} | {row['policy']} "
+            f"| {_cell(row, TARGET_SPLIT[row['event']] + '_acc_early')} "
             f"| {_cell(row, 'retain_acc_vs_retrain')} | {_cell(row, 'test_acc_vs_retrain')} "
             f"| {_cell(row, 'forget_acc')} ({_cell(row, 'forget_acc_vs_retrain')}) "
             f"| {_cell(row, 'mia_auc')} ({_cell(row, 'mia_auc_vs_retrain')}) "
             f"| {_cell(row, 'newcomer_acc')} | {_cell(row, 'correction_seconds', digits=1)} "
             f"| {_cell(row, 'correction_bits', 1e-6, 0)} | {_cell(row, 'target_s', digits=1)} "
-            f"| {_cell(row, 'target_bits', 1e-6, 0)} | {_cell(row, 'adapter_distance')} |"
+            f"| {_cell(row, 'target_bits', 1e-6, 0)} "
+            f"| {row.get('target_reached_mean', float('nan')) * row['seeds']:.0f}/{row['seeds']} "
+            f"| {_cell(row, 'adapter_distance')} |"
         )
     return "\n".join(lines)

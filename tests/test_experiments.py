@@ -17,7 +17,12 @@ from cosim.sweep import run_sweep
 def regime_dir(tmp_path: Path, tiny: dict) -> Path:
     directory = tmp_path / "regimes"
     directory.mkdir(parents=True)
-    raw = {**tiny, "name": "small", "events": [{"kind": "leave", "device": 1, "round": 2}]}
+    raw = {
+        **tiny,
+        "name": "small",
+        "training": {**tiny["training"], "rounds": 5},
+        "events": [{"kind": "leave", "device": 1, "round": 2}],
+    }
     (directory / "small.yaml").write_text(yaml.safe_dump(raw))
     return directory
 
@@ -73,3 +78,12 @@ def test_results_compare_each_run_with_its_retrain_reference(tmp_path: Path, tin
         text[2].startswith("| small | leave | none | ")
         and f"{row['retain_acc_vs_retrain_mean']:.2f}" in text[2]
     )
+    assert text[2].split(" | ")[3].startswith(f"{row['retain_acc_early_mean']:.2f}")
+    early = load_evaluations(tmp_path / "runs" / "small-leave-none-s1")
+    assert none.loc[1, "retain_acc_early"] == early.loc[(2 + 2, "retain"), "accuracy"]
+
+
+def load_evaluations(run_dir: Path) -> pd.DataFrame:
+    ev = pd.read_parquet(run_dir / "evaluations.parquet")
+    means = ev[ev["device"].isna() & (ev["stage"] == "round")]
+    return means.set_index(["round", "split"])
