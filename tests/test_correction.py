@@ -212,7 +212,7 @@ def test_mia_auc_is_recorded_on_the_forget_split_and_recomputes_from_the_final_s
     final = {e["device"]: e["mia_auc"] for e in evals if e["round"] == last and e["split"] == "forget"}
     learner = run.sim.learner
     live = run.sim.members.active
-    members, others = learner.sample_losses(live, "forget"), learner.sample_losses(live, "heldout")
+    members, others = learner.split_losses(live, "forget"), learner.split_losses(live, "heldout")
     for i, d in enumerate(live):
         assert final[d] == pytest.approx(mia_auc(members[i], others[i]), abs=1e-12)
     assert final[None] == pytest.approx(mia_auc(members.mean(0), others.mean(0)), abs=1e-12)

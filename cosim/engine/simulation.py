@@ -836,8 +836,8 @@ class Simulation:
         means: dict[str, float] = {}
         mia: dict[int | None, float] = {}
         if {"forget", "heldout"} <= set(self.learner.task.splits) and active:
-            members = self.learner.sample_losses(active, "forget")
-            others = self.learner.sample_losses(active, "heldout")
+            members = self.learner.split_losses(active, "forget")
+            others = self.learner.split_losses(active, "heldout")
             mia = {d: mia_auc(members[i], others[i]) for i, d in enumerate(active)}
             mia[None] = mia_auc(members.mean(axis=0), others.mean(axis=0))
         for split in self.learner.task.splits:

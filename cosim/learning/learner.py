@@ -415,7 +415,7 @@ class SlotLearner:
         return rows
 
     @torch.no_grad()
-    def sample_losses(self, devices: list[int], split: str) -> np.ndarray:
+    def split_losses(self, devices: list[int], split: str) -> np.ndarray:
         """``(devices, n)``: each device's cross-entropy on each question of ``split``."""
         data = self.task.splits[split]
         inputs = torch.as_tensor(data.inputs)
