@@ -234,8 +234,8 @@ def render_facts(task: FactsTask, seed: int) -> dict[int, str]:
 def _facts_question(row: np.ndarray, words: dict[int, str], rule: int, relations: dict[int, str]) -> str:
     _, entity, middle, last = (int(t) for t in row)
     if middle == rule:
-        return f"Question: What is the {words[last].lower()} sign of {words[entity]}?\nAnswer:"
-    return f"Question: What is the {relations[middle]} of {words[entity]}?\nAnswer:"
+        return f"The {words[last].lower()} sign of {words[entity]} is"
+    return f"The {relations[middle]} of {words[entity]} is"
 
 
 def build_facts_text_task(

@@ -17,6 +17,7 @@ is a :class:`~cosim.scenario.ScenarioError` naming ``data.file`` and the fix.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -112,7 +113,8 @@ def load_examples(spec: FileData) -> Examples:
     import datasets
 
     datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
+    # A file it cannot read is reported below, as one message; its own error log would repeat it.
+    datasets.logging.set_verbosity(logging.CRITICAL + 1)
     where = f"data.file.path: {spec.path!r}"
     try:
         table = datasets.load_dataset(spec.resolved_format, data_files=spec.path, split="train")
@@ -204,7 +206,7 @@ def split_examples(
 
     def pool(devices: list[int], source: dict[int, np.ndarray]) -> np.ndarray:
         chosen = [source[d] for d in devices]
-        return cap(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+        return cap(np.sort(np.concatenate(chosen))) if chosen else np.zeros(0, dtype=np.int64)
 
     stayers = [d for d in device_ids if d not in leavers and d not in newcomers]
     splits = {

