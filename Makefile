@@ -17,3 +17,4 @@ lint:
 bench:
 	.venv/bin/python benchmarks/bench_quickstart.py --repeats 3
 	.venv/bin/python benchmarks/bench_batched_training.py --repeats 7 --threads 1
+	OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_smollm2.py
