@@ -37,7 +37,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pandas as pd
 import torch
 
-from cosim.engine.simulation import Simulation
+from cosim.engine.simulation import RoundInfo, Simulation
 from cosim.learning.bases import load_gguf, load_pretrained, smollm2_directory, smollm2_gguf
 from cosim.learning.learner import SlotLearner
 from cosim.scenario import load_scenario
@@ -59,6 +59,13 @@ def _timed(cls: type, names: list[str], spent: dict[str, float]) -> None:
                 spent[__n] += time.perf_counter() - start
 
         setattr(cls, name, wrapper)
+
+
+def _progress(info: RoundInfo) -> None:
+    accuracy = "  ".join(f"{k} {v:.2f}" for k, v in info.accuracy.items())
+    print(
+        f"round {info.round + 1}/{info.rounds}  loss {info.loss:.3f}  {accuracy}", file=sys.stderr, flush=True
+    )
 
 
 def _accuracy_table(evaluations: pd.DataFrame, leave_round: int) -> list[str]:
@@ -100,11 +107,12 @@ def main() -> None:
     _timed(SlotLearner, ["__init__", "train", "evaluate"], spent)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        sim = Simulation(scenario, Path(tmp) / "run")
+        sim = Simulation(scenario, Path(tmp) / "run", on_round=_progress)
         summary = sim.run()
         wall = time.perf_counter() - start
         evaluations = pd.read_parquet(Path(tmp) / "run" / "evaluations.parquet")
-    leave_round = next(e.round for e in scenario.events if e.kind == "leave")
+    leave = next(e for e in scenario.events if e.kind == "leave")
+    leave_round, leaver = leave.round, getattr(leave, "device", None)
     assert leave_round is not None
     load_after = os.getloadavg()
     m = scenario.model
@@ -121,8 +129,8 @@ def main() -> None:
         f"Scenario `scenarios/real/smollm2_leave.yaml`: {scenario.devices.count} devices, "
         f"{scenario.training.rounds} rounds of {scenario.training.local_steps} local steps (batch "
         f"{scenario.training.batch_size}, adam lr {scenario.training.learning_rate}), rank {m.rank} "
-        f"slots on {', '.join(m.target_modules)} of all {m.num_layers} blocks, device 3 leaves at "
-        f"round {leave_round}.",
+        f"slots on {', '.join(m.target_modules)} of all {m.num_layers} blocks, device {leaver} leaves "
+        f"at round {leave_round}.",
         "",
         f"Machine: `nproc` = {os.cpu_count()}, torch {torch.__version__} with "
         f"{torch.get_num_threads()} threads, Python {platform.python_version()}; load average "
