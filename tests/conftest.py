@@ -174,11 +174,6 @@ BAD_INPUTS: dict[str, tuple[str | None, list[str], list[str]]] = {
         ["data.file.path: no such data file", "no/such/data.jsonl"],
     ),
     "data_file_needs_section": ("tiny", ["data.task=file"], ["data: task 'file' needs a 'file' section"]),
-    "file_data_on_tiny_model": (
-        "tiny",
-        ["data.task=file", f"data.file={{path: {REPO / 'scenarios/data/profiles.jsonl'}}}"],
-        ["data.task: 'file' needs a pretrained base model with a tokenizer (got model.base 'tiny')"],
-    ),
     "missing_file": (None, [], ["no such scenario file"]),
     "empty_file": ("", [], ["the file is empty; a scenario needs at least 'name'"]),
     "bad_override": ("tiny", ["training.rounds"], ["--set 'training.rounds': expected the form a.b.c=value"]),

@@ -65,6 +65,18 @@ def test_bad_models_and_datasets_exit_2(
     assert not out.exists()
 
 
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_user_data_on_the_tiny_model_exits_2(command: str, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = invoke(
+        command, PROFILES, "--set", "model.base=tiny", *(["--out", out] if command == "run" else [])
+    )
+    assert_user_error(
+        result, ["data.task: 'file' needs a pretrained base model with a tokenizer (got model.base 'tiny')"]
+    )
+    assert not out.exists()
+
+
 def test_user_data_validates_on_a_local_model(tiny_model_dir: Path) -> None:
     result = invoke("validate", PROFILES, "--set", f"model.base={tiny_model_dir}", "--set", "model.rank=4")
     assert result.exit_code == 0, result.output
