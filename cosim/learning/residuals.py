@@ -31,7 +31,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from cosim.graph import components, metropolis_hastings, spectral_gap
 from cosim.learning.data import Split
@@ -137,8 +136,7 @@ def per_sample_slot_grads(
             leaves[name] = value.expand(n, -1, -1).clone().requires_grad_(True)
             layer.own = leaves[name]
             layer.own_slot = slot_index
-        logits = learner._answer_logits(torch.as_tensor(inputs))
-        losses = F.cross_entropy(logits, learner._answer_index(np.asarray(answers)), reduction="none")
+        losses, _ = learner.sample_losses(np.asarray(inputs), np.asarray(answers))
         grads = torch.autograd.grad(losses.sum(), list(leaves.values()))
     finally:
         learner._clear_views()

