@@ -268,7 +268,12 @@ def build_facts_text_task(
         for i, token in enumerate(range(first_relation, first_relation + data.num_relations))
     }
     rule = first_relation + data.num_relations
-    groups = {f"train/{d}": s for d, s in facts.train.items()} | facts.splits
+    evaluated = dict(facts.splits)
+    if "heldout" in evaluated:
+        # On a real model every evaluated prompt costs: as many unseen facts as forget has.
+        n, held = len(evaluated["forget"]), evaluated["heldout"]
+        evaluated["heldout"] = Split(held.inputs[:n], held.answers[:n])
+    groups = {f"train/{d}": s for d, s in facts.train.items()} | evaluated
     prompts: list[str] = []
     targets: list[str] = []
     rows: dict[str, np.ndarray] = {}
@@ -279,7 +284,7 @@ def build_facts_text_task(
         rows[key] = np.arange(start, len(prompts))
     encoded = encode_examples(tokenizer, prompts, targets, max_tokens)
     train = {d: rows[f"train/{d}"] for d in facts.train}
-    splits = {name: rows[name] for name in facts.splits}
+    splits = {name: rows[name] for name in evaluated}
     return _assemble(encoded, train, splits, _pad_id(tokenizer), exact_match=True)
 
 

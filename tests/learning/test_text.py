@@ -51,7 +51,7 @@ def test_facts_become_natural_language_questions(tiny_model_dir: Path) -> None:
     learner = _learner(tiny_model_dir)
     task = learner.task
     assert isinstance(task, TextTask) and task.exact_match
-    assert {k: len(v) for k, v in task.splits.items()} == {"retain": 4, "forget": 3, "test": 4}
+    assert {k: len(v) for k, v in task.splits.items()} == {"retain": 4, "forget": 3, "test": 4, "heldout": 3}
     forget = task.splits["forget"]
     assert learner.tokenizer is not None
     text = learner.tokenizer.decode(forget.inputs[0][forget.answers[0] != IGNORE])
