@@ -133,27 +133,35 @@ def _figures(run_dir: Path) -> dict[str, Any]:
             cost[key] += d[key]
     row.update({f"correction_{k}": v for k, v in cost.items()})
     timeline = means[means["stage"].isin(["round", "after_event"])]
-    row["timeline"] = timeline[["round", "time_s", "split", "accuracy"]]
+    row["timeline"] = timeline[["round", "stage", "time_s", "split", "accuracy"]]
     early = means[(means["stage"] == "round") & (means["round"] == row["event_round"] + EARLY_ROUNDS)]
     for split, acc in early.groupby("split")["accuracy"].last().items():
         row[f"{split}_acc_early"] = float(acc)
-    row["transfers"] = transfers[["time_s", "bits"]]
+    row["transfers"] = transfers[["round", "time_s", "bits"]]
     return row
 
 
 def _to_target(fig: dict[str, Any], split: str, target: float, tol: float) -> tuple[float, float]:
+    """Seconds and bits from the event until ``split`` first reaches ``target - tol``.
+
+    Candidates are the evaluation just after the event (0 s, 0 bits) and the end of
+    every round from the event's on; a round's evaluation is stamped at its end, and
+    its bits are those of the transfers of the rounds from the event's to it.
+    """
     timeline = fig["timeline"]
-    after = timeline[(timeline["split"] == split) & (timeline["time_s"] >= fig["event_s"])]
-    hit = after[after["accuracy"] >= target - tol]
+    r0 = fig["event_round"]
+    of_split = timeline[timeline["split"] == split]
+    right_after = of_split[(of_split["stage"] == "after_event") & (of_split["round"] == r0)]
+    if len(right_after) and float(right_after["accuracy"].iloc[0]) >= target - tol:
+        return 0.0, 0.0
+    later = of_split[(of_split["stage"] == "round") & (of_split["round"] >= r0)].sort_values("round")
+    hit = later[later["accuracy"] >= target - tol]
     if hit.empty:
         return float("nan"), float("nan")
-    t = float(hit["time_s"].iloc[0])
-    # Rounds are timed from their start: the hit is known at the end of that round, the next start.
-    later = timeline[timeline["time_s"] > t]["time_s"]
-    t_end = float(later.min()) if len(later) else t
+    first = hit.iloc[0]
     tr = fig["transfers"]
-    bits = float(tr[(tr["time_s"] >= fig["event_s"]) & (tr["time_s"] < t_end)]["bits"].sum())
-    return t_end - fig["event_s"], bits
+    window = tr["round"].between(r0, int(first["round"]))
+    return float(first["time_s"]) - fig["event_s"], float(tr.loc[window, "bits"].sum())
 
 
 def results(plan: list[SweepRun], out_dir: Path, target_tol: float = 0.01) -> pd.DataFrame:

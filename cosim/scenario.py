@@ -787,8 +787,12 @@ class CorrectionBudget(_Spec):
     """What one correction may spend; it stops at whichever runs out first."""
 
     rounds: int = Field(5, ge=1, le=10000, description="Rounds after the event during which actions apply.")
-    seconds: float | None = Field(None, gt=0, description="Simulated seconds (null: no limit).")
-    bits: float | None = Field(None, gt=0, description="Bits sent (null: no limit).")
+    seconds: float | None = Field(
+        None, gt=0, description="Simulated seconds since the event (null: no limit)."
+    )
+    bits: float | None = Field(
+        None, gt=0, description="Bits sent by every device since the event, gossip included (null: no limit)."
+    )
     max_local_steps: int = Field(40, ge=0, le=100000, description="Cap on extra local steps per round.")
     max_links: int = Field(2, ge=0, le=1000, description="Links topology refinement may add per decision.")
     max_syncs: int = Field(3, ge=0, le=100, description="Cap on extra exchanges per round.")
@@ -826,6 +830,12 @@ class Allocation(_Spec):
         le=1,
         description="Share of a link's slot the budget may use: budget = goodput x slot_s x this.",
     )
+
+    @model_validator(mode="after")
+    def _distinct_precisions(self) -> Allocation:
+        if len(set(self.precisions_bits)) != len(self.precisions_bits):
+            raise ValueError(f"precisions_bits must be distinct, got {list(self.precisions_bits)}")
+        return self
 
 
 # --------------------------------------------------------------------------- scenario

@@ -67,6 +67,9 @@ def test_budgeted_allocations_fit_the_link_budget_and_add_up_to_the_message(run_
         assert t["bits"] == HEADER_BITS + sum(row["bits"] for row in rows)
         assert t["bits"] - HEADER_BITS <= t["budget_bits"] + 1e-9
         assert t["groups_sent"] == sum(row["precision_bits"] > 0 for row in rows)
+        # Under a budget every live slot travels (receivers mix all of them): 4 before the
+        # leave at round 2, 3 after.
+        assert t["slots"] == (4 if t["round"] < 2 else 3)
         skipped += sum(row["precision_bits"] == 0 for row in rows)
         assert all(row["bits"] == 0 for row in rows if row["precision_bits"] == 0)
     # The budget (0.2 % of a slot) binds: at least some group goes below 32 bits or is skipped.
@@ -253,3 +256,22 @@ def test_extra_exchanges_leave_the_copies_closer_together(run_tiny) -> None:
     assert distance(synced, 1) == distance(plain, 1)  # identical until the event
     assert first_decision(synced)["syncs"] >= 1
     assert distance(synced, 2) < distance(plain, 2)
+
+
+def test_allocation_precisions_must_be_distinct(tiny_scenario) -> None:
+    from cosim.scenario import ScenarioError, apply_overrides, parse_scenario
+
+    with pytest.raises(ScenarioError, match="precisions_bits must be distinct"):
+        parse_scenario(apply_overrides(tiny_scenario, ["allocation.precisions_bits=[8, 8]"]))
+
+
+def test_a_second_retrain_replays_only_the_rounds_since_the_first(run_tiny) -> None:
+    run = run_tiny(
+        "training.rounds=5",
+        "events=[{kind: leave, device: 1, round: 2}, {kind: join, round: 3}]",
+        "correction.policy=retrain",
+    )
+    starts = [json.loads(e["detail"]) for e in run.rows("events") if e["kind"] == "correction"]
+    assert [d["replay_rounds"] for d in starts] == [2, 1]
+    # 5 rounds + 2 replayed; the join comes at round 3 of the replayed timeline and replays 1.
+    assert max(row["round"] for row in run.rows("rounds")) == 5 + 2 + 1 - 1

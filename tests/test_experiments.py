@@ -87,3 +87,25 @@ def load_evaluations(run_dir: Path) -> pd.DataFrame:
     ev = pd.read_parquet(run_dir / "evaluations.parquet")
     means = ev[ev["device"].isna() & (ev["stage"] == "round")]
     return means.set_index(["round", "split"])
+
+
+def test_time_to_target_counts_from_the_event_to_the_end_of_the_first_round_that_reaches_it() -> None:
+    from cosim.experiments import _to_target
+
+    timeline = pd.DataFrame(
+        [
+            (1, "round", 10.0, "retain", 0.90),  # before the event (ends at the event's time)
+            (2, "after_event", 10.0, "retain", 0.50),
+            (2, "round", 12.0, "retain", 0.70),
+            (3, "round", 15.0, "retain", 0.86),
+            (4, "round", 17.0, "retain", 0.95),
+        ],
+        columns=["round", "stage", "time_s", "split", "accuracy"],
+    )
+    transfers = pd.DataFrame(
+        {"round": [1, 2, 2, 3, 4], "time_s": [8, 10, 10, 12, 15], "bits": [1, 2, 3, 4, 5]}
+    )
+    fig = {"timeline": timeline, "transfers": transfers, "event_round": 2, "event_s": 10.0}
+    assert _to_target(fig, "retain", 0.86, 0.01) == (5.0, 2 + 3 + 4)  # round 3 ends at 15 s
+    assert _to_target(fig, "retain", 0.50, 0.01) == (0.0, 0.0)  # right after the event
+    assert all(np.isnan(_to_target(fig, "retain", 0.99, 0.01)))

@@ -167,6 +167,7 @@ class Simulation:
         self._last_arrival: dict[tuple[int, int, int], int] = {}  # (src, dst, group) -> round
         self._bits_total = 0
         self._extra_rounds = 0  # rounds a retrain adds (it replays the rounds before the event)
+        self._last_reset = 0  # the round training last started from scratch
         self._correction: CorrectionState | None = None
         self._baseline: tuple[Any, int] | None = None  # residuals just before the last event
         self._wall_allocator_s = 0.0
@@ -276,6 +277,9 @@ class Simulation:
     def _join(self, device: int) -> None:
         slot = self._take_slot(device)
         self._just_joined.append(device)
+        # It may pull a copy of a deleted slot from a device the tombstone has not reached yet.
+        for waiting in self.members.pending_tombstones.values():
+            waiting.add(device)
         now = self.env.now
         self.members.last_heard[device] = now
         links = self.network.links(now, self.members.live)
@@ -330,7 +334,7 @@ class Simulation:
         )
         for slot in sorted(self.members.pending_tombstones):
             waiting = self.members.pending_tombstones[slot]
-            if not self.members.tombstone_origin[slot] and (
+            if not any(d in live for d in self.members.tombstone_origin[slot]) and (
                 now - self.members.tombstone_since[slot] >= self.scenario.training.silence_timeout_s
             ):
                 # The owner left out of everyone's range: nobody heard it go, but every device
@@ -373,13 +377,15 @@ class Simulation:
         kind = "leave" if left else "join"
         if spec.policy == "retrain":
             self.learner.reset()
-            self._extra_rounds += r
+            self._extra_rounds += r - self._last_reset
+            replay = r - self._last_reset
+            self._last_reset = r
             self._correction = CorrectionState(
                 kind=kind, event_round=r, start_s=now, start_bits=self._bits_total, affected=list(active)
             )
-            self._correction.replay_rounds = r
-            self._event("correction", -1, -1, {"policy": "retrain", "event": kind, "replay_rounds": r})
-            if r == 0:
+            self._correction.replay_rounds = replay
+            self._event("correction", -1, -1, {"policy": "retrain", "event": kind, "replay_rounds": replay})
+            if replay == 0:
                 self._end_correction("nothing to replay")
             return
         if left:
@@ -400,7 +406,10 @@ class Simulation:
             # tombstones zero them.  Everything else is measured at the round's start, on
             # the model the devices will go on training (the slot deleted where the
             # tombstone arrived).
-            self._correction.shock = self._residuals(affected, deleted_slot=left[-1]).shock
+            self._correction.shock = sum(
+                (self._residuals(affected, deleted_slot=slot).shock for slot in left),
+                start=np.zeros(self.scenario.model.layer_groups),
+            )
 
     def _pre_event_residuals(self) -> tuple[Any, int] | None:
         """The residual terms just before the event, on every active device (relative tolerances)."""
@@ -512,11 +521,12 @@ class Simulation:
         self._event("correction", -1, -1, detail)
         plan = replace(plan, links=0)  # spent
         if plan.idle and not added:
-            reason = (
-                "every residual within tolerance"
-                if all(a == Action.NONE for a in plan.actions)
-                else "the chosen action can do nothing more"
-            )
+            if topology_reason:
+                reason = f"{topology_reason}, and no feasible link to add"
+            elif all(a == Action.NONE for a in plan.actions):
+                reason = "every residual within tolerance"
+            else:
+                reason = "the chosen action can do nothing more"
             self._end_correction(reason)
             return Plan()
         return plan
@@ -696,7 +706,13 @@ class Simulation:
         precision = np.zeros((len(members), len(members), n_groups), dtype=np.int64)  # [dst, src, group]
         messages, dirty, allocations = [], {}, []
         for d in active:
-            slots = self.learner.dirty_slots(d)
+            # Receivers mix every slot of the sender's view.  With full precision a slot that
+            # did not change is the one they already hold; under a budget, what a receiver
+            # holds depends on what got through, so every live slot is sent (and paid for).
+            if self.scenario.allocation.method == "full":
+                slots = self.learner.dirty_slots(d)
+            else:
+                slots = sorted(self.learner.slot_of.values())
             dirty[d] = len(slots)
             self.learner.mark_sent(d)
             i = links.index(d)
