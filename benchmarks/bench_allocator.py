@@ -30,6 +30,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
+from results_md import write_section
 
 from cosim.engine.simulation import Simulation
 from cosim.scenario import load_scenario
@@ -87,15 +88,7 @@ def main() -> None:
     lines += ["", "`full` sends every group at 32 bits without consulting the allocator.", ""]
     text = "\n".join(lines)
     print(text)
-    results = ROOT / "benchmarks" / "RESULTS.md"
-    old = results.read_text() if results.exists() else "# Benchmark results\n\n"
-    if SECTION in old:
-        head, _, rest = old.partition(SECTION)
-        tail = rest[rest.find("\n## ") :] if "\n## " in rest else ""
-        new = head + text + tail.lstrip("\n")
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    results.write_text(new)
+    write_section(text)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 import torch
+from results_md import write_section
 
 from cosim.graph import metropolis_hastings
 from cosim.learning.learner import SlotLearner
@@ -124,20 +125,6 @@ def load_average() -> str:
         return "n/a"
 
 
-def write_section(path: Path, body: str) -> None:
-    """Put ``body`` under ``## SECTION`` in ``path``, replacing only that section."""
-    heading = f"## {SECTION}"
-    text = path.read_text() if path.is_file() else "# Benchmark results\n"
-    lines = text.splitlines()
-    if heading in lines:
-        start = lines.index(heading)
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        lines[start:end] = [heading, "", *body.strip().splitlines(), ""]
-    else:
-        lines += ["", heading, "", *body.strip().splitlines()]
-    path.write_text("\n".join(lines).rstrip() + "\n")
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds of each path")
@@ -217,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print()
     print(table)
-    write_section(args.out, body)
+    write_section(f"## {SECTION}\n\n{body}", args.out)
     print(f"\nwritten to {args.out}")
 
 

@@ -36,6 +36,8 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from results_md import write_section
+
 from cosim.engine.simulation import run_scenario
 from cosim.network import create_network
 from cosim.network.base import Message
@@ -190,15 +192,7 @@ def main() -> None:
     ]
     text = "\n".join(lines)
     print(text)
-    results = ROOT / "benchmarks" / "RESULTS.md"
-    old = results.read_text() if results.exists() else "# Benchmark results\n\n"
-    if SECTION in old:
-        head, _, rest = old.partition(SECTION)
-        tail = rest[rest.find("\n## ") :] if "\n## " in rest else ""
-        new = head + text + tail
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    results.write_text(new)
+    write_section(text)
 
 
 if __name__ == "__main__":

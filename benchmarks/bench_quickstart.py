@@ -34,6 +34,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
+from results_md import write_section
 
 from cosim.engine.simulation import Simulation
 from cosim.learning.learner import SlotLearner
@@ -126,15 +127,7 @@ def main() -> None:
     ]
     text = "\n".join(lines)
     print(text)
-    results = ROOT / "benchmarks" / "RESULTS.md"
-    old = results.read_text() if results.exists() else "# Benchmark results\n\n"
-    if SECTION in old:
-        head, _, rest = old.partition(SECTION)
-        tail = rest[rest.find("\n## ") :] if "\n## " in rest else ""
-        new = head + text + ("\n" + tail.lstrip("\n") if tail else "")
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    results.write_text(new)
+    write_section(text)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pandas as pd
 import torch
+from results_md import write_section
 
 from cosim.engine.simulation import RoundInfo, Simulation
 from cosim.learning.bases import load_gguf, load_pretrained, smollm2_directory, smollm2_gguf
@@ -155,15 +156,7 @@ def main() -> None:
     ]
     text = "\n".join(lines)
     print(text)
-    results = ROOT / "benchmarks" / "RESULTS.md"
-    old = results.read_text()
-    if SECTION in old:
-        head, _, rest = old.partition(SECTION)
-        tail = rest[rest.find("\n## ") :] if "\n## " in rest else ""
-        new = head + text + tail.lstrip("\n")
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    results.write_text(new)
+    write_section(text)
 
 
 if __name__ == "__main__":

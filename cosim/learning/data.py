@@ -28,10 +28,14 @@ A model that never saw a fact answers it at about chance, ``1 / num_values``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-__all__ = ["SPLITS", "FactsTask", "Split", "build_facts_task"]
+if TYPE_CHECKING:
+    from cosim.scenario import Data
+
+__all__ = ["SPLITS", "FactsTask", "Split", "build_facts_task", "facts_task_for"]
 
 SPLITS = ("retain", "forget", "test", "newcomer", "heldout")
 
@@ -154,3 +158,20 @@ def _heldout_facts(
     chosen = pairs[rng.choice(len(pairs), size=n, replace=False)]
     inputs = np.stack([np.zeros(n, np.int64), chosen[:, 0], chosen[:, 1], np.ones(n, np.int64)], axis=1)
     return Split(inputs, rng.choice(values, size=n).astype(np.int64))
+
+
+def facts_task_for(data: Data, device_ids: list[int], leavers: set[int], newcomers: set[int]) -> FactsTask:
+    """:func:`build_facts_task` with the sizes and seed of a scenario's ``data`` section."""
+    return build_facts_task(
+        device_ids=device_ids,
+        leavers=leavers,
+        newcomers=newcomers,
+        samples_per_device=data.samples_per_device,
+        shared_facts=data.shared_facts,
+        rule_examples_per_device=data.rule_examples_per_device,
+        test_questions=data.test_questions,
+        num_values=data.num_values,
+        num_relations=data.num_relations,
+        num_attributes=data.num_attributes,
+        seed=data.seed,
+    )

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 
-from cosim.learning.data import FactsTask, Split, build_facts_task
+from cosim.learning.data import FactsTask, Split, facts_task_for
 from cosim.learning.model import (
     SlotLinear,
     block_index,
@@ -77,19 +77,7 @@ class SlotLearner:
         self.tokenizer = None
         check_task_fits_model(model, data)
         if model.is_tiny:
-            self.task = build_facts_task(
-                device_ids=list(device_ids),
-                leavers=leavers,
-                newcomers=newcomers,
-                samples_per_device=data.samples_per_device,
-                shared_facts=data.shared_facts,
-                rule_examples_per_device=data.rule_examples_per_device,
-                test_questions=data.test_questions,
-                num_values=data.num_values,
-                num_relations=data.num_relations,
-                num_attributes=data.num_attributes,
-                seed=data.seed,
-            )
+            self.task = facts_task_for(data, list(device_ids), leavers, newcomers)
             self.base = build_tiny_base(model.tiny, self.task.vocab_size, seed=model.seed)
         else:
             from cosim.learning.bases import load_pretrained

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from cosim.learning.data import FactsTask, Split, build_facts_task
+from cosim.learning.data import FactsTask, Split, facts_task_for
 from cosim.learning.userdata import load_examples, split_examples
 from cosim.scenario import Data
 
@@ -248,19 +248,7 @@ def build_facts_text_task(
     max_tokens: int = 64,
 ) -> TextTask:
     """The synthetic facts task as natural-language questions with one-word answers."""
-    facts = build_facts_task(
-        device_ids=device_ids,
-        leavers=leavers,
-        newcomers=newcomers,
-        samples_per_device=data.samples_per_device,
-        shared_facts=data.shared_facts,
-        rule_examples_per_device=data.rule_examples_per_device,
-        test_questions=data.test_questions,
-        num_values=data.num_values,
-        num_relations=data.num_relations,
-        num_attributes=data.num_attributes,
-        seed=data.seed,
-    )
+    facts = facts_task_for(data, device_ids, leavers, newcomers)
     words = render_facts(facts, data.seed)
     first_relation = int(facts.value_tokens[-1]) + 1 + data.num_attributes
     relations = {
