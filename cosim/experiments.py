@@ -4,7 +4,9 @@ A regime directory holds one scenario per regime, each with a single leave event
 :func:`plan_experiments` derives, for every regime, the leave scenario and a join
 scenario (the same round, a newcomer instead of the leave), and runs each under every
 policy in :data:`POLICIES` and every seed (``seed`` and ``data.seed`` both set, so the
-data and the channel change with it).  The runs are ordinary run directories, run and
+data and the channel change with it).  ``federaser`` runs the regime with shared
+(non-orthogonal) adapters: the standard decentralized LoRA baseline, unlearning a leave
+from stored updates.  The runs are ordinary run directories, run and
 resumed like a sweep (:func:`cosim.sweep.run_sweep`).
 
 :func:`results` reads them back, one row per run, with the figures compared against
@@ -16,7 +18,10 @@ the ``retrain`` run of the same regime, event and seed (the unlearning reference
 * ``adapter_distance``: per device, ``|dW - dW_retrain|_F / |dW_retrain|_F`` of its
   model's merged adapter, averaged over the live devices.  The slot projections are
   orthonormal, so ``|dW|_F^2 = s^2 sum_k |B_k|_F^2`` and the distance follows from
-  the saved copies without the projections;
+  the saved copies without the projections (NaN for shared adapters, whose projection
+  is not the retrain run's);
+* ``history_bytes_per_device``: the most memory one device's stored updates took
+  (federaser; 0 for the others, which store no history);
 * the correction's own cost (``correction_end``: rounds, simulated seconds, bits,
   extra local steps; for retrain the replayed rounds);
 * ``target_s`` and ``target_bits``: simulated seconds and bits from the event until the
@@ -43,7 +48,7 @@ from cosim.sweep import SweepRun
 
 __all__ = ["EVENTS", "POLICIES", "aggregate", "markdown", "plan_experiments", "results"]
 
-POLICIES = ("none", "priority", "local", "proximal", "sync", "topology", "retrain")
+POLICIES = ("none", "priority", "local", "proximal", "sync", "topology", "retrain", "federaser")
 EVENTS = ("leave", "join")
 TARGET_SPLIT = {"leave": "retain", "join": "newcomer"}
 EARLY_ROUNDS = 2  # ``<split>_acc_early``: accuracy at the end of the event's round + this
@@ -86,6 +91,8 @@ def plan_experiments(
                     if event == "join":
                         spec["events"] = [{"kind": "join", "round": leave["round"]}]
                     spec.setdefault("correction", {})["policy"] = policy
+                    if policy == "federaser":
+                        spec.setdefault("model", {})["adapters"] = "shared"
                     name = f"{regime}-{event}-{policy}-s{seed}"
                     overrides = {"regime": regime, "event": event, "policy": policy, "seed": seed}
                     plan.append(SweepRun(name, overrides, parse_scenario(spec, source=name)))
@@ -103,6 +110,8 @@ def _adapter_distance(run_dir: Path, reference_dir: Path) -> float:
     copies, state = _copies(run_dir)
     ref, ref_state = _copies(reference_dir)
     distances = []
+    if any(copies[n].shape != ref[n].shape for n in ref):
+        return float("nan")  # shared adapters: another projection, not comparable slot by slot
     for device in state["live"]:
         if device not in ref_state["live"]:
             continue
@@ -138,6 +147,8 @@ def _figures(run_dir: Path) -> dict[str, Any]:
     for split, acc in early.groupby("split")["accuracy"].last().items():
         row[f"{split}_acc_early"] = float(acc)
     row["transfers"] = transfers[["round", "time_s", "bits"]]
+    summary = json.loads((run_dir / "manifest.json").read_text())["summary"]
+    row["history_bytes_per_device"] = summary.get("history_bytes_per_device", 0)
     return row
 
 
@@ -217,9 +228,9 @@ def markdown(summary: pd.DataFrame) -> str:
         "| regime | event | policy | target split +2 rounds | retain − retrain | test − retrain "
         "| forget (− retrain) "
         "| MIA AUC (− retrain) | newcomer | correction s | correction Mbit | s to target "
-        "| Mbit to target | reached | adapter distance |"
+        "| Mbit to target | reached | adapter distance | history KiB per device |"
     )
-    lines = [header, "|" + "---|" * 3 + "---:|" * 12]
+    lines = [header, "|" + "---|" * 3 + "---:|" * 13]
     for _, row in summary.iterrows():
         lines.append(
             f"| {row['regime']} | {row['event']} | {row['policy']} "
@@ -231,6 +242,7 @@ def markdown(summary: pd.DataFrame) -> str:
             f"| {_cell(row, 'correction_bits', 1e-6, 0)} | {_cell(row, 'target_s', digits=1)} "
             f"| {_cell(row, 'target_bits', 1e-6, 0)} "
             f"| {row.get('target_reached_mean', float('nan')) * row['seeds']:.0f}/{row['seeds']} "
-            f"| {_cell(row, 'adapter_distance')} |"
+            f"| {_cell(row, 'adapter_distance')} "
+            f"| {_cell(row, 'history_bytes_per_device', 1 / 1024, 0)} |"
         )
     return "\n".join(lines)

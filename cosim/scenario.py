@@ -534,6 +534,13 @@ class Model(_Spec):
     target_modules: tuple[Literal[ADAPTABLE_MODULES], ...] = Field(  # type: ignore[valid-type]
         ADAPTABLE_MODULES, min_length=1, description="Adapted linear modules of every block."
     )
+    adapters: Literal["orthogonal", "shared"] = Field(
+        "orthogonal",
+        description="orthogonal: every device trains its own frozen orthogonal slot (the method; "
+        "deletion is exact); shared: standard non-orthogonal decentralized LoRA, every device "
+        "trains one rank-r adapter on the same frozen projection and gossip averages it (no exact "
+        "deletion; the baseline for correction.policy federaser).",
+    )
     slot_capacity: int = Field(16, ge=1, description="K_max: slots per module; K_max * rank <= input width.")
     layer_groups: int = Field(2, ge=1, description="G: consecutive blocks are split into G groups.")
     seed: int = Field(0, ge=0, description="Seed of the base weights and of the frozen A projections.")
@@ -798,19 +805,46 @@ class CorrectionBudget(_Spec):
     max_syncs: int = Field(3, ge=0, le=100, description="Cap on extra exchanges per round.")
 
 
+SHARED_POLICIES = ("none", "retrain", "federaser")
+"""Correction policies that work on shared adapters (the others act on orthogonal slots)."""
+
+
+class FedEraser(_Spec):
+    """FedEraser-style unlearning for shared (non-orthogonal) adapters (Liu et al., 2021).
+
+    Every ``interval_rounds``-th round each device stores its local update (the change
+    its local steps made to its adapter, per module).  After a leave every device goes
+    back to the initial adapter and replays the stored rounds without the leaver: it
+    trains ``calibration_fraction`` of the usual local steps, rescales each module's
+    update to the norm of the stored one, and gossips as usual.
+    """
+
+    interval_rounds: int = Field(
+        2, ge=1, le=10000, description="Store the updates of every this many rounds."
+    )
+    calibration_fraction: float = Field(
+        0.5, gt=0, le=1, description="Calibration local steps as a share of training.local_steps."
+    )
+
+
 class Correction(_Spec):
-    policy: Literal["none", "priority", "local", "proximal", "sync", "topology", "retrain"] = Field(
-        "none",
-        description="none: deletion / fresh slot only; priority: the method (the action of the "
-        "dominant residual per layer group); local, proximal, sync, topology: that single action "
-        "alone; retrain: reset every slot and train again from scratch without the leaver (or "
-        "with the newcomer), the unlearning reference.",
+    policy: Literal["none", "priority", "local", "proximal", "sync", "topology", "retrain", "federaser"] = (
+        Field(
+            "none",
+            description="none: deletion / fresh slot only; priority: the method (the action of the "
+            "dominant residual per layer group); local, proximal, sync, topology: that single action "
+            "alone; retrain: reset every slot and train again from scratch without the leaver (or "
+            "with the newcomer), the unlearning reference; federaser: with model.adapters shared, "
+            "every device stores its past updates and a leave is unlearned by FedEraser-style "
+            "calibration (see correction.federaser).",
+        )
     )
     tolerances: CorrectionTolerances = CorrectionTolerances()
     budget: CorrectionBudget = CorrectionBudget()
     samples_per_device: int = Field(
         8, ge=2, le=10000, description="Samples per affected device for the residual estimates."
     )
+    federaser: FedEraser = FedEraser()
 
 
 class Allocation(_Spec):
@@ -912,7 +946,18 @@ class Scenario(_Spec):
         duplicates = sorted({d for d in leaving if leaving.count(d) > 1})
         if duplicates:
             raise ValueError(f"events: device(s) {duplicates} leave more than once")
-        if total > self.model.slot_capacity:
+        policy = self.correction.policy
+        if self.model.adapters == "shared" and policy not in SHARED_POLICIES:
+            raise ValueError(
+                f"correction.policy: '{policy}' needs orthogonal slots, but model.adapters is "
+                f"'shared'; allowed with shared adapters: {', '.join(SHARED_POLICIES)}"
+            )
+        if policy == "federaser" and self.model.adapters != "shared":
+            raise ValueError(
+                "correction.policy: 'federaser' calibrates shared (non-orthogonal) adapters; set "
+                "model.adapters: shared (orthogonal slots are deleted exactly, with no history)"
+            )
+        if self.model.adapters == "orthogonal" and total > self.model.slot_capacity:
             raise ValueError(
                 f"model.slot_capacity: {self.model.slot_capacity} slots cannot hold the {total} devices "
                 f"that take part ({count} initial + {len(self.joins)} newcomers); allowed: >= {total}"

@@ -29,7 +29,10 @@ def regime_dir(tmp_path: Path, tiny: dict) -> Path:
 
 def test_the_plan_covers_every_regime_event_policy_and_seed(tmp_path: Path, tiny_scenario) -> None:
     plan = plan_experiments(regime_dir(tmp_path, tiny_scenario), seeds=(1, 2))
-    assert len(plan) == 1 * 2 * 7 * 2
+    assert len(plan) == 1 * 2 * 8 * 2
+    federaser = next(r for r in plan if r.name == "small-leave-federaser-s1")
+    assert federaser.scenario.model.adapters == "shared"
+    assert {r.scenario.model.adapters for r in plan if r.overrides["policy"] != "federaser"} == {"orthogonal"}
     join = next(r for r in plan if r.name == "small-join-priority-s2")
     assert join.scenario.seed == 2 and join.scenario.data.seed == 2
     assert [e.kind for e in join.scenario.events] == ["join"] and join.scenario.events[0].round == 2
@@ -48,12 +51,23 @@ def test_a_regime_needs_exactly_one_leave(tmp_path: Path, tiny_scenario) -> None
 
 def test_results_compare_each_run_with_its_retrain_reference(tmp_path: Path, tiny_scenario) -> None:
     plan = plan_experiments(
-        regime_dir(tmp_path, tiny_scenario), seeds=(1, 2), policies=("none", "retrain"), events=("leave",)
+        regime_dir(tmp_path, tiny_scenario),
+        seeds=(1, 2),
+        policies=("none", "retrain", "federaser"),
+        events=("leave",),
     )
     out = tmp_path / "runs"
     run_sweep(plan, out, jobs=1)
     table = results(plan, out)
-    assert len(table) == 4
+    assert len(table) == 6
+    federaser = table[table["policy"] == "federaser"]
+    assert federaser["adapter_distance"].isna().all()  # another projection: not comparable
+    # B of 2 layers x (q, k, v, o: 32 outputs; gate, up: 64; down: 32) at rank 4, float32, per
+    # stored round; interval 2 stores trained round 0 (before the leave at round 2), then 2 and 4.
+    per_round = 2 * (4 * 32 + 2 * 64 + 32) * 4 * 4
+    assert (federaser["history_bytes_per_device"] == 3 * per_round).all()
+    assert (table.loc[table["policy"] != "federaser", "history_bytes_per_device"] == 0).all()
+    table = table[table["policy"] != "federaser"]
     ref = table[table["policy"] == "retrain"].set_index("seed")
     none = table[table["policy"] == "none"].set_index("seed")
     for seed in (1, 2):

@@ -63,6 +63,11 @@ def run_command(spec: Scenario, out_dir: Path, *, quiet: bool, console: Console)
     table.add_row("live devices at the end", str(summary["live_devices"]))
     table.add_row("bits sent", f"{summary['bits_sent'] / 8e6:.1f} MB")
     table.add_row("memory of a device's slot copies", f"{summary['copy_bytes_per_device'] / 2**20:.2f} MiB")
+    if "history_bytes" in summary:
+        table.add_row(
+            "stored update history (largest device / all)",
+            f"{summary['history_bytes_per_device'] / 2**20:.2f} / {summary['history_bytes'] / 2**20:.2f} MiB",
+        )
     for split, acc in summary["final_accuracy"].items():
         table.add_row(f"final {split} accuracy", f"{acc:.3f}")
     console.print(table)

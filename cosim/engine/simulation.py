@@ -55,6 +55,7 @@ from cosim.engine.correction import (
     plan_round,
 )
 from cosim.graph import hop_distances, metropolis_hastings, spectral_gap
+from cosim.learning.history import UpdateHistory, calibrate, difference
 from cosim.learning.learner import FULL_PRECISION_BITS, SlotLearner
 from cosim.learning.privacy import mia_auc
 from cosim.learning.residuals import (
@@ -172,6 +173,10 @@ class Simulation:
         self._baseline: tuple[Any, int] | None = None  # residuals just before the last event
         self._wall_allocator_s = 0.0
         self._wall_correction_s = 0.0
+        # federaser: every device's stored updates, and the rounds trained outside a calibration
+        self._history = UpdateHistory() if scenario.correction.policy == "federaser" else None
+        self._trained_rounds = 0
+        self._history_peak: tuple[int, int] = (0, 0)  # bytes of all devices, of the largest device
 
     # ------------------------------------------------------------------ running
 
@@ -268,7 +273,7 @@ class Simulation:
             self._evaluate("after_event")
 
     def _take_slot(self, device: int) -> int:
-        slot = self.members.free_slots.pop(0)
+        slot = 0 if self.learner.shared else self.members.free_slots.pop(0)
         self.learner.add_device(device, slot)
         self.members.live.append(device)
         self.members.live.sort()
@@ -290,7 +295,7 @@ class Simulation:
             self._event("isolated", device, slot, {"reason": "no neighbour to pull copies from"})
             return
         source = self.members.live[int(np.argmax(rates))]
-        live_slots = len(self.learner.slot_of) - 1
+        live_slots = 1 if self.learner.shared else len(self.learner.slot_of) - 1
         message = Message(source, device, live_slots * self._slot_bits + HEADER_BITS, now)
         (result,) = self.network.transfer(now, [message], now + self.scenario.network.slot_s)
         self._transfer_row("pull", result, links, live_slots)
@@ -316,6 +321,11 @@ class Simulation:
         slot = self.learner.remove_device(device)
         self._just_left.append(slot)
         self.members.live.remove(device)
+        if self.learner.shared:
+            # Shared adapters: the leaver's updates are mixed into everyone's adapter and
+            # cannot be deleted; only a correction (federaser, retrain) removes them.
+            self._event(kind, device, slot, {"tombstone_from": []})
+            return
         self._event(kind, device, slot, {"tombstone_from": neighbours})
         self.members.pending_tombstones[slot] = set(self.members.live)
         self.members.tombstone_origin[slot] = neighbours
@@ -375,6 +385,10 @@ class Simulation:
             self._end_correction("superseded by a new event")
         now, active = self.env.now, self.members.active
         kind = "leave" if left else "join"
+        if spec.policy == "federaser":
+            if left:
+                self._start_calibration(r, kind, now, active)
+            return
         if spec.policy == "retrain":
             self.learner.reset()
             self._extra_rounds += r - self._last_reset
@@ -410,6 +424,73 @@ class Simulation:
                 (self._residuals(affected, deleted_slot=slot).shock for slot in left),
                 start=np.zeros(self.scenario.model.layer_groups),
             )
+
+    def _start_calibration(self, r: int, kind: str, now: float, active: list[int]) -> None:
+        """FedEraser: back to the initial adapter, then replay the stored rounds without the leavers."""
+        assert self._history is not None
+        stored_bytes = self._history.nbytes()
+        self._history.forget(set(self._history.nbytes_per_device()) - set(active))
+        replay = len(self._history.entries)
+        self.learner.reset()
+        self._extra_rounds += replay
+        self._correction = CorrectionState(
+            kind=kind, event_round=r, start_s=now, start_bits=self._bits_total, affected=list(active)
+        )
+        self._correction.replay_rounds = replay
+        self._correction.calibrating = 0
+        detail = {
+            "policy": "federaser",
+            "event": kind,
+            "replay_rounds": replay,
+            "history_bytes": stored_bytes,
+            "calibration_steps": self._calibration_steps(),
+        }
+        self._event("correction", -1, -1, detail)
+        if replay == 0:
+            self._end_correction("nothing stored to replay")
+
+    def _calibration_steps(self) -> int:
+        fraction = self.scenario.correction.federaser.calibration_fraction
+        return max(1, round(fraction * self.scenario.training.local_steps))
+
+    def _local_training(
+        self, r: int, active: list[int], tau: int, mu: Any
+    ) -> tuple[dict[int, float], dict[int, int]]:
+        """This round's local steps: losses and steps per device.
+
+        Under federaser, every ``interval_rounds``-th ordinary round stores each device's
+        update, and a calibration round trains the devices stored in the replayed round
+        for the calibration steps and rescales their updates to the stored norms.
+        """
+        state, history = self._correction, self._history
+        if history is None:
+            return self.learner.train(active, tau, self.rngs, mu=mu), dict.fromkeys(active, tau)
+        if state is not None and state.calibrating is not None:
+            entry = history.entries[state.calibrating]
+            state.calibrating += 1
+            devices = [d for d in active if d in entry.updates]
+            steps = self._calibration_steps()
+            before = self.learner.own_state(devices)
+            losses = self.learner.train(devices, steps, self.rngs)
+            calibrated = difference(self.learner.own_state(devices), before)
+            calibrated = {d: calibrate(calibrated[d], entry.updates[d]) for d in devices}
+            self.learner.set_updates(before, calibrated)
+            entry.updates = {d: {n: t.clone() for n, t in u.items()} for d, u in calibrated.items()}
+            state.local_steps += steps * len(devices)
+            return losses, {d: steps if d in calibrated else 0 for d in active}
+        store = self._trained_rounds % self.scenario.correction.federaser.interval_rounds == 0
+        self._trained_rounds += 1
+        before = self.learner.own_state(active) if store else {}
+        losses = self.learner.train(active, tau, self.rngs, mu=mu)
+        if store:
+            history.record(r, difference(self.learner.own_state(active), before))
+            per_device = history.nbytes_per_device()
+            total, largest = self._history_peak
+            self._history_peak = (
+                max(total, history.nbytes()),
+                max(largest, max(per_device.values(), default=0)),
+            )
+        return losses, dict.fromkeys(active, tau)
 
     def _pre_event_residuals(self) -> tuple[Any, int] | None:
         """The residual terms just before the event, on every active device (relative tolerances)."""
@@ -539,7 +620,8 @@ class Simulation:
         budget = self.scenario.correction.budget
         if state.replay_rounds is not None:
             if state.rounds >= state.replay_rounds:
-                self._end_correction("replayed every round before the event")
+                replayed = "stored round" if state.calibrating is not None else "round before the event"
+                self._end_correction(f"replayed every {replayed}")
             return
         spent_s = self.env.now - state.start_s
         spent_bits = self._bits_total - state.start_bits
@@ -651,8 +733,8 @@ class Simulation:
             self._correction.local_steps += plan.extra_steps * len(extra)
         if self._correction is not None:
             self._correction.syncs += plan.syncs
-        losses = self.learner.train(active, tau, self.rngs, mu=mu)
-        steps = {d: tau + (plan.extra_steps if d in extra else 0) for d in active}
+        losses, trained = self._local_training(r, active, tau, mu)
+        steps = {d: trained[d] + (plan.extra_steps if d in extra else 0) for d in active}
         flops_per_step = self.learner.flops_per_step()
         compute_s = {d: flops_per_step * steps[d] / self.flops_per_s[d] for d in active}
         ready = {d: max(self._ready_at.pop(d, sync_end), sync_end) for d in active}
@@ -669,7 +751,7 @@ class Simulation:
                 time_s=t0,
                 device=d,
                 slot=self.learner.slot_of[d],
-                loss=losses[d],
+                loss=losses.get(d, float("nan")),
                 steps=steps[d],
                 flops=flops_per_step * steps[d],
                 compute_s=compute_s[d],
@@ -712,7 +794,7 @@ class Simulation:
             if self.scenario.allocation.method == "full":
                 slots = self.learner.dirty_slots(d)
             else:
-                slots = sorted(self.learner.slot_of.values())
+                slots = sorted(set(self.learner.slot_of.values()))
             dirty[d] = len(slots)
             self.learner.mark_sent(d)
             i = links.index(d)
@@ -956,6 +1038,11 @@ class Simulation:
             "bits_sent": int(sum(t["bits"] for t in transfers)),
             "live_devices": len(self.members.active),
             "copy_bytes_per_device": self.learner.copy_bytes(),
+            **(
+                {"history_bytes": self._history_peak[0], "history_bytes_per_device": self._history_peak[1]}
+                if self._history is not None
+                else {}
+            ),
         }
 
     def _around_events(self) -> list[dict[str, Any]]:

@@ -11,6 +11,10 @@ State (method.md sections 3-5):
 * Deleting slot ``k`` zeroes every copy of it (``dW <- dW (I - A_k^T A_k)``); a
   device that has applied the tombstone keeps the slot at zero from then on.
 
+With shared adapters (``model.adapters: shared``, the non-orthogonal baseline) there is
+one slot: every device trains its own copy of it, gossip averages the copies (a
+device's own copy is its mixed copy), and nothing can be deleted exactly.
+
 This module knows nothing of time, the network or the trace: the engine calls it
 with values and records what it returns.
 """
@@ -88,7 +92,8 @@ class SlotLearner:
                 data, self.tokenizer, device_ids=list(device_ids), leavers=leavers, newcomers=newcomers
             )
         self.rank = model.rank
-        self.capacity = model.slot_capacity
+        self.shared = model.adapters == "shared"
+        self.capacity = 1 if self.shared else model.slot_capacity
         self.scaling = model.alpha / model.rank
         generator = torch.Generator().manual_seed(model.seed + 0x51075)
         self.projections = {
@@ -148,13 +153,23 @@ class SlotLearner:
     # ------------------------------------------------------------------ membership
 
     def add_device(self, device: int, slot: int) -> None:
-        """Give ``device`` slot ``slot`` with ``B = 0`` and a fresh optimizer."""
-        if slot in self.slot_of.values():
+        """Give ``device`` slot ``slot`` with ``B = 0`` and a fresh optimizer.
+
+        With shared adapters every device holds slot 0, and only the device's own copy
+        starts at zero (the others keep theirs).
+        """
+        if self.shared:
+            if slot != 0:
+                raise ValueError(f"shared adapters have slot 0 only, got {slot}")
+            for copies in self.copies.values():
+                copies[device] = 0.0
+        elif slot in self.slot_of.values():
             raise ValueError(f"slot {slot} is in use")
+        else:
+            for copies in self.copies.values():
+                copies[:, slot] = 0.0
         self.slot_of[device] = slot
         self.tombstoned[device] = set()
-        for copies in self.copies.values():
-            copies[:, slot] = 0.0
         self.own[device] = {
             name: nn.Parameter(torch.zeros(layer.d_out, self.rank)) for name, layer in self.layers.items()
         }
@@ -169,6 +184,11 @@ class SlotLearner:
     def pull(self, device: int, source: int) -> None:
         """``device`` takes ``source``'s copies of every slot but its own (a newcomer's first sync)."""
         own = self.slot_of[device]
+        if self.shared:  # the newcomer starts from its neighbour's adapter
+            for copies in self.copies.values():
+                copies[device] = copies[source]
+            self._own_from_copies([device])
+            return
         for copies in self.copies.values():
             keep = copies[device, own].clone()
             copies[device] = copies[source]
@@ -328,11 +348,32 @@ class SlotLearner:
                 for name, p in self.own[d].items():
                     self.copies[name][d, slot] = p
 
+    def _own_from_copies(self, devices: list[int]) -> None:
+        """Shared adapters: a device trains on from its mixed copy."""
+        with torch.no_grad():
+            for d in devices:
+                for name, p in self.own[d].items():
+                    p.copy_(self.copies[name][d, 0])
+
+    def own_state(self, devices: list[int]) -> dict[int, dict[str, torch.Tensor]]:
+        """A copy of each device's own adapter ``B`` per module (its slot's copy)."""
+        return {d: {n: p.detach().clone() for n, p in self.own[d].items()} for d in devices}
+
+    def set_updates(
+        self, start: dict[int, dict[str, torch.Tensor]], updates: dict[int, dict[str, torch.Tensor]]
+    ) -> None:
+        """Each device's own ``B`` becomes ``start + update`` (per module)."""
+        with torch.no_grad():
+            for d, per_module in updates.items():
+                for name, update in per_module.items():
+                    self.own[d][name].copy_(start[d][name] + update)
+        self._sync_own(list(updates))
+
     # ------------------------------------------------------------------ gossip
 
     def dirty_slots(self, device: int) -> list[int]:
         """Live slots whose copy at ``device`` changed since it last sent them."""
-        live = sorted(self.slot_of.values())
+        live = sorted(set(self.slot_of.values()))
         sent = self._sent.get(device)
         if sent is None:
             return live
@@ -354,6 +395,9 @@ class SlotLearner:
         precision: np.ndarray | None = None,
     ) -> None:
         """One gossip step among ``devices``.
+
+        With shared adapters there are no owners: every copy is averaged
+        (``adopt_owner`` does not apply) and each device trains on from its mixed copy.
 
         ``weights[i, j]`` is the mixing weight of ``devices[j]`` at ``devices[i]``
         (Metropolis-Hastings); ``delivered[i, j]`` says whether ``devices[j]``'s
@@ -388,7 +432,7 @@ class SlotLearner:
                     received[bits] = quantize_slices(before, bits)
                     w_bits = torch.as_tensor(np.where(q == bits, w, 0.0), dtype=torch.float32)
                     mixed += torch.einsum("ij,j...->i...", w_bits, received[bits])
-                if adopt_owner:
+                if adopt_owner and not self.shared:
                     for j, owner in enumerate(devices):
                         if owner not in self.slot_of:
                             continue
@@ -396,6 +440,9 @@ class SlotLearner:
                         for i in np.flatnonzero(q[:, j] > 0):
                             mixed[i, slot] = received[int(q[i, j])][j, slot]
                 copies[index] = mixed
+        if self.shared:
+            self._own_from_copies([d for d in devices if d in self.own])
+            return
         self._sync_own([d for d in devices if d in self.own])
         for d in devices:
             for slot in self.tombstoned[d]:
