@@ -7,6 +7,13 @@ the event until recovery (:func:`cosim.analysis.event_recovery`: retained accura
 within 2 points of its level before the leave; the newcomer's facts at 0.9 network-wide
 after the join), how many seeds recovered within the run, and the final accuracies.
 
+Each method's own recovery measures it against its own level, and a method that
+learned little has little to recover.  So the budgeted methods are also compared on a
+common target per budget, seed and event: the lowest final accuracy (retained after
+the leave, the newcomer's after the join) among them, a level every one of them
+reaches by the end; ``common_s`` and ``common_Mbit`` are the seconds and bits from
+the event until each first reaches it.
+
     .venv/bin/cosim sweep scenarios/sweeps/allocation.yaml --jobs 2
     .venv/bin/python analysis/allocation_experiment.py runs/allocation
 """
@@ -20,15 +27,35 @@ import pandas as pd
 
 from cosim.analysis import event_recovery, load_run
 
+SPLIT = {"leave": "retain", "join": "newcomer"}
+
 
 def table(sweep_dir: Path) -> pd.DataFrame:
-    rows = []
+    runs = []
     for manifest in sorted(sweep_dir.glob("*/manifest.json")):
         run = load_run(manifest.parent)
-        scenario = run.manifest["scenario"]
         final = run.evaluations[run.evaluations["device"].isna()]
         final = final[final["round"] == final["round"].max()].groupby("split")["accuracy"].last()
-        for _, rec in event_recovery(run).iterrows():
+        runs.append((run, final))
+    # The common target: the lowest final accuracy among the budgeted methods of a budget and seed.
+    common: dict[tuple[float, int], dict[str, float]] = {}
+    for run, final in runs:
+        allocation = run.manifest["scenario"]["allocation"]
+        if allocation["method"] != "full":
+            key = (allocation["budget_fraction"], run.seed)
+            for event, split in SPLIT.items():
+                level = common.setdefault(key, {}).get(event, float("inf"))
+                common[key][event] = min(level, float(final.get(split, float("nan"))))
+    rows = []
+    for run, final in runs:
+        scenario = run.manifest["scenario"]
+        allocation = scenario["allocation"]
+        targets = common.get((allocation["budget_fraction"], run.seed))
+        to_common = None
+        if allocation["method"] != "full" and targets is not None:
+            to_common = event_recovery(run, leave_target=targets["leave"], join_target=targets["join"])
+        for i, rec in event_recovery(run).iterrows():
+            hit = to_common.loc[i] if to_common is not None else None
             rows.append(
                 {
                     "method": scenario["allocation"]["method"],
@@ -45,6 +72,10 @@ def table(sweep_dir: Path) -> pd.DataFrame:
                     "recovery_Mbit": rec["recovery_bits"] / 1e6,
                     "final_retain": final.get("retain"),
                     "final_newcomer": final.get("newcomer"),
+                    "common_target": float("nan") if hit is None else hit["threshold"],
+                    "common_reached": hit is not None and bool(hit["recovered"]),
+                    "common_s": float("nan") if hit is None else hit["recovery_s"],
+                    "common_Mbit": float("nan") if hit is None else hit["recovery_bits"] / 1e6,
                 }
             )
     return pd.DataFrame(rows)
@@ -53,8 +84,9 @@ def table(sweep_dir: Path) -> pd.DataFrame:
 def markdown(df: pd.DataFrame) -> str:
     lines = [
         "| budget | event | method | recovered | seconds to recover | Mbit to recover "
+        "| common target | s to common target | Mbit to common target "
         "| final retain | final newcomer |",
-        "|---:|---|---|---:|---:|---:|---:|---:|",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     order = {"full": 0, "priority": 1, "uniform": 2, "proportional": 3, "random": 4}
     keys = ["budget_fraction", "event", "method"]
@@ -62,16 +94,25 @@ def markdown(df: pd.DataFrame) -> str:
         df.groupby(keys), key=lambda kv: (kv[0][1], kv[0][0], order.get(kv[0][2], 9))
     ):
         ok = g[g["recovered"]]
+        reached = g[g["common_reached"]]
 
         def ms(col: str, frame: pd.DataFrame = ok) -> str:
             if frame.empty:
                 return "never"
             return f"{frame[col].mean():.1f} ± {frame[col].std(ddof=1) if len(frame) > 1 else 0.0:.1f}"
 
+        if g["common_target"].isna().all():  # full: no budget, no common target
+            common = "– | – | –"
+        else:
+            common = (
+                f"{g['common_target'].mean():.2f} | {ms('common_s', reached)} | {ms('common_Mbit', reached)}"
+            )
+
         label = "none" if budget == float("inf") else f"{budget:g}"
         lines.append(
             f"| {label} | {event} | {method} | {len(ok)}/{len(g)} | {ms('recovery_s')} "
-            f"| {ms('recovery_Mbit')} | {g['final_retain'].mean():.3f} | {g['final_newcomer'].mean():.3f} |"
+            f"| {ms('recovery_Mbit')} | {common} "
+            f"| {g['final_retain'].mean():.3f} | {g['final_newcomer'].mean():.3f} |"
         )
     return "\n".join(lines)
 

@@ -27,7 +27,11 @@ the ``retrain`` run of the same regime, event and seed (the unlearning reference
 * ``target_s`` and ``target_bits``: simulated seconds and bits from the event until the
   event's target split (retain after a leave, newcomer after a join) is first within
   ``target_tol`` of the retrain run's final value (NaN: never within the run;
-  ``target_reached`` says which); means over seeds count the seeds that reached it.
+  ``target_reached`` says which); means over seeds count the seeds that reached it;
+* ``caught_up_s`` and ``caught_up_bits``: the same, until the target split is within
+  ``target_tol`` of the retrain run's value at the end of its replay (the model trained
+  from scratch without the leaver, or with the newcomer, as far as the event; for the
+  retrain run itself at most its replay, the cost a correction is compared against).
 
 :func:`aggregate` gives mean and standard deviation over seeds per regime, event and
 policy.
@@ -135,6 +139,7 @@ def _figures(run_dir: Path) -> dict[str, Any]:
     row["event_round"] = int(membership["round"].iloc[0]) if len(membership) else -1
     row["event_s"] = float(membership["time_s"].iloc[0]) if len(membership) else float("nan")
     ends = events[events["kind"] == "correction_end"]
+    row["correction_end_round"] = int(ends["round"].iloc[0]) if len(ends) else -1
     cost = {"rounds": 0, "seconds": 0.0, "bits": 0, "extra_local_steps": 0}
     for detail in ends["detail"]:
         d = json.loads(detail)
@@ -175,6 +180,13 @@ def _to_target(fig: dict[str, Any], split: str, target: float, tol: float) -> tu
     return float(first["time_s"]) - fig["event_s"], float(tr.loc[window, "bits"].sum())
 
 
+def _level_at(fig: dict[str, Any], split: str, r: int) -> float:
+    """Network-wide accuracy of ``split`` at the end of round ``r`` (NaN if not evaluated)."""
+    timeline = fig["timeline"]
+    at = timeline[(timeline["split"] == split) & (timeline["stage"] == "round") & (timeline["round"] == r)]
+    return float(at["accuracy"].iloc[-1]) if len(at) else float("nan")
+
+
 def results(plan: list[SweepRun], out_dir: Path, target_tol: float = 0.01) -> pd.DataFrame:
     """One row per finished run, compared with the retrain run of its regime, event and seed."""
     figures = {}
@@ -197,6 +209,8 @@ def results(plan: list[SweepRun], out_dir: Path, target_tol: float = 0.01) -> pd
                     row[f"{key}_vs_retrain"] = fig[key] - ref[key]
             row["target_s"], row["target_bits"] = _to_target(fig, split, ref[f"{split}_acc"], target_tol)
             row["target_reached"] = float(not np.isnan(row["target_s"]))
+            level = _level_at(ref, split, ref["correction_end_round"])
+            row["caught_up_s"], row["caught_up_bits"] = _to_target(fig, split, level, target_tol)
             row["adapter_distance"] = _adapter_distance(out_dir / name, out_dir / ref_name)
         rows.append(row)
     return pd.DataFrame(rows)
@@ -228,9 +242,10 @@ def markdown(summary: pd.DataFrame) -> str:
         "| regime | event | policy | target split +2 rounds | retain − retrain | test − retrain "
         "| forget (− retrain) "
         "| MIA AUC (− retrain) | newcomer | correction s | correction Mbit | s to target "
-        "| Mbit to target | reached | adapter distance | history KiB per device |"
+        "| Mbit to target | reached | s to catch up | Mbit to catch up | adapter distance "
+        "| history KiB per device |"
     )
-    lines = [header, "|" + "---|" * 3 + "---:|" * 13]
+    lines = [header, "|" + "---|" * 3 + "---:|" * 15]
     for _, row in summary.iterrows():
         lines.append(
             f"| {row['regime']} | {row['event']} | {row['policy']} "
@@ -242,6 +257,7 @@ def markdown(summary: pd.DataFrame) -> str:
             f"| {_cell(row, 'correction_bits', 1e-6, 0)} | {_cell(row, 'target_s', digits=1)} "
             f"| {_cell(row, 'target_bits', 1e-6, 0)} "
             f"| {row.get('target_reached_mean', float('nan')) * row['seeds']:.0f}/{row['seeds']} "
+            f"| {_cell(row, 'caught_up_s', digits=1)} | {_cell(row, 'caught_up_bits', 1e-6, 0)} "
             f"| {_cell(row, 'adapter_distance')} "
             f"| {_cell(row, 'history_bytes_per_device', 1 / 1024, 0)} |"
         )

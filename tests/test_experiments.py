@@ -78,6 +78,29 @@ def test_results_compare_each_run_with_its_retrain_reference(tmp_path: Path, tin
         )
         assert none.loc[seed, "adapter_distance"] > 0
         assert ref.loc[seed, "correction_rounds"] == 2  # the two rounds before the leave, replayed
+        # Catching up: with retrain's retained accuracy at the end of its replay, by hand.
+        ref_evals = pd.read_parquet(out / f"small-leave-retrain-s{seed}" / "evaluations.parquet")
+        end_round = int(ref.loc[seed, "correction_end_round"])
+        level = ref_evals[
+            ref_evals["device"].isna()
+            & (ref_evals["stage"] == "round")
+            & (ref_evals["round"] == end_round)
+            & (ref_evals["split"] == "retain")
+        ]["accuracy"].iloc[-1]
+        evals = pd.read_parquet(out / f"small-leave-none-s{seed}" / "evaluations.parquet")
+        means = evals[evals["device"].isna() & (evals["split"] == "retain")]
+        after = means[(means["stage"] == "after_event") & (means["round"] == 2)]["accuracy"].iloc[0]
+        rounds = means[(means["stage"] == "round") & (means["round"] >= 2)].sort_values("round")
+        hit = rounds[rounds["accuracy"] >= level - 0.01]
+        if after >= level - 0.01:
+            assert none.loc[seed, "caught_up_s"] == 0.0
+        elif hit.empty:
+            assert np.isnan(none.loc[seed, "caught_up_s"])
+        else:
+            assert none.loc[seed, "caught_up_s"] == pytest.approx(
+                hit["time_s"].iloc[0] - none.loc[seed, "event_s"]
+            )
+        assert ref.loc[seed, "caught_up_s"] <= ref.loc[seed, "correction_seconds"] + 1e-9
         assert none.loc[seed, "correction_rounds"] == 0
         assert 0.0 <= none.loc[seed, "mia_auc"] <= 1.0
     summary = aggregate(table)

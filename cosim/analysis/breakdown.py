@@ -205,6 +205,7 @@ def event_recovery(
     *,
     tolerance: float = 0.02,
     join_target: float = 0.9,
+    leave_target: float | None = None,
 ) -> pd.DataFrame:
     """How long accuracy took to come back after each join and leave.
 
@@ -213,7 +214,8 @@ def event_recovery(
     * baseline: the network-wide accuracy of the split just before the event (the
       ``before_event`` row of round ``r``; failing that, the last ``round`` row taken at or
       before ``t``);
-    * leave / leave_silent: split ``retain``; recovered once accuracy >= baseline - tolerance;
+    * leave / leave_silent: split ``retain``; recovered once accuracy >= baseline - tolerance
+      (or >= ``leave_target`` when given: one absolute target, e.g. shared by several runs);
     * join: split ``newcomer``; recovered once accuracy >= ``join_target`` (the newcomer's
       knowledge has spread; its baseline is what the others knew of it before);
     * recovery is the first network-wide ``round``-stage evaluation of round >= ``r`` that
@@ -249,7 +251,10 @@ def event_recovery(
             before = of_split[(of_split["stage"] == "round") & (of_split["time_s"] <= t)]
         after = of_split[(of_split["stage"] == "after_event") & (of_split["round"] == r)]
         baseline = float(before["accuracy"].iloc[-1]) if not before.empty else np.nan
-        threshold = join_target if kind == "join" else baseline - tolerance
+        if kind == "join":
+            threshold = join_target
+        else:
+            threshold = baseline - tolerance if leave_target is None else leave_target
         later = of_split[(of_split["stage"] == "round") & (of_split["round"] >= r)].sort_values(
             ["round", "time_s"], kind="stable"
         )

@@ -254,6 +254,15 @@ def test_event_recovery_on_hand_built_evaluations() -> None:
     assert join["recovery_s"] == pytest.approx(50.0 - 40.0) and join["recovery_rounds"] == 2
 
 
+def test_event_recovery_to_an_absolute_leave_target() -> None:
+    evaluations, events = _evaluations()
+    got = event_recovery(evaluations, events, leave_target=0.85, join_target=0.4)
+    leave, join = got.iloc[0], got.iloc[1]
+    # Retain 0.8 after round 2, 0.87 after round 3: the baseline (0.9) plays no part.
+    assert leave["threshold"] == 0.85 and leave["recovery_round"] == 3
+    assert join["threshold"] == 0.4 and join["recovery_round"] == 3  # 0.5 after round 3
+
+
 def test_event_recovery_that_never_happens_is_nan() -> None:
     evaluations, events = _evaluations()
     got = event_recovery(evaluations, events, tolerance=0.0, join_target=1.01)
