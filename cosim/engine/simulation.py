@@ -495,7 +495,7 @@ class Simulation:
     def _pre_event_residuals(self) -> tuple[Any, int] | None:
         """The residual terms just before the event, on every active device (relative tolerances)."""
         spec = self.scenario.correction
-        if spec.policy in ("none", "retrain") or spec.tolerances.mode != "relative":
+        if spec.policy in ("none", "retrain", "federaser") or spec.tolerances.mode != "relative":
             return None
         active = self.members.active
         return self._residuals(active), len(active)
