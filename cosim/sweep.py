@@ -167,7 +167,11 @@ def _run_local(
         return
     import multiprocessing as mp
 
-    with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=mp.get_context("spawn")) as pool:
+    from cosim.engine.guard import exit_with_parent
+
+    with ProcessPoolExecutor(
+        max_workers=max(1, jobs), mp_context=mp.get_context("spawn"), initializer=exit_with_parent
+    ) as pool:
         pending: dict[Future[dict[str, Any]], SweepRun] = {
             pool.submit(_run_one, run.scenario, str(out_dir / run.name)): run for run in todo
         }

@@ -2,7 +2,9 @@
 
 import json
 import os
+from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from cosim.engine.guard import RunCrashed, run_guarded
@@ -49,3 +51,105 @@ def test_a_guarded_run_equals_an_in_process_run(tiny_scenario, tmp_path) -> None
         assert (tmp_path / "a" / f"{table}.parquet").read_bytes() == (
             tmp_path / "b" / f"{table}.parquet"
         ).read_bytes()
+
+
+PARENT = """
+import multiprocessing as mp, sys
+from pathlib import Path
+from cosim.engine.guard import run_guarded
+from cosim.scenario import parse_scenario
+import yaml
+
+scenario = parse_scenario(yaml.safe_load(Path(sys.argv[1]).read_text()))
+
+def report(info):
+    if info.round == 1:
+        print(mp.active_children()[0].pid, flush=True)
+
+run_guarded(scenario, Path(sys.argv[2]), on_round=report)
+"""
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\\nState:\\tZ" not in state  # a zombie has exited (nobody may reap an orphan here)
+
+
+def test_a_child_whose_parent_is_killed_interrupts_its_run_and_exits(tiny_scenario, tmp_path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    spec = tiny_scenario | {"training": tiny_scenario["training"] | {"rounds": 400}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, str(tmp_path / "s.yaml"), str(tmp_path / "run")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    parent.send_signal(signal.SIGKILL)  # from outside: the parent can clean nothing up
+    parent.wait()
+    deadline = time.monotonic() + 60
+    while _running(child) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _running(child)
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted"
+    rounds = sorted(set(pq.read_table(tmp_path / "run" / "rounds.parquet").column("round").to_pylist()))
+    assert rounds[:2] == [0, 1] and len(rounds) < 400
+
+
+ORPHAN = """
+import multiprocessing as mp, sys, time
+from cosim.engine.guard import exit_with_parent
+
+def child(marker):
+    exit_with_parent(grace_s=1.0)
+    try:
+        open(marker, "w").write("ready")
+        time.sleep(600)
+    except KeyboardInterrupt:
+        open(marker, "w").write("interrupted")
+    time.sleep(600)  # a pool worker waiting for work that never comes: ended by the grace
+
+if __name__ == "__main__":
+    p = mp.get_context("spawn").Process(target=child, args=(sys.argv[1],))
+    p.start()
+    print(p.pid, flush=True)
+    time.sleep(600)
+"""
+
+
+def test_an_orphan_is_interrupted_and_then_ended(tmp_path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "orphan.py"
+    script.write_text(ORPHAN)
+    parent = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "marker")], stdout=subprocess.PIPE, text=True
+    )
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    deadline = time.monotonic() + 120
+    marker = tmp_path / "marker"
+    while not (marker.exists() and marker.read_text() == "ready") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.read_text() == "ready" and _running(child)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while _running(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(child)
+    assert marker.read_text() == "interrupted"

@@ -9,13 +9,22 @@ plays the scenario and streams its progress back; if the child dies, the parent
 marks the run directory's manifest ``interrupted`` with the cause.  The child
 writes the Parquet tables only when it finishes (or is interrupted cleanly), so a
 crash leaves no half-written table behind.
+
+A child also must not outlive its parent: killed from outside (a job scheduler, a
+``kill``), the parent cannot stop it, and it would go on computing for nobody.
+:func:`exit_with_parent` makes a process interrupt itself, like Ctrl-C (so the run is
+marked ``interrupted`` and its tables are written), once its parent has gone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing as mp
+import os
 import signal
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,11 +32,36 @@ from typing import Any
 from cosim.engine.simulation import RoundInfo, run_scenario
 from cosim.scenario import Scenario, ScenarioError
 
-__all__ = ["RunCrashed", "run_guarded"]
+__all__ = ["RunCrashed", "exit_with_parent", "run_guarded"]
+
+INTERRUPT_GRACE_S = 60.0
+"""How long an orphaned child may take to write its interrupted run before it is ended."""
 
 
 class RunCrashed(RuntimeError):
     """The simulation process died; the message says how, and the run is marked interrupted."""
+
+
+def exit_with_parent(grace_s: float = INTERRUPT_GRACE_S) -> None:
+    """Interrupt this process (SIGINT, as Ctrl-C) once its parent has exited; end it ``grace_s`` later.
+
+    For a process started by :mod:`multiprocessing`: a daemon thread waits on the
+    parent's sentinel, which the operating system closes however the parent ends (even
+    before this is called).  The interrupt lets a running simulation mark its manifest
+    ``interrupted`` and write its tables; the hard exit ends whatever is left (a pool
+    worker waiting for work that will never come).
+    """
+    parent = mp.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        parent.join()
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(grace_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _child(
@@ -39,15 +73,24 @@ def _child(
     # A crash must end this process (inherited handlers, e.g. cling's, may print and hang).
     for sig in (signal.SIGABRT, signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE):
         signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # a write to a parent that is gone must raise, not kill
+    exit_with_parent()
 
     # Connection.send writes synchronously, so nothing sent is lost if the process aborts.
     def report(info: RoundInfo) -> None:
-        messages.send(("round", info))
+        try:
+            messages.send(("round", info))
+        except OSError:  # the parent is gone: stop as on Ctrl-C, once (the watchdog's SIGINT must
+            # not interrupt the interrupted run while it writes its tables)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            raise KeyboardInterrupt from None
 
     try:
         summary = target(scenario, out_dir, on_round=report)
     except KeyboardInterrupt:
-        messages.send(("interrupted", None))
+        with contextlib.suppress(OSError):  # the parent may be gone
+            messages.send(("interrupted", None))
         return
     except ScenarioError as err:  # found while building the run (model, data): the user's to fix
         messages.send(("user_error", str(err)))
