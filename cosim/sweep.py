@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cosim.scenario import Scenario, ScenarioError, apply_overrides, parse_scenario, scenario_hash
 
-__all__ = ["SweepRun", "SweepSpec", "load_sweep", "plan_sweep", "run_sweep"]
+__all__ = ["SweepRun", "SweepSpec", "load_sweep", "plan_sweep", "run_status", "run_sweep"]
 
 
 class SweepSpec(BaseModel):
@@ -113,14 +113,20 @@ def plan_sweep(spec: SweepSpec, base: dict[str, Any]) -> list[SweepRun]:
     return plan
 
 
-def _is_complete(run_dir: Path, scenario: Scenario) -> bool:
+def run_status(run_dir: Path, scenario: Scenario) -> str:
+    """``complete`` (this scenario, finished), ``stale`` (finished, from another version of the
+    scenario: a different hash) or ``missing`` (absent or unfinished)."""
     path = run_dir / "manifest.json"
     if not path.is_file():
-        return False
+        return "missing"
     manifest = json.loads(path.read_text())
-    return bool(
-        manifest.get("status") == "complete" and manifest.get("scenario_hash") == scenario_hash(scenario)
-    )
+    if manifest.get("status") != "complete":
+        return "missing"
+    return "complete" if manifest.get("scenario_hash") == scenario_hash(scenario) else "stale"
+
+
+def _is_complete(run_dir: Path, scenario: Scenario) -> bool:
+    return run_status(run_dir, scenario) == "complete"
 
 
 def _run_one(scenario: Scenario, out_dir: str) -> dict[str, Any]:
@@ -167,10 +173,10 @@ def _run_local(
         return
     import multiprocessing as mp
 
-    from cosim.engine.guard import exit_with_parent
+    from cosim.engine.guard import child_setup
 
     with ProcessPoolExecutor(
-        max_workers=max(1, jobs), mp_context=mp.get_context("spawn"), initializer=exit_with_parent
+        max_workers=max(1, jobs), mp_context=mp.get_context("spawn"), initializer=child_setup
     ) as pool:
         pending: dict[Future[dict[str, Any]], SweepRun] = {
             pool.submit(_run_one, run.scenario, str(out_dir / run.name)): run for run in todo

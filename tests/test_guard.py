@@ -153,3 +153,29 @@ def test_an_orphan_is_interrupted_and_then_ended(tmp_path) -> None:
         time.sleep(0.05)
     assert not _running(child)
     assert marker.read_text() == "interrupted"
+
+
+def test_a_child_stopped_with_sigterm_marks_its_run_interrupted(tiny_scenario, tmp_path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    import yaml
+
+    spec = tiny_scenario | {"training": tiny_scenario["training"] | {"rounds": 400}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, str(tmp_path / "s.yaml"), str(tmp_path / "run")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    os.kill(child, signal.SIGTERM)  # as a job scheduler stops work
+    _, err = parent.communicate(timeout=120)
+    assert "KeyboardInterrupt" in err  # the parent hears that its run was interrupted
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted"
+    rounds = sorted(set(pq.read_table(tmp_path / "run" / "rounds.parquet").column("round").to_pylist()))
+    assert rounds[:2] == [0, 1] and len(rounds) < 400

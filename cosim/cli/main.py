@@ -204,6 +204,12 @@ def experiments(
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Runs at the same time (local).")] = 2,
     executor: Annotated[str, typer.Option("--executor", help="local or ray.")] = "local",
     address: Annotated[str | None, typer.Option("--address", help="Ray cluster address.")] = None,
+    no_run: Annotated[
+        bool,
+        typer.Option(
+            "--no-run", help="Run nothing: build the tables from the complete runs already in --out."
+        ),
+    ] = False,
 ) -> None:
     """Every correction policy on every regime, leave and join, several seeds: one results table."""
     from cosim.experiments import EVENTS, POLICIES, aggregate, markdown, plan_experiments, results
@@ -219,7 +225,17 @@ def experiments(
     except ScenarioError as err:
         fail(str(err))
     console.print(f"[bold]cosim experiments[/] {regimes}: {len(plan)} runs -> {out}")
-    _run_plan(plan, out, jobs, executor, address)
+    if no_run:
+        from cosim.sweep import run_status
+
+        status = [run_status(out / run.name, run.scenario) for run in plan]
+        missing, stale = status.count("missing"), status.count("stale")
+        console.print(
+            f"--no-run: {status.count('complete')} runs complete, {missing} missing or unfinished (left "
+            f"out), {stale} complete from another version of their scenario (read as they are)"
+        )
+    else:
+        _run_plan(plan, out, jobs, executor, address)
     table = results(plan, out)
     table.to_parquet(out / "results.parquet", index=False)
     summary = aggregate(table)

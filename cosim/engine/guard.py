@@ -32,7 +32,7 @@ from typing import Any
 from cosim.engine.simulation import RoundInfo, run_scenario
 from cosim.scenario import Scenario, ScenarioError
 
-__all__ = ["RunCrashed", "exit_with_parent", "run_guarded"]
+__all__ = ["RunCrashed", "child_setup", "exit_with_parent", "run_guarded"]
 
 INTERRUPT_GRACE_S = 60.0
 """How long an orphaned child may take to write its interrupted run before it is ended."""
@@ -64,6 +64,17 @@ def exit_with_parent(grace_s: float = INTERRUPT_GRACE_S) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def child_setup() -> None:
+    """In a simulation process: end with the parent (:func:`exit_with_parent`), and take SIGTERM
+    (how job schedulers stop work) as an interrupt, so the run is marked and its tables written."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    exit_with_parent()
+
+
 def _child(
     scenario: Scenario,
     out_dir: Path,
@@ -75,7 +86,7 @@ def _child(
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # a write to a parent that is gone must raise, not kill
-    exit_with_parent()
+    child_setup()
 
     # Connection.send writes synchronously, so nothing sent is lost if the process aborts.
     def report(info: RoundInfo) -> None:
