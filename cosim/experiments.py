@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from cosim.scenario import ScenarioError, parse_scenario
+from cosim.scenario import SHARED_POLICIES, ScenarioError, parse_scenario
 from cosim.sweep import SweepRun
 
 __all__ = ["EVENTS", "POLICIES", "aggregate", "markdown", "plan_experiments", "results"]
@@ -78,11 +78,23 @@ def plan_experiments(
     seeds: tuple[int, ...],
     policies: tuple[str, ...] = POLICIES,
     events: tuple[str, ...] = EVENTS,
+    adapters: str = "orthogonal",
 ) -> list[SweepRun]:
-    """Every regime x event x policy x seed as a run (named ``regime-event-policy-sSEED``)."""
+    """Every regime x event x policy x seed as a run (named ``regime-event-policy-sSEED``).
+
+    ``adapters="shared"`` runs every regime with shared (non-orthogonal) adapters, where only
+    the policies of :data:`cosim.scenario.SHARED_POLICIES` apply; ``federaser`` always does.
+    """
     unknown = [p for p in policies if p not in POLICIES]
     if unknown:
         raise ScenarioError(f"policies: unknown {unknown}; allowed: {', '.join(POLICIES)}")
+    if adapters not in ("orthogonal", "shared"):
+        raise ScenarioError(f"adapters: {adapters!r} is not an adapter kind; allowed: orthogonal, shared")
+    if adapters == "shared" and (bad := [p for p in policies if p not in SHARED_POLICIES]):
+        raise ScenarioError(
+            f"policies: {bad} need orthogonal slots; allowed with shared adapters: "
+            f"{', '.join(SHARED_POLICIES)}"
+        )
     plan = []
     for regime, raw in _regimes(directory).items():
         leave = raw["events"][0]
@@ -95,7 +107,7 @@ def plan_experiments(
                     if event == "join":
                         spec["events"] = [{"kind": "join", "round": leave["round"]}]
                     spec.setdefault("correction", {})["policy"] = policy
-                    if policy == "federaser":
+                    if policy == "federaser" or adapters == "shared":
                         spec.setdefault("model", {})["adapters"] = "shared"
                     name = f"{regime}-{event}-{policy}-s{seed}"
                     overrides = {"regime": regime, "event": event, "policy": policy, "seed": seed}

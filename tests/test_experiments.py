@@ -39,6 +39,12 @@ def test_the_plan_covers_every_regime_event_policy_and_seed(tmp_path: Path, tiny
     assert join.scenario.correction.policy == "priority"
     with pytest.raises(ScenarioError, match="allowed: none, priority"):
         plan_experiments(regime_dir(tmp_path / "x", tiny_scenario), seeds=(1,), policies=("best",))
+    shared = plan_experiments(
+        regime_dir(tmp_path / "y", tiny_scenario), seeds=(1,), policies=("none", "retrain"), adapters="shared"
+    )
+    assert len(shared) == 4 and {r.scenario.model.adapters for r in shared} == {"shared"}
+    with pytest.raises(ScenarioError, match="allowed with shared adapters: none, retrain, federaser"):
+        plan_experiments(regime_dir(tmp_path / "z", tiny_scenario), seeds=(1,), adapters="shared")
 
 
 def test_a_regime_needs_exactly_one_leave(tmp_path: Path, tiny_scenario) -> None:

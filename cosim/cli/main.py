@@ -204,6 +204,14 @@ def experiments(
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Runs at the same time (local).")] = 2,
     executor: Annotated[str, typer.Option("--executor", help="local or ray.")] = "local",
     address: Annotated[str | None, typer.Option("--address", help="Ray cluster address.")] = None,
+    adapters: Annotated[
+        str,
+        typer.Option(
+            "--adapters",
+            help="orthogonal (the method) or shared (the non-orthogonal baseline: policies none, "
+            "retrain, federaser).",
+        ),
+    ] = "orthogonal",
     no_run: Annotated[
         bool,
         typer.Option(
@@ -221,7 +229,12 @@ def experiments(
     if bad:
         fail(f"--event: {bad[0]!r} is not an event; allowed: {', '.join(EVENTS)}")
     try:
-        plan = plan_experiments(regimes, tuple(seeds or (1, 2, 3)), tuple(policy or POLICIES), events)
+        from cosim.scenario import SHARED_POLICIES
+
+        default = POLICIES if adapters != "shared" else SHARED_POLICIES
+        plan = plan_experiments(
+            regimes, tuple(seeds or (1, 2, 3)), tuple(policy or default), events, adapters
+        )
     except ScenarioError as err:
         fail(str(err))
     console.print(f"[bold]cosim experiments[/] {regimes}: {len(plan)} runs -> {out}")
