@@ -223,6 +223,7 @@ def results(plan: list[SweepRun], out_dir: Path, target_tol: float = 0.01) -> pd
             row["target_reached"] = float(not np.isnan(row["target_s"]))
             level = _level_at(ref, split, ref["correction_end_round"])
             row["caught_up_s"], row["caught_up_bits"] = _to_target(fig, split, level, target_tol)
+            row["caught_up"] = float(not np.isnan(row["caught_up_s"]))
             row["adapter_distance"] = _adapter_distance(out_dir / name, out_dir / ref_name)
         rows.append(row)
     return pd.DataFrame(rows)
@@ -254,10 +255,10 @@ def markdown(summary: pd.DataFrame) -> str:
         "| regime | event | policy | target split +2 rounds | retain − retrain | test − retrain "
         "| forget (− retrain) "
         "| MIA AUC (− retrain) | newcomer | correction s | correction Mbit | s to target "
-        "| Mbit to target | reached | s to catch up | Mbit to catch up | adapter distance "
+        "| Mbit to target | reached | s to catch up | Mbit to catch up | caught up | adapter distance "
         "| history KiB per device |"
     )
-    lines = [header, "|" + "---|" * 3 + "---:|" * 15]
+    lines = [header, "|" + "---|" * 3 + "---:|" * 16]
     for _, row in summary.iterrows():
         lines.append(
             f"| {row['regime']} | {row['event']} | {row['policy']} "
@@ -270,6 +271,7 @@ def markdown(summary: pd.DataFrame) -> str:
             f"| {_cell(row, 'target_bits', 1e-6, 0)} "
             f"| {row.get('target_reached_mean', float('nan')) * row['seeds']:.0f}/{row['seeds']} "
             f"| {_cell(row, 'caught_up_s', digits=1)} | {_cell(row, 'caught_up_bits', 1e-6, 0)} "
+            f"| {row.get('caught_up_mean', float('nan')) * row['seeds']:.0f}/{row['seeds']} "
             f"| {_cell(row, 'adapter_distance')} "
             f"| {_cell(row, 'history_bytes_per_device', 1 / 1024, 0)} |"
         )
