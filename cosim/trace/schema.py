@@ -71,8 +71,9 @@ TABLES: dict[str, list[tuple[str, pa.DataType, str]]] = {
             _S,
             "join, pull, leave, leave_silent, leave_detected, tombstone, slot_released, isolated, "
             "tombstone_by_silence (a leaver nobody heard: every device originates its tombstone "
-            "after a silence timeout), correction (a decision: residuals, actions, reasons) or "
-            "correction_end (its cost)",
+            "after a silence timeout), correction (a decision: residuals, actions, reasons; for "
+            "retrain and federaser the rounds to replay, and for federaser the stored history's "
+            "bytes and the calibration steps) or correction_end (its cost)",
         ),
         ("device", _I, "the device concerned (for tombstone: the device applying it)"),
         ("slot", _I, "the slot concerned (-1 if none)"),
