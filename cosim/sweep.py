@@ -132,7 +132,11 @@ def _is_complete(run_dir: Path, scenario: Scenario) -> bool:
 def _run_one(scenario: Scenario, out_dir: str) -> dict[str, Any]:
     import torch
 
+    from cosim.engine.guard import parent_gone
     from cosim.engine.simulation import run_scenario
+
+    if parent_gone():  # an orphaned worker takes no more runs from the queue
+        raise RuntimeError("the sweep that queued this run has exited")
 
     torch.set_num_threads(1)  # parallel runs share the cores: one thread each
     return run_scenario(scenario, Path(out_dir))

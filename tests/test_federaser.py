@@ -103,3 +103,34 @@ def test_policies_that_do_not_fit_the_adapters_are_refused(tiny_scenario, overri
 
     with pytest.raises(ScenarioError, match=message):
         parse_scenario(apply_overrides(tiny_scenario, overrides))
+
+
+def test_a_join_during_a_calibration_lets_it_finish(run_tiny) -> None:
+    run = run_tiny(
+        SHARED,
+        "training.rounds=6",
+        "events=[{kind: leave, device: 1, round: 3}, {kind: join, round: 4}]",
+        "correction.policy=federaser",
+        "correction.federaser.interval_rounds=1",
+    )
+    ends = [json.loads(e["detail"]) for e in run.rows("events") if e["kind"] == "correction_end"]
+    assert [(e["reason"], e["rounds"]) for e in ends] == [("replayed every stored round", 3)]
+    assert max(row["round"] for row in run.rows("rounds")) == 6 + 3 - 1
+
+
+def test_a_second_leave_during_a_calibration_starts_it_over(run_tiny) -> None:
+    run = run_tiny(
+        SHARED,
+        "training.rounds=6",
+        "events=[{kind: leave, device: 1, round: 3}, {kind: leave, device: 2, round: 4}]",
+        "correction.policy=federaser",
+        "correction.federaser.interval_rounds=1",
+    )
+    starts = [json.loads(e["detail"]) for e in run.rows("events") if e["kind"] == "correction"]
+    assert [s["replay_rounds"] for s in starts] == [3, 3]
+    # Rounds 0-2 ordinary, round 3 the first calibration's only round, 4-6 the second's
+    # three, then the three ordinary rounds left: six ordinary rounds in all.
+    steps = {row["round"]: row["steps"] for row in run.rows("rounds") if row["device"] == 0}
+    assert sorted(steps) == list(range(10))
+    assert [r for r, n in steps.items() if n == 2] == [0, 1, 2, 7, 8, 9]  # training.local_steps
+    assert [r for r, n in steps.items() if n == 1] == [3, 4, 5, 6]  # calibration steps

@@ -75,7 +75,7 @@ def _running(pid: int) -> bool:
         state = Path(f"/proc/{pid}/status").read_text()
     except FileNotFoundError:
         return False
-    return "\\nState:\\tZ" not in state  # a zombie has exited (nobody may reap an orphan here)
+    return "\nState:\tZ" not in state  # a zombie has exited (nobody may reap an orphan here)
 
 
 def test_a_child_whose_parent_is_killed_interrupts_its_run_and_exits(tiny_scenario, tmp_path) -> None:
@@ -92,6 +92,8 @@ def test_a_child_whose_parent_is_killed_interrupts_its_run_and_exits(tiny_scenar
         [sys.executable, "-c", PARENT, str(tmp_path / "s.yaml"), str(tmp_path / "run")],
         stdout=subprocess.PIPE,
         text=True,
+        # As a shell starts a background job: SIGINT ignored, and inherited by the child.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     assert parent.stdout is not None
     child = int(parent.stdout.readline())
@@ -179,3 +181,15 @@ def test_a_child_stopped_with_sigterm_marks_its_run_interrupted(tiny_scenario, t
     assert manifest["status"] == "interrupted"
     rounds = sorted(set(pq.read_table(tmp_path / "run" / "rounds.parquet").column("round").to_pylist()))
     assert rounds[:2] == [0, 1] and len(rounds) < 400
+
+
+def test_a_sweep_worker_whose_parent_is_gone_starts_no_queued_run(
+    tiny_scenario, tmp_path, monkeypatch
+) -> None:
+    from cosim.engine import guard
+    from cosim.sweep import _run_one
+
+    monkeypatch.setattr(guard, "_parent_gone", type("Gone", (), {"is_set": staticmethod(lambda: True)})())
+    with pytest.raises(RuntimeError, match="has exited"):
+        _run_one(parse_scenario(tiny_scenario), str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()

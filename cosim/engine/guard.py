@@ -32,7 +32,7 @@ from typing import Any
 from cosim.engine.simulation import RoundInfo, run_scenario
 from cosim.scenario import Scenario, ScenarioError
 
-__all__ = ["RunCrashed", "child_setup", "exit_with_parent", "run_guarded"]
+__all__ = ["RunCrashed", "child_setup", "exit_with_parent", "parent_gone", "run_guarded", "stop_once"]
 
 INTERRUPT_GRACE_S = 60.0
 """How long an orphaned child may take to write its interrupted run before it is ended."""
@@ -42,14 +42,43 @@ class RunCrashed(RuntimeError):
     """The simulation process died; the message says how, and the run is marked interrupted."""
 
 
+_stopping = threading.Event()  # an interrupt is under way: further ones are ignored
+_parent_gone = threading.Event()
+
+
+def stop_once() -> None:
+    """Raise :class:`KeyboardInterrupt`, the first time only.
+
+    Later SIGINTs and SIGTERMs are ignored from then on, so that a second interrupt (the
+    watchdog's after a SIGTERM to the whole process group, a second Ctrl-C) cannot break
+    into the interrupted run while it writes its tables and marks its manifest.
+    """
+    if _stopping.is_set():
+        return
+    _stopping.set()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    stop_once()
+
+
+def parent_gone() -> bool:
+    """Whether this process's parent has exited (as seen by :func:`exit_with_parent`)."""
+    return _parent_gone.is_set()
+
+
 def exit_with_parent(grace_s: float = INTERRUPT_GRACE_S) -> None:
     """Interrupt this process (SIGINT, as Ctrl-C) once its parent has exited; end it ``grace_s`` later.
 
     For a process started by :mod:`multiprocessing`: a daemon thread waits on the
     parent's sentinel, which the operating system closes however the parent ends (even
     before this is called).  The interrupt lets a running simulation mark its manifest
-    ``interrupted`` and write its tables; the hard exit ends whatever is left (a pool
-    worker waiting for work that will never come).
+    ``interrupted`` and write its tables (unless an interrupt is already under way);
+    the hard exit ends whatever is left (a pool worker waiting for work that will never
+    come).
     """
     parent = mp.parent_process()
     if parent is None:
@@ -57,21 +86,22 @@ def exit_with_parent(grace_s: float = INTERRUPT_GRACE_S) -> None:
 
     def watch() -> None:
         parent.join()
-        os.kill(os.getpid(), signal.SIGINT)
+        _parent_gone.set()
+        if not _stopping.is_set():
+            os.kill(os.getpid(), signal.SIGINT)
         time.sleep(grace_s)
         os._exit(1)
 
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def child_setup() -> None:
-    """In a simulation process: end with the parent (:func:`exit_with_parent`), and take SIGTERM
-    (how job schedulers stop work) as an interrupt, so the run is marked and its tables written."""
-    signal.signal(signal.SIGTERM, _interrupt)
+    """In a simulation process: SIGINT and SIGTERM (how job schedulers stop work) interrupt the
+    run once, so it is marked and its tables written; and the process ends with its parent
+    (:func:`exit_with_parent`).  SIGINT is set explicitly: a process started in the background
+    by a shell inherits it ignored."""
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
     exit_with_parent()
 
 
@@ -84,7 +114,6 @@ def _child(
     # A crash must end this process (inherited handlers, e.g. cling's, may print and hang).
     for sig in (signal.SIGABRT, signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE):
         signal.signal(sig, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # a write to a parent that is gone must raise, not kill
     child_setup()
 
@@ -92,10 +121,9 @@ def _child(
     def report(info: RoundInfo) -> None:
         try:
             messages.send(("round", info))
-        except OSError:  # the parent is gone: stop as on Ctrl-C, once (the watchdog's SIGINT must
-            # not interrupt the interrupted run while it writes its tables)
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            raise KeyboardInterrupt from None
+        except OSError:  # the parent is gone: stop as on Ctrl-C
+            stop_once()
+            raise
 
     try:
         summary = target(scenario, out_dir, on_round=report)

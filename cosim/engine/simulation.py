@@ -381,14 +381,20 @@ class Simulation:
         spec = self.scenario.correction
         if spec.policy == "none" or not (left or joined):
             return
-        if self._correction is not None:
-            self._end_correction("superseded by a new event")
         now, active = self.env.now, self.members.active
         kind = "leave" if left else "join"
         if spec.policy == "federaser":
+            # A join needs no unlearning (a calibration under way goes on); a leave during a
+            # calibration starts it over, without the rounds it had still to replay.
             if left:
+                if self._correction is not None:
+                    state = self._correction
+                    self._extra_rounds -= (state.replay_rounds or 0) - state.rounds
+                    self._end_correction("superseded by a new event")
                 self._start_calibration(r, kind, now, active)
             return
+        if self._correction is not None:
+            self._end_correction("superseded by a new event")
         if spec.policy == "retrain":
             self.learner.reset()
             self._extra_rounds += r - self._last_reset
