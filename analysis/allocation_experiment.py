@@ -34,6 +34,8 @@ def table(sweep_dir: Path) -> pd.DataFrame:
     runs = []
     for manifest in sorted(sweep_dir.glob("*/manifest.json")):
         run = load_run(manifest.parent)
+        if run.manifest.get("status") != "complete":
+            continue  # an unfinished run would lower the common target of the others
         final = run.evaluations[run.evaluations["device"].isna()]
         final = final[final["round"] == final["round"].max()].groupby("split")["accuracy"].last()
         runs.append((run, final))

@@ -823,7 +823,11 @@ class FedEraser(_Spec):
         2, ge=1, le=10000, description="Store the updates of every this many rounds."
     )
     calibration_fraction: float = Field(
-        0.5, gt=0, le=1, description="Calibration local steps as a share of training.local_steps."
+        0.5,
+        gt=0,
+        le=1,
+        description="Calibration local steps as a share of training.local_steps (rounded half to "
+        "even, at least 1).",
     )
 
 

@@ -247,6 +247,8 @@ def experiments(
             f"--no-run: {status.count('complete')} runs complete, {missing} missing or unfinished (left "
             f"out), {stale} complete from another version of their scenario (read as they are)"
         )
+        if not status.count("complete") + stale:
+            fail(f"--no-run: no complete run of this plan in {out}; run it without --no-run first")
     else:
         _run_plan(plan, out, jobs, executor, address)
     table = results(plan, out)
