@@ -80,7 +80,8 @@ def plan_experiments(
     events: tuple[str, ...] = EVENTS,
     adapters: str = "orthogonal",
 ) -> list[SweepRun]:
-    """Every regime x event x policy x seed as a run (named ``regime-event-policy-sSEED``).
+    """Every regime x event x policy x seed as a run (named ``regime-event-policy-sSEED``, with
+    ``-shared`` before the seed for shared adapters).
 
     ``adapters="shared"`` runs every regime with shared (non-orthogonal) adapters, where only
     the policies of :data:`cosim.scenario.SHARED_POLICIES` apply; ``federaser`` always does.
@@ -109,10 +110,23 @@ def plan_experiments(
                     spec.setdefault("correction", {})["policy"] = policy
                     if policy == "federaser" or adapters == "shared":
                         spec.setdefault("model", {})["adapters"] = "shared"
-                    name = f"{regime}-{event}-{policy}-s{seed}"
-                    overrides = {"regime": regime, "event": event, "policy": policy, "seed": seed}
+                    name = _run_name(regime, event, policy, seed, adapters)
+                    overrides = {
+                        "regime": regime,
+                        "event": event,
+                        "policy": policy,
+                        "seed": seed,
+                        "adapters": adapters,
+                    }
                     plan.append(SweepRun(name, overrides, parse_scenario(spec, source=name)))
     return plan
+
+
+def _run_name(regime: str, event: str, policy: str, seed: int, adapters: str) -> str:
+    """``regime-event-policy-sSEED``; with ``adapters="shared"`` ``regime-event-policy-shared-sSEED``,
+    so that the two kinds of runs never share a directory."""
+    kind = "-shared" if adapters == "shared" else ""
+    return f"{regime}-{event}-{policy}{kind}-s{seed}"
 
 
 def _copies(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -210,7 +224,7 @@ def results(plan: list[SweepRun], out_dir: Path, target_tol: float = 0.01) -> pd
     rows = []
     for name, (run, fig) in figures.items():
         o = run.overrides
-        ref_name = f"{o['regime']}-{o['event']}-retrain-s{o['seed']}"
+        ref_name = _run_name(o["regime"], o["event"], "retrain", o["seed"], o.get("adapters", "orthogonal"))
         ref = figures.get(ref_name, (None, None))[1]
         row = {k: o[k] for k in ("regime", "event", "policy", "seed")}
         row.update({k: v for k, v in fig.items() if k not in ("timeline", "transfers")})

@@ -43,6 +43,7 @@ def test_the_plan_covers_every_regime_event_policy_and_seed(tmp_path: Path, tiny
         regime_dir(tmp_path / "y", tiny_scenario), seeds=(1,), policies=("none", "retrain"), adapters="shared"
     )
     assert len(shared) == 4 and {r.scenario.model.adapters for r in shared} == {"shared"}
+    assert "small-leave-retrain-shared-s1" in {r.name for r in shared}  # never an orthogonal run's name
     with pytest.raises(ScenarioError, match="allowed with shared adapters: none, retrain, federaser"):
         plan_experiments(regime_dir(tmp_path / "z", tiny_scenario), seeds=(1,), adapters="shared")
 
