@@ -18,7 +18,6 @@ heading ``SECTION`` (that section alone is replaced).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import platform
@@ -30,7 +29,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
-from results_md import write_section
+from results_md import measured_line, publish
 
 from cosim.engine.simulation import Simulation
 from cosim.scenario import load_scenario
@@ -66,7 +65,7 @@ def main() -> None:
     lines = [
         SECTION,
         "",
-        f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC. Command (repository root):",
+        measured_line(),
         "",
         "```",
         f".venv/bin/python benchmarks/bench_allocator.py --scenario {args.scenario} "
@@ -86,9 +85,7 @@ def main() -> None:
             f"{allocator / wall:.2%} | {simulated:.1f} | {bits / 1e6:.1f} |"
         )
     lines += ["", "`full` sends every group at 32 bits without consulting the allocator.", ""]
-    text = "\n".join(lines)
-    print(text)
-    write_section(text)
+    publish(lines)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ The Markdown is printed and written into ``benchmarks/RESULTS.md`` under ``SECTI
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import platform
 import statistics
@@ -36,7 +35,7 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from results_md import write_section
+from results_md import measured_line, publish
 
 from cosim.engine.simulation import run_scenario
 from cosim.network import create_network
@@ -146,7 +145,7 @@ def main() -> None:
     lines = [
         SECTION,
         "",
-        f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC. Command (repository root):",
+        measured_line(),
         "",
         "```",
         command,
@@ -190,9 +189,7 @@ def main() -> None:
         "number of devices alone.",
         "",
     ]
-    text = "\n".join(lines)
-    print(text)
-    write_section(text)
+    publish(lines)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ the heading ``SECTION`` (that section alone is replaced).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import platform
 import statistics
@@ -34,7 +33,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
-from results_md import write_section
+from results_md import measured_line, publish
 
 from cosim.engine.simulation import Simulation
 from cosim.learning.learner import SlotLearner
@@ -97,7 +96,7 @@ def main() -> None:
     lines = [
         SECTION,
         "",
-        f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC. Command (repository root):",
+        measured_line(),
         "",
         "```",
         "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_quickstart.py --repeats " + str(args.repeats),
@@ -125,9 +124,7 @@ def main() -> None:
         "the start of its child process and the ns-3 import.",
         "",
     ]
-    text = "\n".join(lines)
-    print(text)
-    write_section(text)
+    publish(lines)
 
 
 if __name__ == "__main__":

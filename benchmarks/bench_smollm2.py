@@ -21,7 +21,6 @@ The Markdown section is printed and written into ``benchmarks/RESULTS.md`` under
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import platform
 import sys
@@ -36,7 +35,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pandas as pd
 import torch
-from results_md import write_section
+from results_md import measured_line, publish
 
 from cosim.engine.simulation import RoundInfo, Simulation
 from cosim.learning.bases import load_gguf, load_pretrained, smollm2_directory, smollm2_gguf
@@ -120,7 +119,7 @@ def main() -> None:
     lines = [
         SECTION,
         "",
-        f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC. Command (repository root):",
+        measured_line(),
         "",
         "```",
         "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_smollm2.py"
@@ -154,9 +153,7 @@ def main() -> None:
         *_accuracy_table(evaluations, leave_round),
         "",
     ]
-    text = "\n".join(lines)
-    print(text)
-    write_section(text)
+    publish(lines)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -24,3 +25,15 @@ def write_section(text: str, path: Path = RESULTS) -> None:
     else:
         new = old.rstrip("\n") + "\n\n" + text
     path.write_text(new)
+
+
+def measured_line() -> str:
+    """The line that opens a section's body: when it was measured, and that the command follows."""
+    return f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC. Command (repository root):"
+
+
+def publish(lines: list[str], path: Path = RESULTS) -> None:
+    """Print a section's lines and write them into ``path`` (:func:`write_section`)."""
+    text = "\n".join(lines)
+    print(text)
+    write_section(text, path)
