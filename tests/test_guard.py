@@ -2,10 +2,15 @@
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from cosim.engine.guard import RunCrashed, run_guarded
 from cosim.engine.simulation import Simulation, run_scenario
@@ -78,35 +83,44 @@ def _running(pid: int) -> bool:
     return "\nState:\tZ" not in state  # a zombie has exited (nobody may reap an orphan here)
 
 
-def test_a_child_whose_parent_is_killed_interrupts_its_run_and_exits(tiny_scenario, tmp_path) -> None:
-    import signal
-    import subprocess
-    import sys
-    import time
+def _wait_gone(pid: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(pid)
 
-    import yaml
 
+def _start_long_run(tiny_scenario, tmp_path: Path, **popen) -> tuple[subprocess.Popen, int]:
+    """A parent process playing a 400-round tiny run guarded; returns it and its child's pid
+    (once the child has reported round 1)."""
     spec = tiny_scenario | {"training": tiny_scenario["training"] | {"rounds": 400}}
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
     parent = subprocess.Popen(
         [sys.executable, "-c", PARENT, str(tmp_path / "s.yaml"), str(tmp_path / "run")],
         stdout=subprocess.PIPE,
         text=True,
-        # As a shell starts a background job: SIGINT ignored, and inherited by the child.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        **popen,
     )
     assert parent.stdout is not None
-    child = int(parent.stdout.readline())
+    return parent, int(parent.stdout.readline())
+
+
+def _assert_interrupted_with_its_rounds(run_dir: Path) -> None:
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted"
+    rounds = sorted(set(pq.read_table(run_dir / "rounds.parquet").column("round").to_pylist()))
+    assert rounds[:2] == [0, 1] and len(rounds) < 400
+
+
+def test_a_child_whose_parent_is_killed_interrupts_its_run_and_exits(tiny_scenario, tmp_path) -> None:
+    # As a shell starts a background job: SIGINT ignored, and inherited by the child.
+    parent, child = _start_long_run(
+        tiny_scenario, tmp_path, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)
+    )
     parent.send_signal(signal.SIGKILL)  # from outside: the parent can clean nothing up
     parent.wait()
-    deadline = time.monotonic() + 60
-    while _running(child) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not _running(child)
-    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
-    assert manifest["status"] == "interrupted"
-    rounds = sorted(set(pq.read_table(tmp_path / "run" / "rounds.parquet").column("round").to_pylist()))
-    assert rounds[:2] == [0, 1] and len(rounds) < 400
+    _wait_gone(child, 60)
+    _assert_interrupted_with_its_rounds(tmp_path / "run")
 
 
 ORPHAN = """
@@ -131,11 +145,6 @@ if __name__ == "__main__":
 
 
 def test_an_orphan_is_interrupted_and_then_ended(tmp_path) -> None:
-    import signal
-    import subprocess
-    import sys
-    import time
-
     script = tmp_path / "orphan.py"
     script.write_text(ORPHAN)
     parent = subprocess.Popen(
@@ -150,37 +159,16 @@ def test_an_orphan_is_interrupted_and_then_ended(tmp_path) -> None:
     assert marker.read_text() == "ready" and _running(child)
     parent.send_signal(signal.SIGKILL)
     parent.wait()
-    deadline = time.monotonic() + 30
-    while _running(child) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _running(child)
+    _wait_gone(child, 30)
     assert marker.read_text() == "interrupted"
 
 
 def test_a_child_stopped_with_sigterm_marks_its_run_interrupted(tiny_scenario, tmp_path) -> None:
-    import signal
-    import subprocess
-    import sys
-
-    import yaml
-
-    spec = tiny_scenario | {"training": tiny_scenario["training"] | {"rounds": 400}}
-    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
-    parent = subprocess.Popen(
-        [sys.executable, "-c", PARENT, str(tmp_path / "s.yaml"), str(tmp_path / "run")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert parent.stdout is not None
-    child = int(parent.stdout.readline())
+    parent, child = _start_long_run(tiny_scenario, tmp_path, stderr=subprocess.PIPE)
     os.kill(child, signal.SIGTERM)  # as a job scheduler stops work
     _, err = parent.communicate(timeout=120)
     assert "KeyboardInterrupt" in err  # the parent hears that its run was interrupted
-    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
-    assert manifest["status"] == "interrupted"
-    rounds = sorted(set(pq.read_table(tmp_path / "run" / "rounds.parquet").column("round").to_pylist()))
-    assert rounds[:2] == [0, 1] and len(rounds) < 400
+    _assert_interrupted_with_its_rounds(tmp_path / "run")
 
 
 def test_a_sweep_worker_whose_parent_is_gone_starts_no_queued_run(

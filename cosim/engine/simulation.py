@@ -435,7 +435,7 @@ class Simulation:
         """FedEraser: back to the initial adapter, then replay the stored rounds without the leavers."""
         assert self._history is not None
         stored_bytes = self._history.nbytes()
-        self._history.forget(set(self._history.nbytes_per_device()) - set(active))
+        self._history.forget(self._history.devices() - set(active))
         replay = len(self._history.entries)
         self.learner.reset()
         self._extra_rounds += replay
@@ -481,7 +481,7 @@ class Simulation:
             calibrated = difference(self.learner.own_state(devices), before)
             calibrated = {d: calibrate(calibrated[d], entry.updates[d]) for d in devices}
             self.learner.set_updates(before, calibrated)
-            entry.updates = {d: {n: t.clone() for n, t in u.items()} for d, u in calibrated.items()}
+            entry.updates = calibrated  # fresh tensors: set_updates copied them into the adapters
             state.local_steps += steps * len(devices)
             return losses, {d: steps if d in calibrated else 0 for d in active}
         store = self._trained_rounds % self.scenario.correction.federaser.interval_rounds == 0
@@ -493,7 +493,7 @@ class Simulation:
             per_device = history.nbytes_per_device()
             total, largest = self._history_peak
             self._history_peak = (
-                max(total, history.nbytes()),
+                max(total, sum(per_device.values())),
                 max(largest, max(per_device.values(), default=0)),
             )
         return losses, dict.fromkeys(active, tau)

@@ -68,6 +68,10 @@ class UpdateHistory:
                 entry.updates.pop(d, None)
         self.entries = [e for e in self.entries if e.updates]
 
+    def devices(self) -> set[int]:
+        """Every device with a stored update."""
+        return {d for entry in self.entries for d in entry.updates}
+
     def nbytes(self) -> int:
         """Memory of the stored updates, all devices together."""
         return sum(e.nbytes() for e in self.entries)

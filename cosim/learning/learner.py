@@ -306,7 +306,7 @@ class SlotLearner:
                 raise ValueError(f"mu needs one value per layer group ({groups}), got {len(mu)}")
             mu_of = {n: float(mu[g]) for n, g in self.group_of.items()}
         batch = self.training.batch_size
-        anchors = {d: {n: p.detach().clone() for n, p in self.own[d].items()} for d in devices}
+        anchors = self.own_state(devices)
         totals = dict.fromkeys(devices, 0.0)
         for _ in range(steps):
             inputs, answers = [], []
