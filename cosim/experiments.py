@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from cosim.scenario import SHARED_POLICIES, ScenarioError, parse_scenario
+from cosim.scenario import SHARED_POLICIES, ScenarioError, apply_overrides, parse_scenario
 from cosim.sweep import SweepRun
 
 __all__ = ["EVENTS", "POLICIES", "aggregate", "markdown", "plan_experiments", "results"]
@@ -58,13 +58,13 @@ TARGET_SPLIT = {"leave": "retain", "join": "newcomer"}
 EARLY_ROUNDS = 2  # ``<split>_acc_early``: accuracy at the end of the event's round + this
 
 
-def _regimes(directory: Path) -> dict[str, dict[str, Any]]:
+def _regimes(directory: Path, overrides: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
     files = sorted(directory.glob("*.yaml"))
     if not files:
         raise ScenarioError(f"{directory}: no regime scenarios (*.yaml) found")
     out = {}
     for path in files:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = apply_overrides(yaml.safe_load(path.read_text(encoding="utf-8")), list(overrides))
         scenario = parse_scenario(raw, source=str(path))
         leaves = [e for e in scenario.events if e.kind == "leave"]
         if len(scenario.events) != 1 or not leaves or leaves[0].round is None:
@@ -79,9 +79,14 @@ def plan_experiments(
     policies: tuple[str, ...] = POLICIES,
     events: tuple[str, ...] = EVENTS,
     adapters: str = "orthogonal",
+    overrides: tuple[str, ...] = (),
 ) -> list[SweepRun]:
     """Every regime x event x policy x seed as a run (named ``regime-event-policy-sSEED``, with
     ``-shared`` before the seed for shared adapters).
+
+    ``overrides`` (``a.b=value``, as ``cosim run --set``) apply to every regime scenario
+    before the event, policy and seed are set, e.g. ``events.0.round=28`` moves the leave
+    (and the join made from it) later.
 
     ``adapters="shared"`` runs every regime with shared (non-orthogonal) adapters, where only
     the policies of :data:`cosim.scenario.SHARED_POLICIES` apply; ``federaser`` always does.
@@ -97,7 +102,7 @@ def plan_experiments(
             f"{', '.join(SHARED_POLICIES)}"
         )
     plan = []
-    for regime, raw in _regimes(directory).items():
+    for regime, raw in _regimes(directory, overrides).items():
         leave = raw["events"][0]
         for event in events:
             for policy in policies:
@@ -111,14 +116,14 @@ def plan_experiments(
                     if policy == "federaser" or adapters == "shared":
                         spec.setdefault("model", {})["adapters"] = "shared"
                     name = _run_name(regime, event, policy, seed, adapters)
-                    overrides = {
+                    labels = {
                         "regime": regime,
                         "event": event,
                         "policy": policy,
                         "seed": seed,
                         "adapters": adapters,
                     }
-                    plan.append(SweepRun(name, overrides, parse_scenario(spec, source=name)))
+                    plan.append(SweepRun(name, labels, parse_scenario(spec, source=name)))
     return plan
 
 

@@ -108,6 +108,21 @@ def test_error_messages_are_printed_verbatim(tiny_file: Path, override: str, fra
     assert fragment in flat(result.stderr)
 
 
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("events.0.round=99", "events.0.round: 99 is past the last round; allowed: 0..23"),
+        ("events.0.round=20", "--no-run: no complete run of this plan in"),
+    ],
+    ids=["bad-field", "nothing-to-read"],
+)
+def test_experiments_overrides_are_validated(tmp_path: Path, override: str, fragment: str) -> None:
+    regimes = Path(__file__).resolve().parents[1] / "scenarios" / "regimes"
+    result = invoke("experiments", regimes, "--out", tmp_path / "runs", "--set", override, "--no-run")
+    assert result.exit_code == 2
+    assert fragment in flat(result.stderr)
+
+
 # --------------------------------------------------------------------------- a tiny run
 
 

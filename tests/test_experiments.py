@@ -48,6 +48,19 @@ def test_the_plan_covers_every_regime_event_policy_and_seed(tmp_path: Path, tiny
         plan_experiments(regime_dir(tmp_path / "z", tiny_scenario), seeds=(1,), adapters="shared")
 
 
+def test_overrides_apply_to_every_regime_before_the_join_is_derived(tmp_path: Path, tiny_scenario) -> None:
+    late = ("events.0.round=3", "training.rounds=6")
+    directory = regime_dir(tmp_path, tiny_scenario)
+    plan = plan_experiments(directory, seeds=(1,), policies=("none",), overrides=late)
+    assert {r.name: (r.scenario.events[0].kind, r.scenario.events[0].round) for r in plan} == {
+        "small-leave-none-s1": ("leave", 3),
+        "small-join-none-s1": ("join", 3),
+    }
+    assert {r.scenario.training.rounds for r in plan} == {6}
+    with pytest.raises(ScenarioError, match=r"events\.0\.round: 9 is past the last round"):
+        plan_experiments(directory, seeds=(1,), overrides=("events.0.round=9",))
+
+
 def test_a_regime_needs_exactly_one_leave(tmp_path: Path, tiny_scenario) -> None:
     directory = tmp_path / "bad"
     directory.mkdir()

@@ -218,6 +218,14 @@ def experiments(
             "--no-run", help="Run nothing: build the tables from the complete runs already in --out."
         ),
     ] = False,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Override a field of every regime scenario, e.g. --set events.0.round=28 (repeatable).",
+            metavar="a.b=value",
+        ),
+    ] = None,
 ) -> None:
     """Every correction policy on every regime, leave and join, several seeds: one results table."""
     from cosim.experiments import EVENTS, POLICIES, aggregate, markdown, plan_experiments, results
@@ -233,7 +241,12 @@ def experiments(
 
         default = POLICIES if adapters != "shared" else SHARED_POLICIES
         plan = plan_experiments(
-            regimes, tuple(seeds or (1, 2, 3)), tuple(policy or default), events, adapters
+            regimes,
+            tuple(seeds or (1, 2, 3)),
+            tuple(policy or default),
+            events,
+            adapters,
+            tuple(overrides or ()),
         )
     except ScenarioError as err:
         fail(str(err))
