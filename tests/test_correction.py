@@ -132,6 +132,30 @@ def test_local_correction_adds_the_decided_steps_to_the_affected_devices(run_tin
     assert end["seconds"] == pytest.approx(run.summary["simulated_s"] - start)
 
 
+def test_local_correction_sends_the_corrected_slots_before_the_regular_steps(run_tiny) -> None:
+    run = run_tiny(LEAVE, "correction.policy=local", *EAGER)
+    first = first_decision(run)
+    extra, tau = first["local_steps"], 2
+    assert extra > 0 and first["syncs"] == 0  # no synchronisation scheduled: only local correction's exchange
+    sync = [t for t in run.rows("transfers") if t["purpose"] == "sync" and t["round"] == 2]
+    assert sync and pairs(run, 2, "sync") == pairs(run, 2)  # every link, as the round's gossip
+    groups = {a["group"] for a in run.rows("allocations") if a["purpose"] == "sync" and a["round"] == 2}
+    assert groups == {0, 1}  # every layer group
+    rounds = {row["device"]: row for row in run.rows("rounds") if row["round"] == 2}
+    start = min(row["time_s"] for row in rounds.values())
+    sync_end = max(t["finish_s"] for t in sync)
+    for t in sync:  # a device sends once its extra steps are computed
+        row = rounds[t["src"]]
+        assert t["start_s"] >= start + row["compute_s"] * extra / (tau + extra) - 1e-9
+    for row in rounds.values():
+        regular = row["compute_s"] * tau / (tau + extra)
+        assert row["sync_s"] == pytest.approx(sync_end - start)
+        assert row["tx_start_s"] == pytest.approx(start + row["sync_s"] + regular)  # regular steps after it
+    ends = [c for c in corrections(run) if c["kind"] == "correction_end"]
+    local_rounds = sum(1 for c in corrections(run) if c["kind"] == "correction" and c["local_steps"] > 0)
+    assert ends[-1]["syncs"] == local_rounds
+
+
 def test_sync_scheduling_exchanges_the_lagging_groups_before_computing(run_tiny) -> None:
     run = run_tiny(LEAVE, "correction.policy=sync", *EAGER)
     first = first_decision(run)

@@ -732,19 +732,32 @@ class Simulation:
         sync_end = env.now
 
         mu: float | tuple[float, ...] = plan.mu or 0.0
-        extra = []
+        flops_per_step = self.learner.flops_per_step()
+        extra: list[int] = []
+        extra_s: dict[int, float] = {}
+        if self._correction is not None:
+            self._correction.syncs += plan.syncs
         if plan.extra_steps and self._correction is not None:
             extra = [d for d in self._correction.affected if d in active]
             self.learner.train(extra, plan.extra_steps, self.rngs, mu=mu)
             self._correction.local_steps += plan.extra_steps * len(extra)
-        if self._correction is not None:
-            self._correction.syncs += plan.syncs
+            extra_s = {d: flops_per_step * plan.extra_steps / self.flops_per_s[d] for d in extra}
+            if extra:
+                # The corrected slots travel before the round's regular steps: trained on
+                # against copies that lack the correction, the devices would undo it.
+                start = {d: sync_end + extra_s.get(d, 0.0) for d in active}
+                yield from self._exchange(
+                    r, links, adjacency, weights, start, max(start.values()) + self.scenario.network.slot_s,
+                    tuple(range(n_groups)), "sync", group_weights,
+                )  # fmt: skip
+                self._correction.syncs += 1
+                sync_end = env.now
         losses, trained = self._local_training(r, active, tau, mu)
         steps = {d: trained[d] + (plan.extra_steps if d in extra else 0) for d in active}
-        flops_per_step = self.learner.flops_per_step()
         compute_s = {d: flops_per_step * steps[d] / self.flops_per_s[d] for d in active}
         ready = {d: max(self._ready_at.pop(d, sync_end), sync_end) for d in active}
-        tx_start = {d: ready[d] + compute_s[d] for d in active}
+        # The extra steps were computed before the correction's exchange, within sync_s.
+        tx_start = {d: ready[d] + compute_s[d] - extra_s.get(d, 0.0) for d in active}
         deadline = (max(tx_start.values()) if tx_start else sync_end) + self.scenario.network.slot_s
         sent, received = yield from self._exchange(
             r, links, adjacency, weights, tx_start, deadline, tuple(range(n_groups)), "gossip", group_weights

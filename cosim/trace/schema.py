@@ -35,7 +35,12 @@ TABLES: dict[str, list[tuple[str, pa.DataType, str]]] = {
         ("messages_sent", _I, "messages it sent"),
         ("messages_delivered", _I, "of those, delivered by the deadline"),
         ("round_end_s", _F, "simulated time the round ended (all needed transfers or the deadline)"),
-        ("sync_s", _F, "time of the correction's extra exchanges at the round's start (before computing)"),
+        (
+            "sync_s",
+            _F,
+            "time of the correction's extra exchanges and extra local steps at the round's start "
+            "(before the regular steps)",
+        ),
     ],
     "transfers": [
         ("round", _I, "round index"),
@@ -43,8 +48,8 @@ TABLES: dict[str, list[tuple[str, pa.DataType, str]]] = {
         (
             "purpose",
             _S,
-            "gossip (slot exchange), sync (a correction's extra exchange of some layer groups) "
-            "or pull (a newcomer fetching its neighbour's copies)",
+            "gossip (slot exchange), sync (a correction's extra exchange: of some layer groups, or "
+            "of every group after local correction) or pull (a newcomer fetching its neighbour's copies)",
         ),
         ("src", _I, "sender"),
         ("dst", _I, "receiver"),
