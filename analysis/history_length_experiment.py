@@ -1,0 +1,97 @@
+"""What a correction after a leave costs against retraining, as the history before the leave grows.
+
+Retrain replays every round before the event, so its cost grows with the event's
+round; a correction starts from the model as it is.  Reads the ``results.parquet`` of
+several ``cosim experiments`` directories that differ only in the event's round, and
+prints per regime, event round and policy (mean ± standard deviation over seeds):
+
+* the replay's simulated seconds and bits (retrain's correction cost);
+* the seconds and bits until the retained accuracy is within 1 point of what the
+  replay buys (retrain's value at the end of its replay: *catch up*), over the seeds
+  that got there, and the replay's cost divided by them (ratio of the means);
+* the final retained accuracy, forget accuracy and MIA AUC minus retrain's.
+
+    .venv/bin/cosim experiments scenarios/regimes --out runs/regimes --event leave --jobs 2
+    .venv/bin/cosim experiments scenarios/regimes --out runs/regimes-late --event leave --jobs 2 \\
+        --policy none --policy priority --policy retrain --set events.0.round=28 --set training.rounds=38
+    .venv/bin/python analysis/history_length_experiment.py runs/regimes runs/regimes-late
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+POLICIES = ("none", "priority")
+
+
+def _cell(values: pd.Series, digits: int, scale: float = 1.0) -> str:
+    values = values.dropna().astype(float) * scale
+    if values.empty:
+        return "–"
+    spread = values.std(ddof=1) if len(values) > 1 else 0.0
+    return f"{values.mean():.{digits}f} ± {spread:.{digits}f}"
+
+
+def _ratio(replay: float, cost: pd.Series) -> str:
+    cost = cost.dropna().astype(float)
+    if cost.empty:
+        return "–"
+    mean = cost.mean()
+    return "already there" if mean == 0 else f"{replay / mean:.1f}x"
+
+
+def table(directories: list[Path]) -> str:
+    frames = [pd.read_parquet(d / "results.parquet") for d in directories]
+    df = pd.concat(frames, ignore_index=True)
+    df = df[df["event"] == "leave"]
+    header = (
+        "| regime | leave at round | policy | replay s | replay Mbit | s to catch up | Mbit to catch up "
+        "| caught up | replay s / catch-up s | replay Mbit / catch-up Mbit | retain − retrain "
+        "| forget − retrain | MIA AUC − retrain |"
+    )
+    lines = [header, "|---|---:|---|" + "---:|" * 10]
+    for (regime, event_round), runs in df.groupby(["regime", "event_round"], sort=True):
+        retrain = runs[runs["policy"] == "retrain"]
+        if retrain.empty:
+            continue
+        replay_s = float(retrain["correction_seconds"].mean())
+        replay_bits = float(retrain["correction_bits"].mean())
+        for policy in POLICIES:
+            rows = runs[runs["policy"] == policy]
+            if rows.empty:
+                continue
+            caught = rows[rows["caught_up"] > 0]
+            cells = [
+                _cell(retrain["correction_seconds"], 1),
+                _cell(retrain["correction_bits"], 0, 1e-6),
+                _cell(caught["caught_up_s"], 1),
+                _cell(caught["caught_up_bits"], 0, 1e-6),
+                f"{len(caught)}/{len(rows)}",
+                _ratio(replay_s, caught["caught_up_s"]),
+                _ratio(replay_bits, caught["caught_up_bits"]),
+                _cell(rows["retain_acc_vs_retrain"], 2),
+                _cell(rows["forget_acc_vs_retrain"], 2),
+                _cell(rows["mia_auc_vs_retrain"], 2),
+            ]
+            lines.append(f"| {regime} | {int(event_round)} | {policy} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("directories", type=Path, nargs="+", help="cosim experiments --out directories")
+    args = parser.parse_args()
+    missing = [d for d in args.directories if not (d / "results.parquet").is_file()]
+    if missing:
+        names = ", ".join(map(str, missing))
+        parser.exit(2, f"error: no results.parquet in {names}; run cosim experiments first\n")
+    with np.errstate(all="ignore"):
+        print(table(args.directories))
+
+
+if __name__ == "__main__":
+    main()
