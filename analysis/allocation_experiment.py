@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cosim.analysis import event_recovery, load_run
+from cosim.analysis import event_recovery, load_run, mean_spread
 
 SPLIT = {"leave": "retain", "join": "newcomer"}
 
@@ -99,9 +99,7 @@ def markdown(df: pd.DataFrame) -> str:
         reached = g[g["common_reached"]]
 
         def ms(col: str, frame: pd.DataFrame = ok) -> str:
-            if frame.empty:
-                return "never"
-            return f"{frame[col].mean():.1f} ± {frame[col].std(ddof=1) if len(frame) > 1 else 0.0:.1f}"
+            return "never" if frame.empty else mean_spread(frame[col], 1)
 
         if g["common_target"].isna().all():  # full: no budget, no common target
             common = "– | – | –"

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from cosim.analysis import mean_spread
+
 ROWS = [
     ("orthogonal", "none", "orthogonal, deletion only"),
     ("orthogonal", "retrain", "orthogonal, retrain"),
@@ -55,11 +57,7 @@ def table(orthogonal: Path, shared: Path) -> str:
             runs = df[(df["regime"] == regime) & (df["event"] == "leave") & (df["policy"] == policy)]
             if runs.empty:
                 continue
-            cells = []
-            for key, _, scale, digits in COLUMNS:
-                values = runs[key].astype(float) * scale
-                spread = values.std(ddof=1) if len(values) > 1 else 0.0
-                cells.append(f"{values.mean():.{digits}f} ± {spread:.{digits}f}")
+            cells = [mean_spread(runs[key], digits, scale) for key, _, scale, digits in COLUMNS]
             lines.append(f"| {regime} | {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -25,15 +25,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cosim.analysis import mean_spread
+
 POLICIES = ("none", "priority")
-
-
-def _cell(values: pd.Series, digits: int, scale: float = 1.0) -> str:
-    values = values.dropna().astype(float) * scale
-    if values.empty:
-        return "–"
-    spread = values.std(ddof=1) if len(values) > 1 else 0.0
-    return f"{values.mean():.{digits}f} ± {spread:.{digits}f}"
 
 
 def _ratio(replay: float, cost: pd.Series) -> str:
@@ -66,16 +60,16 @@ def table(directories: list[Path]) -> str:
                 continue
             caught = rows[rows["caught_up"] > 0]
             cells = [
-                _cell(retrain["correction_seconds"], 1),
-                _cell(retrain["correction_bits"], 0, 1e-6),
-                _cell(caught["caught_up_s"], 1),
-                _cell(caught["caught_up_bits"], 0, 1e-6),
+                mean_spread(retrain["correction_seconds"], 1),
+                mean_spread(retrain["correction_bits"], 0, 1e-6),
+                mean_spread(caught["caught_up_s"], 1),
+                mean_spread(caught["caught_up_bits"], 0, 1e-6),
                 f"{len(caught)}/{len(rows)}",
                 _ratio(replay_s, caught["caught_up_s"]),
                 _ratio(replay_bits, caught["caught_up_bits"]),
-                _cell(rows["retain_acc_vs_retrain"], 2),
-                _cell(rows["forget_acc_vs_retrain"], 2),
-                _cell(rows["mia_auc_vs_retrain"], 2),
+                mean_spread(rows["retain_acc_vs_retrain"], 2),
+                mean_spread(rows["forget_acc_vs_retrain"], 2),
+                mean_spread(rows["mia_auc_vs_retrain"], 2),
             ]
             lines.append(f"| {regime} | {int(event_round)} | {policy} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

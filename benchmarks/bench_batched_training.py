@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime as dt
 import os
 import platform
 import shlex
@@ -41,7 +40,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 import torch
-from results_md import write_section
+from results_md import measured_line, write_section
 
 from cosim.graph import metropolis_hastings
 from cosim.learning.learner import SlotLearner
@@ -174,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     body = "\n".join(
         [
-            f"Measured {dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}. Command (repository root):",
+            measured_line(),
             "",
             "```",
             command,

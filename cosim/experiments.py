@@ -18,8 +18,9 @@ the ``retrain`` run of the same regime, event and seed (the unlearning reference
 * ``adapter_distance``: per device, ``|dW - dW_retrain|_F / |dW_retrain|_F`` of its
   model's merged adapter, averaged over the live devices.  The slot projections are
   orthonormal, so ``|dW|_F^2 = s^2 sum_k |B_k|_F^2`` and the distance follows from
-  the saved copies without the projections (NaN for shared adapters, whose projection
-  is not the retrain run's);
+  the saved copies without the projections (NaN against a reference with the other
+  kind of adapters, e.g. a ``federaser`` run against the orthogonal retrain: another
+  projection);
 * ``history_bytes_per_device``: the most memory one device's stored updates took
   (federaser; 0 for the others, which store no history);
 * the correction's own cost (``correction_end``: rounds, simulated seconds, bits,
@@ -146,7 +147,7 @@ def _adapter_distance(run_dir: Path, reference_dir: Path) -> float:
     ref, ref_state = _copies(reference_dir)
     distances = []
     if any(copies[n].shape != ref[n].shape for n in ref):
-        return float("nan")  # shared adapters: another projection, not comparable slot by slot
+        return float("nan")  # the other kind of adapters: another projection, not comparable slot by slot
     for device in state["live"]:
         if device not in ref_state["live"]:
             continue
@@ -156,7 +157,8 @@ def _adapter_distance(run_dir: Path, reference_dir: Path) -> float:
     return float(np.mean(distances)) if distances else float("nan")
 
 
-def _figures(run_dir: Path) -> dict[str, Any]:
+def _figures(run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    """The run's figures from its tables and its manifest's ``summary``."""
     evals = pd.read_parquet(run_dir / "evaluations.parquet")
     events = pd.read_parquet(run_dir / "events.parquet")
     transfers = pd.read_parquet(run_dir / "transfers.parquet")
@@ -183,7 +185,6 @@ def _figures(run_dir: Path) -> dict[str, Any]:
     for split, acc in early.groupby("split")["accuracy"].last().items():
         row[f"{split}_acc_early"] = float(acc)
     row["transfers"] = transfers[["round", "time_s", "bits"]]
-    summary = json.loads((run_dir / "manifest.json").read_text())["summary"]
     row["history_bytes_per_device"] = summary.get("history_bytes_per_device", 0)
     return row
 
@@ -223,9 +224,10 @@ def results(plan: list[SweepRun], out_dir: Path, target_tol: float = 0.01) -> pd
     figures = {}
     for run in plan:
         run_dir = out_dir / run.name
-        manifest = run_dir / "manifest.json"
-        if manifest.is_file() and json.loads(manifest.read_text()).get("status") == "complete":
-            figures[run.name] = (run, _figures(run_dir))
+        path = run_dir / "manifest.json"
+        manifest = json.loads(path.read_text()) if path.is_file() else {}
+        if manifest.get("status") == "complete":
+            figures[run.name] = (run, _figures(run_dir, manifest["summary"]))
     rows = []
     for name, (run, fig) in figures.items():
         o = run.overrides

@@ -812,8 +812,9 @@ SHARED_POLICIES = ("none", "retrain", "federaser")
 class FedEraser(_Spec):
     """FedEraser-style unlearning for shared (non-orthogonal) adapters (Liu et al., 2021).
 
-    Every ``interval_rounds``-th round each device stores its local update (the change
-    its local steps made to its adapter, per module).  After a leave every device goes
+    Every ``interval_rounds``-th ordinary round (calibration rounds do not count) each
+    device stores its local update (the change its local steps made to its adapter,
+    per module).  After a leave every device goes
     back to the initial adapter and replays the stored rounds without the leaver: it
     trains ``calibration_fraction`` of the usual local steps, rescales each module's
     update to the norm of the stored one, and gossips as usual.

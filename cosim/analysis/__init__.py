@@ -14,7 +14,7 @@ from cosim.analysis.breakdown import (
     latency_breakdown,
     round_breakdown,
 )
-from cosim.analysis.compare import compare_runs
+from cosim.analysis.compare import compare_runs, mean_spread
 from cosim.analysis.load import Run, load_run, load_runs
 
 __all__ = [
@@ -29,5 +29,6 @@ __all__ = [
     "latency_breakdown",
     "load_run",
     "load_runs",
+    "mean_spread",
     "round_breakdown",
 ]

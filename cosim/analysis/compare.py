@@ -8,7 +8,20 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["compare_runs"]
+__all__ = ["compare_runs", "mean_spread"]
+
+
+def mean_spread(values: Any, digits: int, scale: float = 1.0, empty: str = "–") -> str:
+    """``"mean ± std"`` of the values that are not missing, times ``scale``, to ``digits`` decimals.
+
+    The spread is the sample standard deviation (0 for a single value); ``empty`` when no
+    value is left.  The cells of the experiment tables (one value per seed).
+    """
+    kept = pd.Series(values, dtype=float).dropna() * scale
+    if kept.empty:
+        return empty
+    spread = float(kept.std(ddof=1)) if len(kept) > 1 else 0.0
+    return f"{kept.mean():.{digits}f} ± {spread:.{digits}f}"
 
 
 def compare_runs(

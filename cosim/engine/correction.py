@@ -72,7 +72,6 @@ class CorrectionState:
     links_added: int = 0
     weights: np.ndarray | None = None  # allocation weight per group from the last decision
     replay_rounds: int | None = None  # retrain: the rounds before the event, replayed from scratch
-    calibrating: int | None = None  # federaser: index of the next stored round to replay
     history: list[dict[str, Any]] = field(default_factory=list)
 
 

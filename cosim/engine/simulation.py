@@ -443,7 +443,6 @@ class Simulation:
             kind=kind, event_round=r, start_s=now, start_bits=self._bits_total, affected=list(active)
         )
         self._correction.replay_rounds = replay
-        self._correction.calibrating = 0
         detail = {
             "policy": "federaser",
             "event": kind,
@@ -471,9 +470,8 @@ class Simulation:
         state, history = self._correction, self._history
         if history is None:
             return self.learner.train(active, tau, self.rngs, mu=mu), dict.fromkeys(active, tau)
-        if state is not None and state.calibrating is not None:
-            entry = history.entries[state.calibrating]
-            state.calibrating += 1
+        if state is not None:  # under federaser every correction is a calibration
+            entry = history.entries[state.rounds]  # the rounds replayed so far
             devices = [d for d in active if d in entry.updates]
             steps = self._calibration_steps()
             before = self.learner.own_state(devices)
@@ -626,7 +624,7 @@ class Simulation:
         budget = self.scenario.correction.budget
         if state.replay_rounds is not None:
             if state.rounds >= state.replay_rounds:
-                replayed = "stored round" if state.calibrating is not None else "round before the event"
+                replayed = "stored round" if self._history is not None else "round before the event"
                 self._end_correction(f"replayed every {replayed}")
             return
         spent_s = self.env.now - state.start_s
@@ -735,14 +733,14 @@ class Simulation:
         flops_per_step = self.learner.flops_per_step()
         extra: list[int] = []
         extra_s: dict[int, float] = {}
-        if self._correction is not None:
-            self._correction.syncs += plan.syncs
-        if plan.extra_steps and self._correction is not None:
-            extra = [d for d in self._correction.affected if d in active]
-            self.learner.train(extra, plan.extra_steps, self.rngs, mu=mu)
-            self._correction.local_steps += plan.extra_steps * len(extra)
-            extra_s = {d: flops_per_step * plan.extra_steps / self.flops_per_s[d] for d in extra}
+        state = self._correction
+        if state is not None:
+            state.syncs += plan.syncs
+            extra = [d for d in state.affected if d in active] if plan.extra_steps else []
             if extra:
+                self.learner.train(extra, plan.extra_steps, self.rngs, mu=mu)
+                state.local_steps += plan.extra_steps * len(extra)
+                extra_s = {d: flops_per_step * plan.extra_steps / self.flops_per_s[d] for d in extra}
                 # The corrected slots travel before the round's regular steps: trained on
                 # against copies that lack the correction, the devices would undo it.
                 start = {d: sync_end + extra_s.get(d, 0.0) for d in active}
@@ -750,7 +748,7 @@ class Simulation:
                     r, links, adjacency, weights, start, max(start.values()) + self.scenario.network.slot_s,
                     tuple(range(n_groups)), "sync", group_weights,
                 )  # fmt: skip
-                self._correction.syncs += 1
+                state.syncs += 1
                 sync_end = env.now
         losses, trained = self._local_training(r, active, tau, mu)
         steps = {d: trained[d] + (plan.extra_steps if d in extra else 0) for d in active}
@@ -813,7 +811,7 @@ class Simulation:
             if self.scenario.allocation.method == "full":
                 slots = self.learner.dirty_slots(d)
             else:
-                slots = sorted(set(self.learner.slot_of.values()))
+                slots = self.learner.live_slots()
             dirty[d] = len(slots)
             self.learner.mark_sent(d)
             i = links.index(d)

@@ -46,9 +46,6 @@ class Entry:
     round: int
     updates: Updates = field(default_factory=dict)
 
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for per in self.updates.values() for t in per.values())
-
 
 @dataclass
 class UpdateHistory:
@@ -57,9 +54,8 @@ class UpdateHistory:
     entries: list[Entry] = field(default_factory=list)
 
     def record(self, round_: int, updates: Updates) -> None:
-        self.entries.append(
-            Entry(round_, {d: {n: t.detach().clone() for n, t in u.items()} for d, u in updates.items()})
-        )
+        """Store ``updates`` as they are: the caller hands over tensors nobody else holds."""
+        self.entries.append(Entry(round_, updates))
 
     def forget(self, devices: set[int]) -> None:
         """Drop the updates of ``devices`` (they left) and any round left empty."""
@@ -74,7 +70,7 @@ class UpdateHistory:
 
     def nbytes(self) -> int:
         """Memory of the stored updates, all devices together."""
-        return sum(e.nbytes() for e in self.entries)
+        return sum(self.nbytes_per_device().values())
 
     def nbytes_per_device(self) -> dict[int, int]:
         """Memory each device spends on its own stored updates."""

@@ -182,13 +182,14 @@ class SlotLearner:
         )
 
     def pull(self, device: int, source: int) -> None:
-        """``device`` takes ``source``'s copies of every slot but its own (a newcomer's first sync)."""
-        own = self.slot_of[device]
+        """A newcomer's first sync: ``device`` takes ``source``'s copies of every slot but its own
+        (with shared adapters, ``source``'s adapter)."""
         if self.shared:  # the newcomer starts from its neighbour's adapter
             for copies in self.copies.values():
                 copies[device] = copies[source]
             self._own_from_copies([device])
             return
+        own = self.slot_of[device]
         for copies in self.copies.values():
             keep = copies[device, own].clone()
             copies[device] = copies[source]
@@ -371,9 +372,13 @@ class SlotLearner:
 
     # ------------------------------------------------------------------ gossip
 
+    def live_slots(self) -> list[int]:
+        """The slots of the live devices, once each (shared adapters: every device's is slot 0)."""
+        return sorted(set(self.slot_of.values()))
+
     def dirty_slots(self, device: int) -> list[int]:
         """Live slots whose copy at ``device`` changed since it last sent them."""
-        live = sorted(set(self.slot_of.values()))
+        live = self.live_slots()
         sent = self._sent.get(device)
         if sent is None:
             return live

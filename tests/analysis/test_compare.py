@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from cosim.analysis.compare import compare_runs
+from cosim.analysis.compare import compare_runs, mean_spread
 
 
 def test_means_intervals_and_differences_match_scipy() -> None:
@@ -32,3 +32,10 @@ def test_unknown_columns_and_baselines_are_named() -> None:
         compare_runs(summary, "z", "y")
     with pytest.raises(KeyError, match="baseline 7"):
         compare_runs(summary, "x", "y", baseline=7)
+
+
+def test_mean_spread_is_the_mean_and_sample_deviation_of_the_values_present() -> None:
+    # 1, 2, 4 (and a missing value): mean 7/3, sample variance ((4/3)^2 + (1/3)^2 + (5/3)^2) / 2 = 7/3.
+    assert mean_spread([1.0, 2.0, np.nan, 4.0], 3) == f"{7 / 3:.3f} ± {np.sqrt(7 / 3):.3f}"
+    assert mean_spread([2e6], 0, 1e-6) == "2 ± 0"  # one value: no spread
+    assert mean_spread([np.nan], 1) == "–" and mean_spread([], 1, empty="never") == "never"
