@@ -776,7 +776,8 @@ class CorrectionTolerances(_Spec):
 
     ``relative`` (the default): each tolerance is a multiple of the term's own level just
     before the event (the devices' steady state), so a term calls for action when the
-    event raised it that many times.  ``absolute``: the tolerances are levels in the
+    event raised it that many times (R_learn: its total, or its largest device's term,
+    whichever rose more).  ``absolute``: the tolerances are levels in the
     terms' own units (R_learn and R_drift in loss, summed over devices; R_cons in squared
     parameter distance).
     """

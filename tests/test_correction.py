@@ -224,6 +224,20 @@ def test_join_correction_targets_the_newcomer_and_its_neighbours(run_tiny) -> No
     assert first["event"] == "join" and 4 in first["affected"]
     neighbours = {t["dst"] for t in run.rows("transfers") if t["round"] == 2 and t["src"] == 4}
     assert set(first["affected"]) == {4} | neighbours
+    # R_learn per affected device (the relative tolerance compares its largest row too).
+    rows = np.array(first["residuals"]["learn_devices"])
+    assert rows.shape == (len(first["affected"]), 2)
+    np.testing.assert_allclose(rows.sum(axis=0), first["residuals"]["learn"], rtol=1e-12)
+
+
+def test_the_deletion_shock_enters_each_retained_device_s_learning_residual(run_tiny) -> None:
+    first = first_decision(run_tiny(LEAVE, "correction.policy=local", *EAGER))
+    residuals = first["residuals"]
+    rows = np.array(residuals["learn_devices"])
+    assert rows.shape == (len(first["affected"]), 2) and 1 not in first["affected"]
+    assert np.all(np.array(residuals["shock"]) > 0)
+    # learn = E / (2 kappa) + S in total and per device: the rows add up to it, shock included.
+    np.testing.assert_allclose(rows.sum(axis=0), residuals["learn"], rtol=1e-12)
 
 
 # --------------------------------------------------------------------------- membership inference

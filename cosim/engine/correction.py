@@ -65,7 +65,7 @@ class CorrectionState:
     start_s: float
     start_bits: int
     affected: list[int]
-    shock: np.ndarray | None = None  # deletion shock per group, measured before the tombstone
+    shock: dict[int, np.ndarray] | None = None  # per device: deletion shock per group, before the tombstone
     rounds: int = 0
     local_steps: int = 0  # extra local steps, summed over devices
     syncs: int = 0
@@ -107,17 +107,34 @@ def _level(values: np.ndarray) -> np.ndarray:
     return np.where(values > 0, values, fallback)
 
 
+def _largest_device(learn_devices: np.ndarray, n_groups: int) -> np.ndarray:
+    """Per group, the largest device's ``R_learn`` (zeros when no device was measured)."""
+    rows = np.asarray(learn_devices, dtype=float).reshape(-1, n_groups)
+    return rows.max(axis=0) if len(rows) else np.zeros(n_groups)
+
+
 def relative_terms(terms: Any, baseline: Any, n_before: int, n_after: int) -> ScaledTerms:
     """``terms`` in units of ``baseline`` (the same terms just before the event).
 
-    ``R_learn`` is summed over the affected devices, so its level is scaled from the
-    ``n_before`` devices of the baseline to the ``n_after`` of the event; drift and
-    consensus are means over devices and are compared as they are.
+    ``R_learn`` is summed over the affected devices: its level is scaled from the
+    ``n_before`` devices of the baseline to the ``n_after`` of the event.  The sum alone
+    dilutes one device's gap by the number of devices (a newcomer that has learnt
+    nothing, with 4-5 times a device's gradient energy, raised the sum over itself and
+    seven neighbours 1.4-1.7 fold in the learning regime), so ``R_learn`` is also
+    compared device by device: the largest affected device's term over the largest
+    device's term before the event.  The learn term is the larger of the two ratios: it
+    calls for action when the event raised either the total or one device's residual
+    past the tolerance.  Drift and consensus are means over devices and are compared as
+    they are.
     """
-    learn_level = _level(np.asarray(baseline.learn) * n_after / max(n_before, 1))
+    n_groups = len(np.asarray(terms.learn))
+    total = np.asarray(terms.learn) / _level(np.asarray(baseline.learn) * n_after / max(n_before, 1))
+    device = _largest_device(terms.learn_devices, n_groups) / _level(
+        _largest_device(baseline.learn_devices, n_groups)
+    )
     cons_level = _level(baseline.consensus)
     return ScaledTerms(
-        learn=np.asarray(terms.learn) / learn_level,
+        learn=np.maximum(total, device),
         drift=np.asarray(terms.drift) / _level(baseline.drift),
         consensus=np.asarray(terms.consensus) / cons_level,
         disagreement=np.asarray(terms.disagreement) / cons_level,
@@ -140,7 +157,8 @@ def decide_for(
     """The priority-aware decision with the scenario's tolerances and what is left of the budget.
 
     With relative tolerances, ``baseline`` holds the terms just before the event,
-    measured on ``n_before`` affected devices (``terms`` on ``n_after``).
+    measured on ``n_before`` affected devices (``terms`` on ``n_after``); both need
+    ``learn_devices``, one row per measured device (:func:`relative_terms`).
     """
     budget = Budget(rounds=max(rounds_left, 0), max_local_steps=spec.budget.max_local_steps)
     if spec.tolerances.mode == "relative":

@@ -170,7 +170,7 @@ class Simulation:
         self._extra_rounds = 0  # rounds a retrain adds (it replays the rounds before the event)
         self._last_reset = 0  # the round training last started from scratch
         self._correction: CorrectionState | None = None
-        self._baseline: tuple[Any, int] | None = None  # residuals just before the last event
+        self._baseline: tuple[Residuals, int] | None = None  # residuals just before the last event
         self._wall_allocator_s = 0.0
         self._wall_correction_s = 0.0
         # federaser: every device's stored updates, and the rounds trained outside a calibration
@@ -426,10 +426,10 @@ class Simulation:
             # tombstones zero them.  Everything else is measured at the round's start, on
             # the model the devices will go on training (the slot deleted where the
             # tombstone arrived).
-            self._correction.shock = sum(
-                (self._residuals(affected, deleted_slot=slot).shock for slot in left),
-                start=np.zeros(self.scenario.model.layer_groups),
-            )
+            shock = np.zeros((len(affected), self.scenario.model.layer_groups))
+            for slot in left:
+                shock += self._residuals(affected, deleted_slot=slot).shock_devices
+            self._correction.shock = dict(zip(affected, shock, strict=True))
 
     def _start_calibration(self, r: int, kind: str, now: float, active: list[int]) -> None:
         """FedEraser: back to the initial adapter, then replay the stored rounds without the leavers."""
@@ -496,7 +496,7 @@ class Simulation:
             )
         return losses, dict.fromkeys(active, tau)
 
-    def _pre_event_residuals(self) -> tuple[Any, int] | None:
+    def _pre_event_residuals(self) -> tuple[Residuals, int] | None:
         """The residual terms just before the event, on every active device (relative tolerances)."""
         spec = self.scenario.correction
         if spec.policy in ("none", "retrain", "federaser") or spec.tolerances.mode != "relative":
@@ -528,29 +528,41 @@ class Simulation:
         state.affected = affected
         residuals = self._residuals(affected)
         baseline, n_before = self._baseline if self._baseline is not None else (None, 1)
-        shock = residuals.shock if state.shock is None else state.shock
+        if state.shock is None:
+            shock_devices = residuals.shock_devices
+        else:
+            zero = np.zeros(self.scenario.model.layer_groups)
+            shock_devices = np.array([state.shock.get(d, zero) for d in affected]).reshape(
+                residuals.shock_devices.shape
+            )
         state.shock = None  # the deletion shock counts in the first decision after a leave only
+        shock = shock_devices.sum(axis=0)
         # The empirical Fisher grows with the gradients it is estimated from, so E / (2 kappa)
         # measured after the event does not change when every gradient doubles (and the drift
         # term grows with their fourth power).  Against a pre-event baseline the curvature is
         # the steady state's: the terms follow the gradient energy and spread the event added.
         if baseline is not None:
+            kappa = baseline.kappa
             residuals = replace(
                 residuals,
-                shock=shock,
-                learn=learning_residual(residuals.energy, baseline.kappa, shock),
                 drift=drift_residual(residuals.eta, residuals.tau, baseline.kappa_max, residuals.zeta_sq),
             )
         else:
-            residuals = replace(
-                residuals, shock=shock, learn=learning_residual(residuals.energy, residuals.kappa, shock)
-            )
+            kappa = residuals.kappa
+        residuals = replace(
+            residuals,
+            shock=shock,
+            shock_devices=shock_devices,
+            learn=learning_residual(residuals.energy, kappa, shock),
+            learn_devices=learning_residual(residuals.energy_devices, kappa, shock_devices),
+        )
         decision = decide_for(
             residuals, spec, spec.budget.rounds - state.rounds, baseline, n_before, len(affected)
         )
         state.history.append(
             {
                 "learn": residuals.learn.tolist(),
+                "learn_devices": residuals.learn_devices.tolist(),
                 "drift": residuals.drift.tolist(),
                 "consensus": residuals.consensus.tolist(),
                 "energy": residuals.energy.tolist(),

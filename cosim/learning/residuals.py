@@ -8,7 +8,8 @@ Right after a join or a leave the correction policy needs, for every layer group
 * the diagonal empirical Fisher ``F_g`` of the same slot parameters (mean squared
   per-sample gradient), its mean ``kappa_g`` and a high quantile ``kappa_max_g``;
 * the deletion shock ``S_g = 1/2 <F_g, B_{k,g}^2>`` of a deleted slot ``k``;
-* ``R_learn_g = E_g / (2 kappa_g) + S_g``;
+* ``R_learn_g = E_g / (2 kappa_g) + S_g``, and the same per affected device (its own
+  ``E`` and ``S``, the pooled ``kappa``): the rows add up to ``R_learn_g``;
 * ``R_drift_g = eta^2 tau^2 kappa_max_g zeta_g^2`` with ``zeta_g^2`` the spread of the
   devices' projected gradients;
 * ``R_cons_g = (1 - gamma)^(2 u_g) D_g`` with ``D_g`` the disagreement of the copies.
@@ -69,6 +70,9 @@ class Residuals:
     shock: np.ndarray  # S_g of the deleted slot (zeros when no slot was deleted)
     shock_full: np.ndarray  # the same with the full empirical Fisher of the group (not used in `learn`)
     learn: np.ndarray  # R_learn_g = E_g / (2 kappa_g) + S_g
+    energy_devices: np.ndarray  # (affected, G): each affected device's share of E_g
+    shock_devices: np.ndarray  # (affected, G): each affected device's share of S_g
+    learn_devices: np.ndarray  # (affected, G): E_i,g / (2 kappa_g) + S_i,g (rows add up to learn)
     zeta_sq: np.ndarray  # spread of the devices' projected mean gradients
     drift: np.ndarray  # R_drift_g = eta^2 tau^2 kappa_max_g zeta_g^2
     disagreement: np.ndarray  # D_g, mean squared distance of the copies to their mean
@@ -275,7 +279,10 @@ def disagreement(copies: ModuleTensors, group_of: Mapping[str, int], n_groups: i
 
 
 def learning_residual(energy: np.ndarray, kappa: np.ndarray, shock: np.ndarray) -> np.ndarray:
-    """``R_learn = E / (2 kappa) + S``; ``E / (2 kappa)`` is 0 where ``kappa`` is 0 (then ``E`` is too)."""
+    """``R_learn = E / (2 kappa) + S``; ``E / (2 kappa)`` is 0 where ``kappa`` is 0 (then ``E`` is too).
+
+    ``energy`` and ``shock`` may hold one row per device (``kappa`` per group is broadcast).
+    """
     energy, kappa = np.asarray(energy, dtype=float), np.asarray(kappa, dtype=float)
     gap = np.divide(energy, 2.0 * kappa, out=np.zeros_like(energy), where=kappa > 0)
     return gap + np.asarray(shock, dtype=float)
@@ -350,19 +357,24 @@ def compute_residuals(
         grads = per_sample_slot_grads(learner, d, samples[d].inputs, samples[d].answers)
         mean_grads.append({n: g.mean(dim=0) for n, g in grads.items()})
         fishers.append(diagonal_fisher(grads))
-    energy = gradient_energy(mean_grads, group_of, n_groups)
+    energy_devices = np.array(
+        [gradient_energy([g], group_of, n_groups) for g in mean_grads], dtype=float
+    ).reshape(len(affected), n_groups)
     kappa, kappa_max = fisher_curvature(fishers, group_of, n_groups, quantile)
 
-    shock, shock_full = np.zeros(n_groups), np.zeros(n_groups)
+    shock_devices, shock_full = np.zeros((len(affected), n_groups)), np.zeros(n_groups)
     if deleted_slot is not None:
         slot_grads, values = [], []
-        for d in affected:
+        for i, d in enumerate(affected):
             slot_grads.append(
                 per_sample_slot_grads(learner, d, samples[d].inputs, samples[d].answers, deleted_slot)
             )
             values.append(slot_view(learner, d, deleted_slot))
-        shock = deletion_shock([diagonal_fisher(g) for g in slot_grads], values, group_of, n_groups)
+            shock_devices[i] = deletion_shock(
+                [diagonal_fisher(slot_grads[-1])], values[-1:], group_of, n_groups
+            )
         shock_full = deletion_shock_full(slot_grads, values, group_of, n_groups)
+    energy, shock = energy_devices.sum(axis=0), shock_devices.sum(axis=0)
 
     if drift_slot is None and affected:
         drift_slot = min(learner.slot_of[d] for d in affected)
@@ -388,6 +400,9 @@ def compute_residuals(
         shock=shock,
         shock_full=shock_full,
         learn=learning_residual(energy, kappa, shock),
+        energy_devices=energy_devices,
+        shock_devices=shock_devices,
+        learn_devices=learning_residual(energy_devices, kappa, shock_devices),
         zeta_sq=zeta_sq,
         drift=drift_residual(eta, tau, kappa_max, zeta_sq),
         disagreement=d_g,

@@ -132,6 +132,7 @@ def test_gradient_energy_and_curvature_against_brute_force(setup):
     res = compute_residuals(learner, devices=DEVICES, samples=samples, adjacency=_ring(4), quantile=0.9)
 
     energy: dict[str, float] = dict.fromkeys(learner.layers, 0.0)
+    per_device = []
     pooled: list[list[np.ndarray]] = [[] for _ in range(learner.model_spec.layer_groups)]
     for d in DEVICES:
         split = samples[d]
@@ -141,8 +142,10 @@ def test_gradient_energy_and_curvature_against_brute_force(setup):
         loss = F.cross_entropy(logits, learner._answer_index(split.answers))
         grads = torch.autograd.grad(loss, [learner.own[d][n] for n in learner.layers])
         learner._clear_views()
-        for name, g in zip(learner.layers, grads, strict=True):
-            energy[name] += float(g.double().pow(2).sum())
+        own = {name: float(g.double().pow(2).sum()) for name, g in zip(learner.layers, grads, strict=True)}
+        per_device.append(_per_group(learner, own))
+        for name, e in own.items():
+            energy[name] += e
         for name, g in _brute_per_sample(learner, d, learner.slot_of[d], split).items():
             pooled[learner.group_of[name]].append(g.pow(2).mean(dim=0).flatten().numpy())
 
@@ -155,6 +158,10 @@ def test_gradient_energy_and_curvature_against_brute_force(setup):
     # No deletion: R_learn is the energy term alone.
     np.testing.assert_array_equal(res.shock, 0.0)
     np.testing.assert_allclose(res.learn, res.energy / (2 * res.kappa), rtol=1e-12)
+    # Per device (rows in the order of `affected`), with the pooled curvature.
+    np.testing.assert_allclose(res.energy_devices, per_device, rtol=1e-4)
+    np.testing.assert_allclose(res.learn_devices, np.array(per_device) / (2 * res.kappa), rtol=1e-4)
+    np.testing.assert_allclose(res.learn_devices.sum(axis=0), res.learn, rtol=1e-12)
 
 
 def test_deletion_shock_matches_a_hand_computation(setup):
@@ -168,17 +175,25 @@ def test_deletion_shock_matches_a_hand_computation(setup):
         deleted_slot=LEAVER_SLOT,
     )
     shock: dict[str, float] = dict.fromkeys(learner.layers, 0.0)
+    per_device = []
     full = np.zeros(learner.model_spec.layer_groups)
     for d in retained:
         grads = _brute_per_sample(learner, d, LEAVER_SLOT, samples[d])
         dots = np.zeros((learner.model_spec.layer_groups, len(samples[d])))
+        own: dict[str, float] = {}
         for name, g in grads.items():
             b = learner.copies[name][d, LEAVER_SLOT].double()
-            shock[name] += 0.5 * float((g.pow(2).mean(dim=0) * b.pow(2)).sum())
+            own[name] = 0.5 * float((g.pow(2).mean(dim=0) * b.pow(2)).sum())
+            shock[name] += own[name]
             dots[learner.group_of[name]] += (g * b).sum(dim=(1, 2)).numpy()
         full += 0.5 * (dots**2).mean(axis=1)
+        per_device.append(_per_group(learner, own))
 
     np.testing.assert_allclose(res.shock, _per_group(learner, shock), rtol=1e-4)
+    np.testing.assert_allclose(res.shock_devices, per_device, rtol=1e-4)
+    np.testing.assert_allclose(
+        res.learn_devices, res.energy_devices / (2 * res.kappa) + res.shock_devices, rtol=1e-12
+    )
     np.testing.assert_allclose(res.shock_full, full, rtol=1e-4)
     assert np.all(res.shock > 0)
     np.testing.assert_allclose(res.learn, res.energy / (2 * res.kappa) + res.shock, rtol=1e-12)

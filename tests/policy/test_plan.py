@@ -78,12 +78,16 @@ def test_allocation_weights_add_the_normalised_terms() -> None:
 def test_relative_tolerances_divide_each_term_by_its_pre_event_level() -> None:
     from cosim.engine.correction import decide_for
 
+    # learn_devices: one row per device; the sums are the learn terms.
     before = Terms(learn=[2.0, 4.0], drift=[0.5, 0.0], consensus=[1.0, 2.0])
+    before.learn_devices = np.array([[0.5, 1.0], [1.5, 1.0], [0.0, 2.0]])
     after = Terms(learn=[10.0, 4.0], drift=[0.5, 0.3], consensus=[1.0, 9.0])
+    after.learn_devices = np.array([[6.0, 1.0], [3.0, 1.0], [1.0, 2.0]])
     spec = Correction(
         policy="priority", tolerances={"mode": "relative", "learn": 2.0, "drift": 2.0, "consensus": 2.0}
     )
-    # Three devices before, the same three after: learn is compared as it is.
+    # Three devices before, the same three after: the total is compared as it is (10 / 2,
+    # 4 / 4); the largest device's term against the largest before (6 / 1.5, 2 / 2) is smaller.
     d = decide_for(after, spec, rounds_left=5, baseline=before, n_before=3, n_after=3)
     assert d.normalised_learn == pytest.approx((10.0 / 2.0 / 2.0, 4.0 / 4.0 / 2.0))
     # A group whose level was 0 is measured against the largest level of the others.
@@ -95,3 +99,19 @@ def test_relative_tolerances_divide_each_term_by_its_pre_event_level() -> None:
     assert d.normalised_learn == pytest.approx((10.0 / (2.0 / 3) / 2.0, 4.0 / (4.0 / 3) / 2.0))
     with pytest.raises(ValueError, match="baseline"):
         decide_for(after, spec, rounds_left=5)
+
+
+def test_one_device_s_gap_is_not_diluted_by_the_number_of_affected_devices() -> None:
+    """A newcomer with 4x a device's learning residual among 7 unchanged devices calls for correction."""
+    from cosim.engine.correction import decide_for
+
+    rows = np.full((7, 1), 1.0)
+    before = Terms(learn=[7.0], drift=[1.0], consensus=[1.0])
+    before.learn_devices = rows
+    after = Terms(learn=[11.0], drift=[1.0], consensus=[1.0])
+    after.learn_devices = np.vstack([rows, [[4.0]]])
+    spec = Correction(policy="priority", tolerances={"mode": "relative", "learn": 2.0})
+    d = decide_for(after, spec, rounds_left=5, baseline=before, n_before=7, n_after=8)
+    # The sum rose 11 / 8 = 1.4 fold per device, under the 2x tolerance; the newcomer's own term 4 fold.
+    assert d.normalised_learn == pytest.approx((4.0 / 1.0 / 2.0,))
+    assert d.actions == (Action.LOCAL_CORRECTION,)
