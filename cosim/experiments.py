@@ -213,10 +213,17 @@ def _to_target(fig: dict[str, Any], split: str, target: float, tol: float) -> tu
 
 
 def _level_at(fig: dict[str, Any], split: str, r: int) -> float:
-    """Network-wide accuracy of ``split`` at the end of round ``r`` (NaN if not evaluated)."""
+    """Network-wide accuracy of ``split`` at the end of round ``r``.
+
+    With ``training.eval_every`` > 1 round ``r`` may not be evaluated: then the first
+    evaluated round after it (NaN if there is none).
+    """
     timeline = fig["timeline"]
-    at = timeline[(timeline["split"] == split) & (timeline["stage"] == "round") & (timeline["round"] == r)]
-    return float(at["accuracy"].iloc[-1]) if len(at) else float("nan")
+    at = timeline[(timeline["split"] == split) & (timeline["stage"] == "round") & (timeline["round"] >= r)]
+    if not len(at):
+        return float("nan")
+    first = at[at["round"] == at["round"].min()]
+    return float(first["accuracy"].iloc[-1])
 
 
 def results(plan: list[SweepRun], out_dir: Path, target_tol: float = 0.01) -> pd.DataFrame:

@@ -166,3 +166,21 @@ def test_time_to_target_counts_from_the_event_to_the_end_of_the_first_round_that
     assert _to_target(fig, "retain", 0.86, 0.01) == (5.0, 2 + 3 + 4)  # round 3 ends at 15 s
     assert _to_target(fig, "retain", 0.50, 0.01) == (0.0, 0.0)  # right after the event
     assert all(np.isnan(_to_target(fig, "retain", 0.99, 0.01)))
+
+
+def test_the_level_at_an_unevaluated_round_is_the_next_evaluation() -> None:
+    from cosim.experiments import _level_at
+
+    timeline = pd.DataFrame(
+        {
+            "split": ["retain"] * 4 + ["test"],
+            "stage": ["after_event", "round", "round", "round", "round"],
+            "round": [2, 2, 4, 6, 4],
+            "accuracy": [0.1, 0.5, 0.7, 0.9, 0.3],
+        }
+    )
+    fig = {"timeline": timeline}  # evaluated every 2nd round
+    assert _level_at(fig, "retain", 4) == 0.7
+    assert _level_at(fig, "retain", 3) == 0.7  # not evaluated: the next evaluation
+    assert _level_at(fig, "test", 2) == 0.3
+    assert np.isnan(_level_at(fig, "retain", 7))
