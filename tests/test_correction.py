@@ -123,9 +123,11 @@ def test_local_correction_adds_the_decided_steps_to_the_affected_devices(run_tin
     assert extra > 0
     tau = 2
     steps = {row["device"]: row["steps"] for row in run.rows("rounds") if row["round"] == 2}
+    # After a leave every retained device trains the extra steps on its data.
+    assert first["local_devices"] == first["affected"]
     assert steps == dict.fromkeys(first["affected"], tau + extra)
     end = [c for c in corrections(run) if c["kind"] == "correction_end"][-1]
-    assert end["extra_local_steps"] == sum(d["local_steps"] * len(d["affected"]) for d in decisions)
+    assert end["extra_local_steps"] == sum(d["local_steps"] * len(d["local_devices"]) for d in decisions)
     start = min(row["time_s"] for row in run.rows("rounds") if row["round"] == 2)
     bits = sum(t["bits"] for t in run.rows("transfers") if t["round"] >= 2)
     assert end["bits"] == bits and end["rounds"] == 2  # rounds 2 and 3, to the end of the run
@@ -224,6 +226,10 @@ def test_join_correction_targets_the_newcomer_and_its_neighbours(run_tiny) -> No
     assert first["event"] == "join" and 4 in first["affected"]
     neighbours = {t["dst"] for t in run.rows("transfers") if t["round"] == 2 and t["src"] == 4}
     assert set(first["affected"]) == {4} | neighbours
+    # The extra steps train on the newcomer's data only: its neighbours train as usual.
+    assert first["local_devices"] == [4] and first["local_steps"] > 0
+    steps = {row["device"]: row["steps"] for row in run.rows("rounds") if row["round"] == 2}
+    assert steps == {d: 2 + (first["local_steps"] if d == 4 else 0) for d in range(5)}
     # R_learn per affected device (the relative tolerance compares its largest row too).
     rows = np.array(first["residuals"]["learn_devices"])
     assert rows.shape == (len(first["affected"]), 2)

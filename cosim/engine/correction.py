@@ -45,7 +45,7 @@ class Plan:
     """What a correction does in one round (the default does nothing)."""
 
     actions: tuple[Action, ...] = ()
-    extra_steps: int = 0  # local steps before the regular ones, on the affected devices
+    extra_steps: int = 0  # local steps before the regular ones (on CorrectionState.trains)
     mu: tuple[float, ...] = ()  # proximal strength per layer group (empty: none)
     syncs: int = 0  # extra exchanges at the start of the round
     sync_groups: tuple[int, ...] = ()  # the groups those exchanges carry
@@ -64,7 +64,8 @@ class CorrectionState:
     event_round: int
     start_s: float
     start_bits: int
-    affected: list[int]
+    affected: list[int]  # whose residuals are estimated
+    trains: list[int] = field(default_factory=list)  # who takes local correction's extra steps
     shock: dict[int, np.ndarray] | None = None  # per device: deletion shock per group, before the tombstone
     rounds: int = 0
     local_steps: int = 0  # extra local steps, summed over devices

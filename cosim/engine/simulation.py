@@ -418,8 +418,17 @@ class Simulation:
                 if d in active:
                     neighbours |= {active[j] for j in np.flatnonzero(graph[active.index(d)])}
             affected = sorted(set(joined) | neighbours)
+        # Local correction trains on the retained data after a leave and on the newcomer's
+        # after a join (method.md section 6): the newcomer's neighbours enter the residual
+        # estimate, but extra steps on their own data would not teach anyone its facts.
+        trains = affected if left else sorted(d for d in joined if d in active)
         self._correction = CorrectionState(
-            kind=kind, event_round=r, start_s=now, start_bits=self._bits_total, affected=affected
+            kind=kind,
+            event_round=r,
+            start_s=now,
+            start_bits=self._bits_total,
+            affected=affected,
+            trains=trains,
         )
         if left:
             # The deletion shock needs the departed slot's copies: measure it before the
@@ -610,6 +619,9 @@ class Simulation:
             },
             "residuals": state.history[-1],
             "local_steps": plan.extra_steps,
+            "local_devices": [d for d in state.trains if d in self.members.active]
+            if plan.extra_steps
+            else [],
             "mu": list(plan.mu),
             "syncs": plan.syncs,
             "sync_groups": list(plan.sync_groups),
@@ -748,7 +760,7 @@ class Simulation:
         state = self._correction
         if state is not None:
             state.syncs += plan.syncs
-            extra = [d for d in state.affected if d in active] if plan.extra_steps else []
+            extra = [d for d in state.trains if d in active] if plan.extra_steps else []
             if extra:
                 self.learner.train(extra, plan.extra_steps, self.rngs, mu=mu)
                 state.local_steps += plan.extra_steps * len(extra)
