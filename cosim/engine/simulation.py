@@ -575,6 +575,7 @@ class Simulation:
                 "drift": residuals.drift.tolist(),
                 "consensus": residuals.consensus.tolist(),
                 "energy": residuals.energy.tolist(),
+                "energy_unbiased": residuals.energy_unbiased.tolist(),
                 "kappa": residuals.kappa.tolist(),
                 "shock": residuals.shock.tolist(),
                 "disagreement": residuals.disagreement.tolist(),

@@ -50,6 +50,7 @@ __all__ = [
     "drift_residual",
     "fisher_curvature",
     "gradient_energy",
+    "gradient_energy_unbiased",
     "gradient_spread",
     "group_sums",
     "learning_residual",
@@ -65,6 +66,7 @@ class Residuals:
     """Every residual term of one event, one entry per layer group (arrays of length G)."""
 
     energy: np.ndarray  # E_g, summed over the affected devices
+    energy_unbiased: np.ndarray  # E_g without its sampling noise (may be < 0; diagnostic, not used)
     kappa: np.ndarray  # mean of the diagonal empirical Fisher of the own-slot parameters
     kappa_max: np.ndarray  # its `quantile` quantile
     shock: np.ndarray  # S_g of the deleted slot (zeros when no slot was deleted)
@@ -183,6 +185,28 @@ def gradient_energy(
     for grads in mean_grads:
         energy += group_sums({n: g.double().pow(2) for n, g in grads.items()}, group_of, n_groups)
     return energy
+
+
+def gradient_energy_unbiased(
+    per_sample: ModuleTensors, group_of: Mapping[str, int], n_groups: int
+) -> np.ndarray:
+    """``|grad f|^2`` of one device per group, unbiased: ``sum_{i != j} <g_i, g_j> / (n (n - 1))``.
+
+    The squared norm of the mean of ``n`` per-sample gradients, which :func:`gradient_energy`
+    sums, is the squared norm of the true mean gradient plus the sampling noise
+    ``tr(Cov) / n``; the pairwise form drops the noise (and can come out negative).  NaN
+    for fewer than two samples.
+    """
+    first = next(iter(per_sample.values()), None)
+    n = 0 if first is None else first.shape[0]
+    if n < 2:
+        return np.full(n_groups, np.nan)
+    pairs = {}
+    for name, g in per_sample.items():
+        g = g.double().flatten(1)
+        total = g.sum(dim=0)
+        pairs[name] = (total.pow(2).sum() - g.pow(2).sum()) / (n * (n - 1))
+    return group_sums(pairs, group_of, n_groups)
 
 
 def fisher_curvature(
@@ -353,10 +377,12 @@ def compute_residuals(
     tau = learner.training.local_steps if tau is None else tau
 
     mean_grads, fishers = [], []
+    energy_unbiased = np.zeros(n_groups)
     for d in affected:
         grads = per_sample_slot_grads(learner, d, samples[d].inputs, samples[d].answers)
         mean_grads.append({n: g.mean(dim=0) for n, g in grads.items()})
         fishers.append(diagonal_fisher(grads))
+        energy_unbiased += gradient_energy_unbiased(grads, group_of, n_groups)
     energy_devices = np.array(
         [gradient_energy([g], group_of, n_groups) for g in mean_grads], dtype=float
     ).reshape(len(affected), n_groups)
@@ -395,6 +421,7 @@ def compute_residuals(
     u = np.broadcast_to(np.asarray(exchanges, dtype=float), (n_groups,)).copy()
     return Residuals(
         energy=energy,
+        energy_unbiased=energy_unbiased,
         kappa=kappa,
         kappa_max=kappa_max,
         shock=shock,

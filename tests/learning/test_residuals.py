@@ -14,6 +14,8 @@ from cosim.learning.residuals import (
     connectivity,
     diagonal_fisher,
     draw_samples,
+    gradient_energy,
+    gradient_energy_unbiased,
     gradient_spread,
     learning_residual,
     per_sample_slot_grads,
@@ -133,6 +135,7 @@ def test_gradient_energy_and_curvature_against_brute_force(setup):
 
     energy: dict[str, float] = dict.fromkeys(learner.layers, 0.0)
     per_device = []
+    unbiased = np.zeros(learner.model_spec.layer_groups)
     pooled: list[list[np.ndarray]] = [[] for _ in range(learner.model_spec.layer_groups)]
     for d in DEVICES:
         split = samples[d]
@@ -146,8 +149,10 @@ def test_gradient_energy_and_curvature_against_brute_force(setup):
         per_device.append(_per_group(learner, own))
         for name, e in own.items():
             energy[name] += e
-        for name, g in _brute_per_sample(learner, d, learner.slot_of[d], split).items():
+        per_sample = _brute_per_sample(learner, d, learner.slot_of[d], split)
+        for name, g in per_sample.items():
             pooled[learner.group_of[name]].append(g.pow(2).mean(dim=0).flatten().numpy())
+        unbiased += gradient_energy_unbiased(per_sample, learner.group_of, learner.model_spec.layer_groups)
 
     np.testing.assert_allclose(res.energy, _per_group(learner, energy), rtol=1e-4)
     kappa = np.array([np.concatenate(p).mean() for p in pooled])
@@ -162,6 +167,8 @@ def test_gradient_energy_and_curvature_against_brute_force(setup):
     np.testing.assert_allclose(res.energy_devices, per_device, rtol=1e-4)
     np.testing.assert_allclose(res.learn_devices, np.array(per_device) / (2 * res.kappa), rtol=1e-4)
     np.testing.assert_allclose(res.learn_devices.sum(axis=0), res.learn, rtol=1e-12)
+    # A difference of two sums of the same size: float32 rounding is measured against E itself.
+    np.testing.assert_allclose(res.energy_unbiased, unbiased, rtol=1e-4, atol=1e-4 * float(res.energy.max()))
 
 
 def test_deletion_shock_matches_a_hand_computation(setup):
@@ -417,3 +424,32 @@ def test_residuals_feed_the_policy(setup):
     assert decision.actions == (Action.TOPOLOGY_REFINEMENT,) * learner.model_spec.layer_groups
     assert decision.topology_reason == "graph split into 2 components"
     assert decision.normalised_learn == tuple(res.learn)
+
+
+def test_unbiased_gradient_energy_is_the_mean_of_the_pairwise_inner_products() -> None:
+    rng = np.random.default_rng(0)
+    grads = {"a": torch.as_tensor(rng.normal(size=(5, 3, 2))), "b": torch.as_tensor(rng.normal(size=(5, 4)))}
+    group_of = {"a": 0, "b": 1}
+    flat = {n: g.flatten(1).numpy() for n, g in grads.items()}
+    brute = [
+        np.mean([flat[n][i] @ flat[n][j] for i in range(5) for j in range(5) if i != j]) for n in ("a", "b")
+    ]
+    np.testing.assert_allclose(gradient_energy_unbiased(grads, group_of, 2), brute, rtol=1e-12)
+    assert np.isnan(gradient_energy_unbiased({"a": grads["a"][:1]}, group_of, 1)).all()
+
+
+def test_unbiased_gradient_energy_drops_the_sampling_noise() -> None:
+    """Over many draws of n noisy per-sample gradients around a mean mu: |mu|^2, not |mu|^2 + tr(Cov)/n."""
+    rng = np.random.default_rng(1)
+    mu = np.array([0.3, -0.2, 0.1, 0.0])
+    n, sigma, draws = 8, 1.0, 4000
+    group_of = {"w": 0}
+    unbiased, biased = [], []
+    for _ in range(draws):
+        g = torch.as_tensor(mu + sigma * rng.normal(size=(n, 4)))
+        unbiased.append(gradient_energy_unbiased({"w": g}, group_of, 1)[0])
+        biased.append(gradient_energy([{"w": g.mean(dim=0)}], group_of, 1)[0])
+    truth, noise = float(mu @ mu), 4 * sigma**2 / n
+    # Standard error of the mean over the draws is about 0.007 for both.
+    assert np.mean(unbiased) == pytest.approx(truth, abs=0.03)
+    assert np.mean(biased) == pytest.approx(truth + noise, abs=0.03)
