@@ -66,7 +66,7 @@ def _regimes(directory: Path, overrides: tuple[str, ...] = ()) -> dict[str, dict
     out = {}
     for path in files:
         raw = apply_overrides(yaml.safe_load(path.read_text(encoding="utf-8")), list(overrides))
-        scenario = parse_scenario(raw, source=str(path))
+        scenario = parse_scenario(raw, source=str(path), base_dir=directory)
         leaves = [e for e in scenario.events if e.kind == "leave"]
         if len(scenario.events) != 1 or not leaves or leaves[0].round is None:
             raise ScenarioError(f"{path}: events: a regime scenario has exactly one leave, given by round")
@@ -124,7 +124,8 @@ def plan_experiments(
                         "seed": seed,
                         "adapters": adapters,
                     }
-                    plan.append(SweepRun(name, labels, parse_scenario(spec, source=name)))
+                    scenario = parse_scenario(spec, source=name, base_dir=directory)
+                    plan.append(SweepRun(name, labels, scenario))
     return plan
 
 

@@ -58,8 +58,12 @@ class SweepRun:
     scenario: Scenario
 
 
-def load_sweep(path: str | Path) -> tuple[SweepSpec, dict[str, Any]]:
-    """Read a sweep file; returns the spec and the base scenario as a raw mapping."""
+def load_sweep(path: str | Path) -> tuple[SweepSpec, dict[str, Any], Path]:
+    """Read a sweep file; returns the spec, the base scenario as a raw mapping and its directory.
+
+    Relative paths inside the base scenario (``model.base``, ``data.file.path``) are taken
+    from that directory, as ``cosim run`` takes them from the scenario file's.
+    """
     path = Path(path)
     if not path.is_file():
         raise ScenarioError(f"{path}: no such sweep file")
@@ -77,7 +81,7 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, dict[str, Any]]:
     base = yaml.safe_load(base_path.read_text(encoding="utf-8"))
     if not isinstance(base, dict):
         raise ScenarioError(f"{base_path}: the top level must be a mapping of sections")
-    return spec, base
+    return spec, base, base_path.parent
 
 
 def _combinations(spec: SweepSpec) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
@@ -96,8 +100,11 @@ def _run_name(varying: dict[str, Any], seed: int) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text)[:120]
 
 
-def plan_sweep(spec: SweepSpec, base: dict[str, Any]) -> list[SweepRun]:
-    """Every run of the sweep, validated up front (a bad combination fails before anything runs)."""
+def plan_sweep(spec: SweepSpec, base: dict[str, Any], base_dir: Path | None = None) -> list[SweepRun]:
+    """Every run of the sweep, validated up front (a bad combination fails before anything runs).
+
+    ``base_dir``: where relative paths in the base scenario start (default: the working directory).
+    """
     plan: list[SweepRun] = []
     seen: set[str] = set()
     for overrides, varying in _combinations(spec):
@@ -105,7 +112,7 @@ def plan_sweep(spec: SweepSpec, base: dict[str, Any]) -> list[SweepRun]:
             texts = [f"{key}={json.dumps(value)}" for key, value in overrides.items()] + [f"seed={seed}"]
             name = _run_name(varying, seed)
             raw = apply_overrides(base, texts) | {"name": name}
-            scenario = parse_scenario(raw, source=f"sweep run {name}")
+            scenario = parse_scenario(raw, source=f"sweep run {name}", base_dir=base_dir)
             if name in seen:
                 raise ScenarioError(f"sweep: two runs would share the directory {name!r}")
             seen.add(name)

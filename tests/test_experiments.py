@@ -184,3 +184,17 @@ def test_the_level_at_an_unevaluated_round_is_the_next_evaluation() -> None:
     assert _level_at(fig, "retain", 3) == 0.7  # not evaluated: the next evaluation
     assert _level_at(fig, "test", 2) == 0.3
     assert np.isnan(_level_at(fig, "retain", 7))
+
+
+def test_relative_paths_in_a_regime_start_at_its_directory(
+    tmp_path: Path, tiny_scenario, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = regime_dir(tmp_path, tiny_scenario)
+    raw = yaml.safe_load((directory / "small.yaml").read_text())
+    raw["data"] = {"task": "file", "file": {"path": "data/facts.jsonl"}}
+    (directory / "small.yaml").write_text(yaml.safe_dump(raw))
+    (directory / "data").mkdir()
+    (directory / "data" / "facts.jsonl").write_text('{"prompt": "a", "response": "b"}\n')
+    monkeypatch.chdir(tmp_path)  # not the regime's directory
+    plan = plan_experiments(directory, seeds=(1,), policies=("none",), events=("leave",))
+    assert plan[0].scenario.data.file.path == str((directory / "data" / "facts.jsonl").resolve())

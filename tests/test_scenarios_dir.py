@@ -20,8 +20,8 @@ def test_shipped_scenario_validates(path: Path) -> None:
 
 @pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
 def test_shipped_sweep_plans(path: Path) -> None:
-    spec, base = load_sweep(path)
-    plan = plan_sweep(spec, base)
+    spec, base, base_dir = load_sweep(path)
+    plan = plan_sweep(spec, base, base_dir)
     assert len(plan) == len(spec.seeds) * max(1, len(list(_product(spec.grid)))) * max(1, len(spec.runs))
 
 

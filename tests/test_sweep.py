@@ -33,8 +33,8 @@ def sweep_file(tmp_path: Path, tiny_scenario: dict[str, Any]) -> Path:
 
 
 def test_the_plan_is_the_grid_times_the_seeds(sweep_file: Path) -> None:
-    spec, base = load_sweep(sweep_file)
-    plan = plan_sweep(spec, base)
+    spec, base, base_dir = load_sweep(sweep_file)
+    plan = plan_sweep(spec, base, base_dir)
     assert [(r.overrides["training.local_steps"], r.overrides["seed"]) for r in plan] == [
         (1, 1),
         (1, 2),
@@ -46,16 +46,35 @@ def test_the_plan_is_the_grid_times_the_seeds(sweep_file: Path) -> None:
     assert len({r.name for r in plan}) == 4
 
 
+def test_relative_paths_in_the_base_scenario_start_at_its_directory(
+    tmp_path: Path, tiny_scenario: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scenarios = tmp_path / "scenarios"
+    (scenarios / "sweeps").mkdir(parents=True)
+    (scenarios / "data").mkdir()
+    (scenarios / "data" / "facts.jsonl").write_text('{"prompt": "a", "response": "b"}\n')
+    base = tiny_scenario | {"data": {"task": "file", "file": {"path": "data/facts.jsonl"}}}
+    (scenarios / "base.yaml").write_text(yaml.safe_dump(base))
+    (scenarios / "sweeps" / "s.yaml").write_text(
+        yaml.safe_dump({"name": "s", "base": "../base.yaml", "seeds": [1]})
+    )
+    monkeypatch.chdir(tmp_path)  # neither the base's directory nor the sweep's
+    spec, raw, base_dir = load_sweep(scenarios / "sweeps" / "s.yaml")
+    [run] = plan_sweep(spec, raw, base_dir)
+    assert run.scenario.data.file is not None
+    assert run.scenario.data.file.path == str((scenarios / "data" / "facts.jsonl").resolve())
+
+
 def test_a_bad_combination_fails_before_anything_runs(sweep_file: Path) -> None:
-    spec, base = load_sweep(sweep_file)
+    spec, base, _ = load_sweep(sweep_file)
     bad = spec.model_copy(update={"grid": {"training.local_steps": [1, -3]}})
     with pytest.raises(ScenarioError, match=r"training\.local_steps"):
         plan_sweep(bad, base)
 
 
 def test_parallel_runs_equal_single_runs_and_resume(sweep_file: Path, tmp_path: Path) -> None:
-    spec, base = load_sweep(sweep_file)
-    plan = plan_sweep(spec, base)
+    spec, base, base_dir = load_sweep(sweep_file)
+    plan = plan_sweep(spec, base, base_dir)
     out = tmp_path / "out"
     ran, summary = run_sweep(plan, out, jobs=2)
     assert sorted(ran) == sorted(r.name for r in plan)
@@ -81,8 +100,8 @@ def test_parallel_runs_equal_single_runs_and_resume(sweep_file: Path, tmp_path: 
 
 def test_ray_in_local_mode_gives_the_same_runs(sweep_file: Path, tmp_path: Path) -> None:
     pytest.importorskip("ray")
-    spec, base = load_sweep(sweep_file)
-    plan = plan_sweep(spec, base)[:2]
+    spec, base, base_dir = load_sweep(sweep_file)
+    plan = plan_sweep(spec, base, base_dir)[:2]
     local, ray_dir = tmp_path / "local", tmp_path / "ray"
     run_sweep(plan, local, jobs=2)
     ran, summary = run_sweep(plan, ray_dir, executor="ray")

@@ -140,8 +140,8 @@ def sweep(
     if executor not in ("local", "ray"):
         fail(f"--executor: {executor!r} is not an executor; allowed: local, ray")
     try:
-        spec, base = load_sweep(sweep_file)
-        plan = plan_sweep(spec, base)
+        spec, base, base_dir = load_sweep(sweep_file)
+        plan = plan_sweep(spec, base, base_dir)
     except ScenarioError as err:
         fail(str(err))
     out_dir = out or Path("runs") / spec.name

@@ -23,8 +23,8 @@ def test_the_notebook_runs_on_a_sweep(tmp_path: Path, tiny_scenario: dict[str, A
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
     sweep = {"name": "nb", "base": "base.yaml", "seeds": [1, 2], "grid": {"network.slot_s": [0.5, 1.0]}}
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
-    spec, raw = load_sweep(tmp_path / "sweep.yaml")
-    run_sweep(plan_sweep(spec, raw), tmp_path / "out", jobs=2)
+    spec, raw, base_dir = load_sweep(tmp_path / "sweep.yaml")
+    run_sweep(plan_sweep(spec, raw, base_dir), tmp_path / "out", jobs=2)
 
     monkeypatch.setenv("COSIM_SWEEP_DIR", str(tmp_path / "out"))
     nb = nbformat.read(NOTEBOOK, as_version=4)
