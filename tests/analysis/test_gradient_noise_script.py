@@ -1,0 +1,51 @@
+"""analysis/gradient_noise_experiment.py: the noise-free share of E at each run's first decision."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "analysis" / "gradient_noise_experiment.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("gradient_noise_experiment", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(directory: Path, name: str, decisions: list[dict]) -> None:
+    (directory / name).mkdir(parents=True)
+    rows = [{"round": 3, "kind": "join", "detail": "{}"}]
+    rows += [{"round": 3 + i, "kind": "correction", "detail": json.dumps(d)} for i, d in enumerate(decisions)]
+    pd.DataFrame(rows).to_parquet(directory / name / "events.parquet")
+
+
+def test_the_share_is_read_from_the_first_decision_of_each_run(tmp_path: Path) -> None:
+    first = {"residuals": {"energy": [4.0, 2.0], "energy_unbiased": [1.0, -0.5]}}
+    later = {"residuals": {"energy": [4.0, 2.0], "energy_unbiased": [4.0, 2.0]}}
+    _run(tmp_path, "regime_x-join-priority-s1", [first, later])
+    _run(
+        tmp_path,
+        "regime_x-join-priority-s2",
+        [{"residuals": {"energy": [2.0, 1.0], "energy_unbiased": [0.0, 0.5]}}],
+    )
+    _run(tmp_path, "regime_x-join-none-s1", [])  # another policy: not read
+    module = _script()
+    df = module.shares(tmp_path)
+    assert sorted(df["run"].unique()) == ["regime_x-join-priority-s1", "regime_x-join-priority-s2"]
+    assert df.set_index(["run", "group"])["share"].to_dict() == pytest.approx(
+        {
+            ("regime_x-join-priority-s1", 0): 0.25,
+            ("regime_x-join-priority-s1", 1): -0.25,
+            ("regime_x-join-priority-s2", 0): 0.0,
+            ("regime_x-join-priority-s2", 1): 0.5,
+        }
+    )
+    # Per group the mean over seeds, and the range over seeds and groups.
+    assert "| regime_x | join | 2 | +0.125, +0.125 | -0.250 … +0.500 |" in module.table(df)
