@@ -16,22 +16,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+# regime-event-policy-sSEED (cosim experiments; shared-adapter runs have -shared before the seed)
+RUN_NAME = re.compile(r"^(?P<regime>.+)-(?P<event>leave|join)-(?P<policy>[a-z]+)-s\d+$")
+
 
 def shares(directory: Path, policy: str = "priority") -> pd.DataFrame:
     """One row per run and layer group: the noise-free share of E at the run's first decision."""
     rows = []
-    for run_dir in sorted(directory.glob(f"*-{policy}-s*")):
+    for run_dir in sorted(directory.iterdir()):
+        name = RUN_NAME.match(run_dir.name)
+        if name is None or name["policy"] != policy or not (run_dir / "events.parquet").is_file():
+            continue
         events = pd.read_parquet(run_dir / "events.parquet")
         decisions = [json.loads(d) for d in events.loc[events["kind"] == "correction", "detail"]]
         decisions = [d for d in decisions if "energy_unbiased" in d.get("residuals", {})]
         if not decisions:
             continue
-        regime, event = run_dir.name.split("-")[:2]
+        regime, event = name["regime"], name["event"]
         first = decisions[0]["residuals"]
         energy, unbiased = np.asarray(first["energy"]), np.asarray(first["energy_unbiased"])
         for g, (e, u) in enumerate(zip(energy, unbiased, strict=True)):

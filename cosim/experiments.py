@@ -219,6 +219,8 @@ def _level_at(fig: dict[str, Any], split: str, r: int) -> float:
     With ``training.eval_every`` > 1 round ``r`` may not be evaluated: then the first
     evaluated round after it (NaN if there is none).
     """
+    if r < 0:  # the reference never finished its replay
+        return float("nan")
     timeline = fig["timeline"]
     at = timeline[(timeline["split"] == split) & (timeline["stage"] == "round") & (timeline["round"] >= r)]
     if not len(at):

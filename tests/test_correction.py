@@ -230,19 +230,21 @@ def test_join_correction_targets_the_newcomer_and_its_neighbours(run_tiny) -> No
     assert first["local_devices"] == [4] and first["local_steps"] > 0
     steps = {row["device"]: row["steps"] for row in run.rows("rounds") if row["round"] == 2}
     assert steps == {d: 2 + (first["local_steps"] if d == 4 else 0) for d in range(5)}
-    # R_learn per affected device (the relative tolerance compares its largest row too).
-    rows = np.array(first["residuals"]["learn_devices"])
-    assert rows.shape == (len(first["affected"]), 2)
-    np.testing.assert_allclose(rows.sum(axis=0), first["residuals"]["learn"], rtol=1e-12)
+    # R_learn per affected device (the relative tolerance compares its largest row too); no shock.
+    assert np.array(first["residuals"]["learn_devices"]).shape == (len(first["affected"]), 2)
+    np.testing.assert_array_equal(first["residuals"]["shock_devices"], 0.0)
 
 
 def test_the_deletion_shock_enters_each_retained_device_s_learning_residual(run_tiny) -> None:
     first = first_decision(run_tiny(LEAVE, "correction.policy=local", *EAGER))
     residuals = first["residuals"]
     rows = np.array(residuals["learn_devices"])
-    assert rows.shape == (len(first["affected"]), 2) and 1 not in first["affected"]
-    assert np.all(np.array(residuals["shock"]) > 0)
-    # learn = E / (2 kappa) + S in total and per device: the rows add up to it, shock included.
+    assert rows.shape == (len(first["affected"]), 2)
+    # Every retained device held a copy of the leaver's slot: each has a shock of its own,
+    # measured before the tombstone and matched to it by device, and they add up to S.
+    shocks = np.array(residuals["shock_devices"])
+    assert shocks.shape == rows.shape and np.all(shocks > 0)
+    np.testing.assert_allclose(shocks.sum(axis=0), residuals["shock"], rtol=1e-12)
     np.testing.assert_allclose(rows.sum(axis=0), residuals["learn"], rtol=1e-12)
 
 

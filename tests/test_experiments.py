@@ -184,6 +184,7 @@ def test_the_level_at_an_unevaluated_round_is_the_next_evaluation() -> None:
     assert _level_at(fig, "retain", 3) == 0.7  # not evaluated: the next evaluation
     assert _level_at(fig, "test", 2) == 0.3
     assert np.isnan(_level_at(fig, "retain", 7))
+    assert np.isnan(_level_at(fig, "retain", -1))  # no end of the replay recorded
 
 
 def test_relative_paths_in_a_regime_start_at_its_directory(

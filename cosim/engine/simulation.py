@@ -526,6 +526,7 @@ class Simulation:
             adjacency=self._graph(links),
             affected=affected,
             deleted_slot=deleted_slot,
+            populations={d: len(self.learner.task.train[d]) for d in affected},
         )
         self._wall_correction_s += time.perf_counter() - wall
         return residuals
@@ -578,6 +579,7 @@ class Simulation:
                 "energy_unbiased": residuals.energy_unbiased.tolist(),
                 "kappa": residuals.kappa.tolist(),
                 "shock": residuals.shock.tolist(),
+                "shock_devices": residuals.shock_devices.tolist(),
                 "disagreement": residuals.disagreement.tolist(),
                 "gamma": residuals.gamma,
                 "components": residuals.n_components,
@@ -604,6 +606,9 @@ class Simulation:
                 # The graph changed: size this round's other actions on the new graph.
                 decision = self._decide(state)
                 plan = replace(plan_round(spec.policy, decision, spec, eta, tau), links=0)
+        if plan.extra_steps and not any(d in self.members.active for d in state.trains):
+            # The newcomer the extra steps were for is gone: nothing to train on.
+            plan = replace(plan, extra_steps=0)
         state.weights = allocation_weights(decision)
         detail = {
             "policy": spec.policy,

@@ -188,25 +188,33 @@ def gradient_energy(
 
 
 def gradient_energy_unbiased(
-    per_sample: ModuleTensors, group_of: Mapping[str, int], n_groups: int
+    per_sample: ModuleTensors, group_of: Mapping[str, int], n_groups: int, population: int | None = None
 ) -> np.ndarray:
-    """``|grad f|^2`` of one device per group, unbiased: ``sum_{i != j} <g_i, g_j> / (n (n - 1))``.
+    """``|grad f|^2`` of one device per group without the sampling noise of its ``n`` samples.
 
-    The squared norm of the mean of ``n`` per-sample gradients, which :func:`gradient_energy`
-    sums, is the squared norm of the true mean gradient plus the sampling noise
-    ``tr(Cov) / n``; the pairwise form drops the noise (and can come out negative).  NaN
-    for fewer than two samples.
+    ``f`` is the mean loss over the device's ``population`` samples, of which ``n`` were
+    drawn without replacement (:func:`draw_samples`; ``None``: an unlimited population).
+    The squared norm of the mean sampled gradient, which :func:`gradient_energy` sums,
+    is ``|grad f|^2`` plus the noise ``(1 - n / N) s^2 / n`` in expectation, with ``s^2``
+    the sample variance (``sum_i |g_i - mean|^2 / (n - 1)``) and ``N`` the population;
+    this subtracts it, so it can come out negative.  Without a population it is the
+    pairwise form ``sum_{i != j} <g_i, g_j> / (n (n - 1))``; with every sample drawn
+    (``n = N``) it is the squared mean itself.  NaN for one sample of a larger population.
     """
     first = next(iter(per_sample.values()), None)
     n = 0 if first is None else first.shape[0]
-    if n < 2:
+    if population is not None and n > population:
+        raise ValueError(f"{n} samples cannot be drawn without replacement from {population}")
+    keep = 1.0 if population is None else 1.0 - n / population  # the noise's finite-population factor
+    if n < 2 and keep > 0:
         return np.full(n_groups, np.nan)
-    pairs = {}
+    out = {}
     for name, g in per_sample.items():
         g = g.double().flatten(1)
-        total = g.sum(dim=0)
-        pairs[name] = (total.pow(2).sum() - g.pow(2).sum()) / (n * (n - 1))
-    return group_sums(pairs, group_of, n_groups)
+        mean = g.mean(dim=0)
+        noise = keep * (g - mean).pow(2).sum() / (n - 1) / n if keep > 0 else 0.0
+        out[name] = mean.pow(2).sum() - noise
+    return group_sums(out, group_of, n_groups)
 
 
 def fisher_curvature(
@@ -347,6 +355,7 @@ def compute_residuals(
     tau: int | None = None,
     quantile: float = 0.95,
     drift_slot: int | None = None,
+    populations: Mapping[int, int] | None = None,
 ) -> Residuals:
     """Every residual term of one event, per layer group.
 
@@ -362,6 +371,10 @@ def compute_residuals(
     different devices are coordinates in different subspaces, so their spread would
     measure gradient size, not heterogeneity; the gradient w.r.t. a common slot is
     ``s grad_W f_i A_j^T``, one shared random projection of every device's gradient.
+
+    ``populations[d]``: how many samples device d's were drawn from without replacement
+    (:func:`draw_samples`: its training set), for ``energy_unbiased``; ``None``: samples
+    from an unlimited population.
     """
     devices = list(devices)
     affected = devices if affected is None else list(affected)
@@ -382,7 +395,8 @@ def compute_residuals(
         grads = per_sample_slot_grads(learner, d, samples[d].inputs, samples[d].answers)
         mean_grads.append({n: g.mean(dim=0) for n, g in grads.items()})
         fishers.append(diagonal_fisher(grads))
-        energy_unbiased += gradient_energy_unbiased(grads, group_of, n_groups)
+        size = None if populations is None else populations[d]
+        energy_unbiased += gradient_energy_unbiased(grads, group_of, n_groups, size)
     energy_devices = np.array(
         [gradient_energy([g], group_of, n_groups) for g in mean_grads], dtype=float
     ).reshape(len(affected), n_groups)

@@ -36,6 +36,8 @@ def test_the_share_is_read_from_the_first_decision_of_each_run(tmp_path: Path) -
         [{"residuals": {"energy": [2.0, 1.0], "energy_unbiased": [0.0, 0.5]}}],
     )
     _run(tmp_path, "regime_x-join-none-s1", [])  # another policy: not read
+    _run(tmp_path, "regime_x-join-priority-shared-s1", [first])  # shared adapters: not read
+    (tmp_path / "regime_x-join-priority-s3").mkdir()  # unfinished, no events: skipped
     module = _script()
     df = module.shares(tmp_path)
     assert sorted(df["run"].unique()) == ["regime_x-join-priority-s1", "regime_x-join-priority-s2"]

@@ -131,7 +131,10 @@ def test_computing_residuals_leaves_the_learner_unchanged(setup):
 
 def test_gradient_energy_and_curvature_against_brute_force(setup):
     learner, samples = setup
-    res = compute_residuals(learner, devices=DEVICES, samples=samples, adjacency=_ring(4), quantile=0.9)
+    populations = {d: len(learner.task.train[d]) for d in DEVICES}  # draw_samples drew from these
+    res = compute_residuals(
+        learner, devices=DEVICES, samples=samples, adjacency=_ring(4), quantile=0.9, populations=populations
+    )
 
     energy: dict[str, float] = dict.fromkeys(learner.layers, 0.0)
     per_device = []
@@ -152,7 +155,9 @@ def test_gradient_energy_and_curvature_against_brute_force(setup):
         per_sample = _brute_per_sample(learner, d, learner.slot_of[d], split)
         for name, g in per_sample.items():
             pooled[learner.group_of[name]].append(g.pow(2).mean(dim=0).flatten().numpy())
-        unbiased += gradient_energy_unbiased(per_sample, learner.group_of, learner.model_spec.layer_groups)
+        unbiased += gradient_energy_unbiased(
+            per_sample, learner.group_of, learner.model_spec.layer_groups, len(learner.task.train[d])
+        )
 
     np.testing.assert_allclose(res.energy, _per_group(learner, energy), rtol=1e-4)
     kappa = np.array([np.concatenate(p).mean() for p in pooled])
@@ -453,3 +458,35 @@ def test_unbiased_gradient_energy_drops_the_sampling_noise() -> None:
     # Standard error of the mean over the draws is about 0.007 for both.
     assert np.mean(unbiased) == pytest.approx(truth, abs=0.03)
     assert np.mean(biased) == pytest.approx(truth + noise, abs=0.03)
+
+
+def test_unbiased_gradient_energy_without_replacement_averages_to_the_population_s_over_every_subset() -> (
+    None
+):
+    """Drawing n of N without replacement: over all C(N, n) subsets the mean is |mean of all N|^2 exactly."""
+    from itertools import combinations
+
+    rng = np.random.default_rng(2)
+    population = torch.as_tensor(rng.normal(size=(7, 3)) + np.array([0.4, -0.1, 0.2]))
+    truth = float(population.mean(dim=0).pow(2).sum())
+    group_of = {"w": 0}
+    for n in (2, 3, 5):
+        values = [
+            gradient_energy_unbiased({"w": population[list(idx)]}, group_of, 1, population=7)[0]
+            for idx in combinations(range(7), n)
+        ]
+        assert np.mean(values) == pytest.approx(truth, rel=1e-12)
+        # The pairwise form, which assumes an unlimited population, is biased low here.
+        pairwise = [
+            gradient_energy_unbiased({"w": population[list(idx)]}, group_of, 1)[0]
+            for idx in combinations(range(7), n)
+        ]
+        assert np.mean(pairwise) < truth - 0.01
+    # Every sample drawn: the squared mean itself, also from one sample of one.
+    assert gradient_energy_unbiased({"w": population}, group_of, 1, population=7)[0] == pytest.approx(truth)
+    assert gradient_energy_unbiased({"w": population[:1]}, group_of, 1, population=1)[0] == pytest.approx(
+        float(population[0].pow(2).sum())
+    )
+    assert np.isnan(gradient_energy_unbiased({"w": population[:1]}, group_of, 1, population=7)[0])
+    with pytest.raises(ValueError, match="without replacement"):
+        gradient_energy_unbiased({"w": population}, group_of, 1, population=3)

@@ -87,7 +87,7 @@ def test_relative_tolerances_divide_each_term_by_its_pre_event_level() -> None:
         policy="priority", tolerances={"mode": "relative", "learn": 2.0, "drift": 2.0, "consensus": 2.0}
     )
     # Three devices before, the same three after: the total is compared as it is (10 / 2,
-    # 4 / 4); the largest device's term against the largest before (6 / 1.5, 2 / 2) is smaller.
+    # 4 / 4); the largest device's term against the largest before (6 / 1.5, 2 / 2) is no larger.
     d = decide_for(after, spec, rounds_left=5, baseline=before, n_before=3, n_after=3)
     assert d.normalised_learn == pytest.approx((10.0 / 2.0 / 2.0, 4.0 / 4.0 / 2.0))
     # A group whose level was 0 is measured against the largest level of the others.
