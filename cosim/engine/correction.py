@@ -75,6 +75,10 @@ class CorrectionState:
     replay_rounds: int | None = None  # retrain: the rounds before the event, replayed from scratch
     history: list[dict[str, Any]] = field(default_factory=list)
 
+    def trainees(self, active: list[int]) -> list[int]:
+        """The devices of ``trains`` still active: those that take local correction's extra steps now."""
+        return [d for d in self.trains if d in active]
+
 
 def tolerances_of(spec: CorrectionSpec) -> Tolerances:
     t = spec.tolerances

@@ -546,7 +546,6 @@ class Simulation:
                 residuals.shock_devices.shape
             )
         state.shock = None  # the deletion shock counts in the first decision after a leave only
-        shock = shock_devices.sum(axis=0)
         # The empirical Fisher grows with the gradients it is estimated from, so E / (2 kappa)
         # measured after the event does not change when every gradient doubles (and the drift
         # term grows with their fourth power).  Against a pre-event baseline the curvature is
@@ -561,9 +560,8 @@ class Simulation:
             kappa = residuals.kappa
         residuals = replace(
             residuals,
-            shock=shock,
             shock_devices=shock_devices,
-            learn=learning_residual(residuals.energy, kappa, shock),
+            learn=learning_residual(residuals.energy, kappa, shock_devices.sum(axis=0)),
             learn_devices=learning_residual(residuals.energy_devices, kappa, shock_devices),
         )
         decision = decide_for(
@@ -606,7 +604,7 @@ class Simulation:
                 # The graph changed: size this round's other actions on the new graph.
                 decision = self._decide(state)
                 plan = replace(plan_round(spec.policy, decision, spec, eta, tau), links=0)
-        if plan.extra_steps and not any(d in self.members.active for d in state.trains):
+        if plan.extra_steps and not state.trainees(self.members.active):
             # The newcomer the extra steps were for is gone: nothing to train on.
             plan = replace(plan, extra_steps=0)
         state.weights = allocation_weights(decision)
@@ -625,9 +623,7 @@ class Simulation:
             },
             "residuals": state.history[-1],
             "local_steps": plan.extra_steps,
-            "local_devices": [d for d in state.trains if d in self.members.active]
-            if plan.extra_steps
-            else [],
+            "local_devices": state.trainees(self.members.active) if plan.extra_steps else [],
             "mu": list(plan.mu),
             "syncs": plan.syncs,
             "sync_groups": list(plan.sync_groups),
@@ -766,7 +762,7 @@ class Simulation:
         state = self._correction
         if state is not None:
             state.syncs += plan.syncs
-            extra = [d for d in state.trains if d in active] if plan.extra_steps else []
+            extra = state.trainees(active) if plan.extra_steps else []
             if extra:
                 self.learner.train(extra, plan.extra_steps, self.rngs, mu=mu)
                 state.local_steps += plan.extra_steps * len(extra)

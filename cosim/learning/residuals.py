@@ -65,15 +65,13 @@ ModuleTensors = Mapping[str, torch.Tensor]
 class Residuals:
     """Every residual term of one event, one entry per layer group (arrays of length G)."""
 
-    energy: np.ndarray  # E_g, summed over the affected devices
     energy_unbiased: np.ndarray  # E_g without its sampling noise (may be < 0; diagnostic, not used)
     kappa: np.ndarray  # mean of the diagonal empirical Fisher of the own-slot parameters
     kappa_max: np.ndarray  # its `quantile` quantile
-    shock: np.ndarray  # S_g of the deleted slot (zeros when no slot was deleted)
     shock_full: np.ndarray  # the same with the full empirical Fisher of the group (not used in `learn`)
     learn: np.ndarray  # R_learn_g = E_g / (2 kappa_g) + S_g
     energy_devices: np.ndarray  # (affected, G): each affected device's share of E_g
-    shock_devices: np.ndarray  # (affected, G): each affected device's share of S_g
+    shock_devices: np.ndarray  # (affected, G): each device's share of S_g (zeros: no slot deleted)
     learn_devices: np.ndarray  # (affected, G): E_i,g / (2 kappa_g) + S_i,g (rows add up to learn)
     zeta_sq: np.ndarray  # spread of the devices' projected mean gradients
     drift: np.ndarray  # R_drift_g = eta^2 tau^2 kappa_max_g zeta_g^2
@@ -85,6 +83,16 @@ class Residuals:
     eta: float  # the step size and local steps the drift was computed with
     tau: int
     quantile: float
+
+    @property
+    def energy(self) -> np.ndarray:
+        """``E_g``, summed over the affected devices."""
+        return self.energy_devices.sum(axis=0)
+
+    @property
+    def shock(self) -> np.ndarray:
+        """``S_g`` of the deleted slot, summed over the affected devices."""
+        return self.shock_devices.sum(axis=0)
 
     @property
     def n_groups(self) -> int:
@@ -414,7 +422,6 @@ def compute_residuals(
                 [diagonal_fisher(slot_grads[-1])], values[-1:], group_of, n_groups
             )
         shock_full = deletion_shock_full(slot_grads, values, group_of, n_groups)
-    energy, shock = energy_devices.sum(axis=0), shock_devices.sum(axis=0)
 
     if drift_slot is None and affected:
         drift_slot = min(learner.slot_of[d] for d in affected)
@@ -434,13 +441,11 @@ def compute_residuals(
     n_comp, gamma = connectivity(adjacency)
     u = np.broadcast_to(np.asarray(exchanges, dtype=float), (n_groups,)).copy()
     return Residuals(
-        energy=energy,
         energy_unbiased=energy_unbiased,
         kappa=kappa,
         kappa_max=kappa_max,
-        shock=shock,
         shock_full=shock_full,
-        learn=learning_residual(energy, kappa, shock),
+        learn=learning_residual(energy_devices.sum(axis=0), kappa, shock_devices.sum(axis=0)),
         energy_devices=energy_devices,
         shock_devices=shock_devices,
         learn_devices=learning_residual(energy_devices, kappa, shock_devices),
