@@ -235,6 +235,27 @@ def test_join_correction_targets_the_newcomer_and_its_neighbours(run_tiny) -> No
     np.testing.assert_array_equal(first["residuals"]["shock_devices"], 0.0)
 
 
+def test_after_a_join_the_neighbours_are_measured_on_their_pre_event_samples(run_tiny) -> None:
+    run = run_tiny(JOIN, "correction.policy=local", *EAGER)
+    decisions = [c for c in corrections(run) if c["kind"] == "correction"]
+    first, base = decisions[0], decisions[0]["baseline"]
+    # The pre-event terms the relative tolerances divide by go with the first decision only.
+    assert base["devices"] == [0, 1, 2, 3]
+    assert np.array(base["learn_devices"]).shape == (4, 2) and len(base["loss_devices"]) == 4
+    assert all(d["baseline"] == {} for d in decisions[1:])
+    # A join leaves the neighbours' models as they were, and each device's samples are drawn
+    # by the event alone: every neighbour's loss and R_learn repeat its pre-event values.
+    residuals = first["residuals"]
+    neighbours = [(i, d) for i, d in enumerate(first["affected"]) if d != 4]
+    assert neighbours
+    for i, d in neighbours:
+        j = base["devices"].index(d)
+        assert residuals["loss_devices"][i] == base["loss_devices"][j]
+        assert residuals["learn_devices"][i] == base["learn_devices"][j]
+    # The newcomer has learnt nothing yet: its loss is above every device's before the join.
+    assert residuals["loss_devices"][first["affected"].index(4)] > max(base["loss_devices"])
+
+
 def test_the_deletion_shock_enters_each_retained_device_s_learning_residual(run_tiny) -> None:
     first = first_decision(run_tiny(LEAVE, "correction.policy=local", *EAGER))
     residuals = first["residuals"]

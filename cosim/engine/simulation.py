@@ -170,7 +170,8 @@ class Simulation:
         self._extra_rounds = 0  # rounds a retrain adds (it replays the rounds before the event)
         self._last_reset = 0  # the round training last started from scratch
         self._correction: CorrectionState | None = None
-        self._baseline: tuple[Residuals, int] | None = None  # residuals just before the last event
+        # The residuals just before the last event, and the devices they were measured on.
+        self._baseline: tuple[Residuals, list[int]] | None = None
         self._wall_allocator_s = 0.0
         self._wall_correction_s = 0.0
         # federaser: every device's stored updates, and the rounds trained outside a calibration
@@ -437,7 +438,7 @@ class Simulation:
             # tombstone arrived).
             shock = np.zeros((len(affected), self.scenario.model.layer_groups))
             for slot in left:
-                shock += self._residuals(affected, deleted_slot=slot).shock_devices
+                shock += self._residuals(affected, deleted_slot=slot, event_round=r).shock_devices
             self._correction.shock = dict(zip(affected, shock, strict=True))
 
     def _start_calibration(self, r: int, kind: str, now: float, active: list[int]) -> None:
@@ -505,20 +506,41 @@ class Simulation:
             )
         return losses, dict.fromkeys(active, tau)
 
-    def _pre_event_residuals(self) -> tuple[Residuals, int] | None:
+    def _pre_event_residuals(self) -> tuple[Residuals, list[int]] | None:
         """The residual terms just before the event, on every active device (relative tolerances)."""
         spec = self.scenario.correction
         if spec.policy in ("none", "retrain", "federaser") or spec.tolerances.mode != "relative":
             return None
-        active = self.members.active
-        return self._residuals(active), len(active)
+        active = list(self.members.active)
+        return self._residuals(active), active
 
-    def _residuals(self, affected: list[int], deleted_slot: int | None = None) -> Residuals:
+    def _baseline_detail(self) -> dict[str, Any]:
+        """The pre-event terms the relative tolerances divide by, for the trace."""
+        if self._baseline is None:
+            return {}
+        residuals, devices = self._baseline
+        return {
+            "devices": devices,
+            "learn": residuals.learn.tolist(),
+            "learn_devices": residuals.learn_devices.tolist(),
+            "loss_devices": residuals.loss_devices.tolist(),
+            "energy": residuals.energy.tolist(),
+            "kappa": residuals.kappa.tolist(),
+            "drift": residuals.drift.tolist(),
+            "consensus": residuals.consensus.tolist(),
+        }
+
+    def _residuals(
+        self, affected: list[int], deleted_slot: int | None = None, event_round: int | None = None
+    ) -> Residuals:
+        """The residual terms on ``affected``, each device's samples drawn by the event's round
+        (default: this round), so that the baseline and every decision after one event see
+        the same samples of a device."""
         wall = time.perf_counter()
         live = self.members.active
         links = self.network.links(self.env.now, live)
-        rng = np.random.default_rng(np.random.SeedSequence([self.scenario.seed, 0x5E51D, self._round]))
-        samples = draw_samples(self.learner, affected, self.scenario.correction.samples_per_device, rng)
+        key = (self.scenario.seed, 0x5E51D, self._round if event_round is None else event_round)
+        samples = draw_samples(self.learner, affected, self.scenario.correction.samples_per_device, key)
         residuals = compute_residuals(
             self.learner,
             devices=live,
@@ -536,8 +558,10 @@ class Simulation:
         live = self.members.active
         affected = [d for d in state.affected if d in live and d in self.learner.slot_of]
         state.affected = affected
-        residuals = self._residuals(affected)
-        baseline, n_before = self._baseline if self._baseline is not None else (None, 1)
+        residuals = self._residuals(affected, event_round=state.event_round)
+        baseline, n_before = (
+            (None, 1) if self._baseline is None else (self._baseline[0], len(self._baseline[1]))
+        )
         if state.shock is None:
             shock_devices = residuals.shock_devices
         else:
@@ -571,6 +595,7 @@ class Simulation:
             {
                 "learn": residuals.learn.tolist(),
                 "learn_devices": residuals.learn_devices.tolist(),
+                "loss_devices": residuals.loss_devices.tolist(),
                 "drift": residuals.drift.tolist(),
                 "consensus": residuals.consensus.tolist(),
                 "energy": residuals.energy.tolist(),
@@ -622,6 +647,8 @@ class Simulation:
                 "consensus": list(decision.normalised_consensus),
             },
             "residuals": state.history[-1],
+            # The pre-event terms, with the event's first decision (relative tolerances only).
+            "baseline": self._baseline_detail() if state.rounds == 0 else {},
             "local_steps": plan.extra_steps,
             "local_devices": state.trainees(self.members.active) if plan.extra_steps else [],
             "mu": list(plan.mu),

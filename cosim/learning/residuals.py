@@ -12,7 +12,9 @@ Right after a join or a leave the correction policy needs, for every layer group
   ``E`` and ``S``, the pooled ``kappa``): the rows add up to ``R_learn_g``;
 * ``R_drift_g = eta^2 tau^2 kappa_max_g zeta_g^2`` with ``zeta_g^2`` the spread of the
   devices' projected gradients;
-* ``R_cons_g = (1 - gamma)^(2 u_g) D_g`` with ``D_g`` the disagreement of the copies.
+* ``R_cons_g = (1 - gamma)^(2 u_g) D_g`` with ``D_g`` the disagreement of the copies;
+* each affected device's mean cross-entropy on its samples (``loss_devices``), the loss
+  that ``R_learn`` predicts the excess of, measured.
 
 Units: ``E_g / (2 kappa_g)`` is the loss gap of a ``kappa``-strongly-convex (PL)
 function whose gradient has energy ``E_g``, summed over the affected devices; ``S_g``
@@ -55,6 +57,7 @@ __all__ = [
     "group_sums",
     "learning_residual",
     "per_sample_slot_grads",
+    "per_sample_slot_grads_and_losses",
     "slot_view",
 ]
 
@@ -73,6 +76,7 @@ class Residuals:
     energy_devices: np.ndarray  # (affected, G): each affected device's share of E_g
     shock_devices: np.ndarray  # (affected, G): each device's share of S_g (zeros: no slot deleted)
     learn_devices: np.ndarray  # (affected, G): E_i,g / (2 kappa_g) + S_i,g (rows add up to learn)
+    loss_devices: np.ndarray  # (affected,): each affected device's mean cross-entropy on its samples
     zeta_sq: np.ndarray  # spread of the devices' projected mean gradients
     drift: np.ndarray  # R_drift_g = eta^2 tau^2 kappa_max_g zeta_g^2
     disagreement: np.ndarray  # D_g, mean squared distance of the copies to their mean
@@ -116,12 +120,24 @@ def per_sample_slot_grads(
     answers: np.ndarray,
     slot: int | None = None,
 ) -> dict[str, torch.Tensor]:
+    """Per-sample gradients of the loss w.r.t. slot ``slot``'s ``B`` in ``device``'s view
+    (:func:`per_sample_slot_grads_and_losses` without the losses)."""
+    return per_sample_slot_grads_and_losses(learner, device, inputs, answers, slot)[0]
+
+
+def per_sample_slot_grads_and_losses(
+    learner: SlotLearner,
+    device: int,
+    inputs: np.ndarray,
+    answers: np.ndarray,
+    slot: int | None = None,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Per-sample gradients of the loss w.r.t. slot ``slot``'s ``B`` in ``device``'s view.
 
     ``slot`` defaults to the device's own slot.  The device's view is its copy of every
     slot with its own slot taken from its trainable parameters, as in training, but with
-    no slot dropout.  Returns ``{module: (n, d_out, r)}``: row ``i`` is the gradient of
-    the cross-entropy of sample ``i`` alone.
+    no slot dropout.  Returns ``{module: (n, d_out, r)}``, where row ``i`` is the gradient
+    of the cross-entropy of sample ``i`` alone, and the ``n`` cross-entropies.
 
     Exact, in one forward and one backward pass: every sample runs as its own "device"
     of the batched slot layers, each with its own leaf copy of ``B``; a sample's loss
@@ -154,16 +170,23 @@ def per_sample_slot_grads(
         grads = torch.autograd.grad(losses.sum(), list(leaves.values()))
     finally:
         learner._clear_views()
-    return {name: g.detach() for name, g in zip(leaves, grads, strict=True)}
+    return {name: g.detach() for name, g in zip(leaves, grads, strict=True)}, losses.detach()
 
 
 def draw_samples(
-    learner: SlotLearner, devices: Sequence[int], n: int, rng: np.random.Generator
+    learner: SlotLearner, devices: Sequence[int], n: int, key: Sequence[int]
 ) -> dict[int, Split]:
-    """Up to ``n`` distinct training samples of each device (all of them when it has fewer)."""
+    """Up to ``n`` distinct training samples of each device (all of them when it has fewer).
+
+    Device ``d``'s draw is seeded by ``(*key, d)`` alone, so it does not depend on which
+    other devices are drawn for: measurements with the same ``key`` (the pre-event
+    baseline and the decisions after the event) see each device's same samples, and
+    their ratio compares the model, not two draws.
+    """
     out = {}
     for d in devices:
         data = learner.task.train[d]
+        rng = np.random.default_rng(np.random.SeedSequence([*key, d]))
         idx = np.sort(rng.choice(len(data), size=min(n, len(data)), replace=False))
         out[d] = Split(data.inputs[idx], data.answers[idx])
     return out
@@ -397,10 +420,13 @@ def compute_residuals(
     eta = learner.training.learning_rate if eta is None else eta
     tau = learner.training.local_steps if tau is None else tau
 
-    mean_grads, fishers = [], []
+    mean_grads, fishers, losses = [], [], []
     energy_unbiased = np.zeros(n_groups)
     for d in affected:
-        grads = per_sample_slot_grads(learner, d, samples[d].inputs, samples[d].answers)
+        grads, sample_losses = per_sample_slot_grads_and_losses(
+            learner, d, samples[d].inputs, samples[d].answers
+        )
+        losses.append(float(sample_losses.double().mean()))
         mean_grads.append({n: g.mean(dim=0) for n, g in grads.items()})
         fishers.append(diagonal_fisher(grads))
         size = None if populations is None else populations[d]
@@ -449,6 +475,7 @@ def compute_residuals(
         energy_devices=energy_devices,
         shock_devices=shock_devices,
         learn_devices=learning_residual(energy_devices, kappa, shock_devices),
+        loss_devices=np.array(losses, dtype=float),
         zeta_sq=zeta_sq,
         drift=drift_residual(eta, tau, kappa_max, zeta_sq),
         disagreement=d_g,

@@ -78,7 +78,7 @@ def _device_loss(learner, device: int, split: Split) -> float:
 def setup(make_learner, random_views):
     learner = make_learner()
     random_views(learner, seed=3)
-    samples = draw_samples(learner, DEVICES, 6, np.random.default_rng(0))
+    samples = draw_samples(learner, DEVICES, 6, (0,))
     return learner, samples
 
 
@@ -137,7 +137,7 @@ def test_gradient_energy_and_curvature_against_brute_force(setup):
     )
 
     energy: dict[str, float] = dict.fromkeys(learner.layers, 0.0)
-    per_device = []
+    per_device, losses = [], []
     unbiased = np.zeros(learner.model_spec.layer_groups)
     pooled: list[list[np.ndarray]] = [[] for _ in range(learner.model_spec.layer_groups)]
     for d in DEVICES:
@@ -146,6 +146,7 @@ def test_gradient_energy_and_curvature_against_brute_force(setup):
         learner._set_views([d], train=True)
         logits = learner._answer_logits(torch.as_tensor(split.inputs))
         loss = F.cross_entropy(logits, learner._answer_index(split.answers))
+        losses.append(float(loss.detach()))
         grads = torch.autograd.grad(loss, [learner.own[d][n] for n in learner.layers])
         learner._clear_views()
         own = {name: float(g.double().pow(2).sum()) for name, g in zip(learner.layers, grads, strict=True)}
@@ -174,6 +175,28 @@ def test_gradient_energy_and_curvature_against_brute_force(setup):
     np.testing.assert_allclose(res.learn_devices.sum(axis=0), res.learn, rtol=1e-12)
     # A difference of two sums of the same size: float32 rounding is measured against E itself.
     np.testing.assert_allclose(res.energy_unbiased, unbiased, rtol=1e-4, atol=1e-4 * float(res.energy.max()))
+    # Each device's mean cross-entropy on its samples, in the same view.
+    np.testing.assert_allclose(res.loss_devices, losses, rtol=1e-5)
+
+
+def test_a_device_s_samples_do_not_depend_on_the_other_devices_drawn(setup):
+    learner, _ = setup
+    n = 3  # fewer than every device holds, so that a draw is a proper subset
+    assert all(len(learner.task.train[d]) > n for d in DEVICES)
+    together = draw_samples(learner, DEVICES, n, (7, 14))
+    for d in DEVICES:
+        alone = draw_samples(learner, [d], n, (7, 14))[d]
+        np.testing.assert_array_equal(alone.inputs, together[d].inputs)
+        np.testing.assert_array_equal(alone.answers, together[d].answers)
+    reordered = draw_samples(learner, DEVICES[::-1], n, (7, 14))
+    assert all(np.array_equal(reordered[d].inputs, together[d].inputs) for d in DEVICES)
+    # Distinct samples of the device's own training set; other keys draw other samples.
+    data = learner.task.train[1]
+    rows = {tuple(x) for x in together[1].inputs}
+    assert len(rows) == len(together[1]) == n
+    assert rows <= {tuple(x) for x in data.inputs}
+    other = [draw_samples(learner, [1], n, (7, k))[1].inputs for k in range(15, 25)]
+    assert any(not np.array_equal(o, together[1].inputs) for o in other)
 
 
 def test_deletion_shock_matches_a_hand_computation(setup):
