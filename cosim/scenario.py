@@ -777,9 +777,9 @@ class CorrectionTolerances(_Spec):
     ``relative`` (the default): each tolerance is a multiple of the term's own level just
     before the event (the devices' steady state), so a term calls for action when the
     event raised it that many times (R_learn: its total, or its largest device's term,
-    whichever rose more).  ``absolute``: the tolerances are levels in the
-    terms' own units (R_learn and R_drift in loss, summed over devices; R_cons in squared
-    parameter distance).
+    whichever rose more; with ``measured_loss`` also the measured loss).  ``absolute``:
+    the tolerances are levels in the terms' own units (R_learn and R_drift in loss, summed
+    over devices; R_cons in squared parameter distance).
     """
 
     mode: Literal["relative", "absolute"] = Field(
@@ -789,6 +789,21 @@ class CorrectionTolerances(_Spec):
     drift: float = Field(2.0, gt=0, description="On R_drift.")
     consensus: float = Field(2.0, gt=0, description="On R_cons and on the disagreement D when sizing syncs.")
     gamma_min: float = Field(0.05, ge=0, lt=1, description="Refine a graph whose spectral gap is below this.")
+    measured_loss: bool = Field(
+        False,
+        description="relative mode only: R_learn also counts the loss measured on the affected "
+        "devices' samples against its pre-event level (the retained devices' summed loss; a "
+        "newcomer's loss against the devices' mean), whichever ratio is largest.",
+    )
+
+    @model_validator(mode="after")
+    def _measured_loss_is_relative(self) -> CorrectionTolerances:
+        if self.measured_loss and self.mode != "relative":
+            raise ValueError(
+                "measured_loss compares with the pre-event loss and needs mode: relative "
+                f"(got mode: {self.mode})"
+            )
+        return self
 
 
 class CorrectionBudget(_Spec):

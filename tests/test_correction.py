@@ -256,6 +256,25 @@ def test_after_a_join_the_neighbours_are_measured_on_their_pre_event_samples(run
     assert residuals["loss_devices"][first["affected"].index(4)] > max(base["loss_devices"])
 
 
+def test_measured_loss_compares_the_newcomer_s_loss_with_the_devices_mean_before(run_tiny) -> None:
+    tolerance = "correction.tolerances.learn=1.05"
+    plain = first_decision(run_tiny(JOIN, "correction.policy=priority", tolerance))
+    first = first_decision(
+        run_tiny(JOIN, "correction.policy=priority", tolerance, "correction.tolerances.measured_loss=true")
+    )
+    base, residuals = first["baseline"], first["residuals"]
+    newcomer = residuals["loss_devices"][first["affected"].index(4)]
+    ratio = newcomer / np.mean(base["loss_devices"])
+    assert residuals["loss_ratio"] == pytest.approx(ratio, rel=1e-12)
+    assert plain["residuals"]["loss_ratio"] == residuals["loss_ratio"]  # recorded either way
+    # Everything before the decision is the same run: R_learn's normalised value is the larger
+    # of the plain one and the loss ratio over the tolerance.
+    assert first["normalised"]["learn"] == pytest.approx(
+        np.maximum(plain["normalised"]["learn"], ratio / 1.05)
+    )
+    assert ratio / 1.05 > max(plain["normalised"]["learn"])  # here the loss ratio decides
+
+
 def test_the_deletion_shock_enters_each_retained_device_s_learning_residual(run_tiny) -> None:
     first = first_decision(run_tiny(LEAVE, "correction.policy=local", *EAGER))
     residuals = first["residuals"]

@@ -21,6 +21,7 @@ Sizes are capped by the correction budget (``max_local_steps``, ``max_syncs``,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,7 +119,30 @@ def _largest_device(learn_devices: np.ndarray, n_groups: int) -> np.ndarray:
     return rows.max(axis=0) if len(rows) else np.zeros(n_groups)
 
 
-def relative_terms(terms: Any, baseline: Any, n_before: int, n_after: int) -> ScaledTerms:
+def loss_ratio(loss: Mapping[int, float], before: Mapping[int, float]) -> float:
+    """The affected devices' measured loss in units of its level before the event.
+
+    ``loss`` and ``before`` map a device to its mean loss on its samples, after and before
+    the event (the same samples of each device).  The devices measured before (after a
+    leave, the retained ones) count together: their summed loss after over their summed
+    loss before.  A device not measured before (a newcomer) counts alone: its loss over
+    the devices' mean loss before.  Returns the largest of these ratios (0 with nothing
+    to compare).
+    """
+    known = [d for d in loss if d in before]
+    ratios = []
+    if known:
+        ratios.append(sum(loss[d] for d in known) / _level(np.array([sum(before[d] for d in known)]))[0])
+    newcomers = [d for d in loss if d not in before]
+    if newcomers and before:
+        level = float(_level(np.array([np.mean(list(before.values()))]))[0])
+        ratios += [loss[d] / level for d in newcomers]
+    return float(max(ratios, default=0.0))
+
+
+def relative_terms(
+    terms: Any, baseline: Any, n_before: int, n_after: int, measured_loss: float | None = None
+) -> ScaledTerms:
     """``terms`` in units of ``baseline`` (the same terms just before the event).
 
     ``R_learn`` is summed over the affected devices: its level is scaled from the
@@ -130,7 +154,8 @@ def relative_terms(terms: Any, baseline: Any, n_before: int, n_after: int) -> Sc
     device's term before the event.  The learn term is the larger of the two ratios: it
     calls for action when the event raised either the total or one device's residual
     past the tolerance.  Drift and consensus are means over devices and are compared as
-    they are.
+    they are.  ``measured_loss`` (:func:`loss_ratio`, already in units of its pre-event
+    level) counts as a third ratio for ``R_learn`` in every group.
     """
     n_groups = len(np.asarray(terms.learn))
     total = np.asarray(terms.learn) / _level(np.asarray(baseline.learn) * n_after / max(n_before, 1))
@@ -139,7 +164,7 @@ def relative_terms(terms: Any, baseline: Any, n_before: int, n_after: int) -> Sc
     )
     cons_level = _level(baseline.consensus)
     return ScaledTerms(
-        learn=np.maximum(total, device),
+        learn=np.maximum(np.maximum(total, device), 0.0 if measured_loss is None else measured_loss),
         drift=np.asarray(terms.drift) / _level(baseline.drift),
         consensus=np.asarray(terms.consensus) / cons_level,
         disagreement=np.asarray(terms.disagreement) / cons_level,
@@ -158,18 +183,21 @@ def decide_for(
     baseline: Any = None,
     n_before: int = 1,
     n_after: int = 1,
+    measured_loss: float | None = None,
 ) -> Decision:
     """The priority-aware decision with the scenario's tolerances and what is left of the budget.
 
     With relative tolerances, ``baseline`` holds the terms just before the event,
     measured on ``n_before`` affected devices (``terms`` on ``n_after``); both need
     ``learn_devices``, one row per measured device (:func:`relative_terms`).
+    ``measured_loss`` (:func:`loss_ratio`) counts only with ``tolerances.measured_loss``.
     """
     budget = Budget(rounds=max(rounds_left, 0), max_local_steps=spec.budget.max_local_steps)
     if spec.tolerances.mode == "relative":
         if baseline is None:
             raise ValueError("relative tolerances need the pre-event residuals (baseline)")
-        terms = relative_terms(terms, baseline, n_before, n_after)
+        counted = measured_loss if spec.tolerances.measured_loss else None
+        terms = relative_terms(terms, baseline, n_before, n_after, counted)
     return decide(terms, tolerances_of(spec), budget)
 
 

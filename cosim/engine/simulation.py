@@ -52,6 +52,7 @@ from cosim.engine.correction import (
     Plan,
     allocation_weights,
     decide_for,
+    loss_ratio,
     plan_round,
 )
 from cosim.graph import hop_distances, metropolis_hastings, spectral_gap
@@ -588,14 +589,20 @@ class Simulation:
             learn=learning_residual(residuals.energy, kappa, shock_devices.sum(axis=0)),
             learn_devices=learning_residual(residuals.energy_devices, kappa, shock_devices),
         )
+        measured = None
+        if self._baseline is not None:
+            pre_event, devices = self._baseline
+            before = dict(zip(devices, pre_event.loss_devices.tolist(), strict=True))
+            measured = loss_ratio(dict(zip(affected, residuals.loss_devices.tolist(), strict=True)), before)
         decision = decide_for(
-            residuals, spec, spec.budget.rounds - state.rounds, baseline, n_before, len(affected)
+            residuals, spec, spec.budget.rounds - state.rounds, baseline, n_before, len(affected), measured
         )
         state.history.append(
             {
                 "learn": residuals.learn.tolist(),
                 "learn_devices": residuals.learn_devices.tolist(),
                 "loss_devices": residuals.loss_devices.tolist(),
+                "loss_ratio": measured,
                 "drift": residuals.drift.tolist(),
                 "consensus": residuals.consensus.tolist(),
                 "energy": residuals.energy.tolist(),

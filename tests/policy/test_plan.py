@@ -115,3 +115,45 @@ def test_one_device_s_gap_is_not_diluted_by_the_number_of_affected_devices() -> 
     # The sum rose 11 / 8 = 1.4 fold per device, under the 2x tolerance; the newcomer's own term 4 fold.
     assert d.normalised_learn == pytest.approx((4.0 / 1.0 / 2.0,))
     assert d.actions == (Action.LOCAL_CORRECTION,)
+
+
+def test_the_measured_loss_ratio_sums_the_known_devices_and_takes_each_newcomer_alone() -> None:
+    from cosim.engine.correction import loss_ratio
+
+    before = {0: 0.5, 1: 1.0, 2: 1.5}
+    # After a leave of device 2: devices 0 and 1, on the same samples, (0.75 + 2.25) / (0.5 + 1.0).
+    assert loss_ratio({0: 0.75, 1: 2.25}, before) == pytest.approx(2.0)
+    # After a join: the neighbours are unchanged (ratio 1); newcomer 5 against the mean 1.0.
+    assert loss_ratio({0: 0.5, 1: 1.0, 5: 3.0}, before) == pytest.approx(3.0)
+    assert loss_ratio({0: 0.5, 1: 1.0, 5: 0.5}, before) == pytest.approx(1.0)
+    assert loss_ratio({}, before) == 0.0
+
+
+def test_with_measured_loss_the_loss_ratio_counts_as_a_third_learning_ratio() -> None:
+    from cosim.engine.correction import decide_for
+
+    rows = np.full((7, 2), 1.0)
+    before = Terms(learn=[7.0, 7.0], drift=[1.0, 1.0], consensus=[1.0, 1.0])
+    before.learn_devices = rows
+    after = Terms(learn=[8.0, 8.0], drift=[1.0, 1.0], consensus=[1.0, 1.0])
+    after.learn_devices = np.vstack([rows, [[1.0, 1.0]]])  # the newcomer's E looks like anyone's
+    tolerances = {"mode": "relative", "learn": 2.0, "drift": 2.0, "consensus": 2.0}
+    plain = Correction(policy="priority", tolerances=tolerances)
+    measured = Correction(policy="priority", tolerances={**tolerances, "measured_loss": True})
+    # Its loss is 3 times the devices' mean: only counted with measured_loss.
+    d = decide_for(after, plain, rounds_left=5, baseline=before, n_before=7, n_after=8, measured_loss=3.0)
+    assert d.normalised_learn == pytest.approx((0.5, 0.5))
+    assert d.actions == (Action.NONE, Action.NONE)
+    d = decide_for(after, measured, rounds_left=5, baseline=before, n_before=7, n_after=8, measured_loss=3.0)
+    assert d.normalised_learn == pytest.approx((1.5, 1.5))
+    assert d.actions == (Action.LOCAL_CORRECTION, Action.LOCAL_CORRECTION)
+    # The ratios are compared, not added: a smaller loss ratio leaves the larger E ratio.
+    d = decide_for(after, measured, rounds_left=5, baseline=before, n_before=7, n_after=8, measured_loss=0.2)
+    assert d.normalised_learn == pytest.approx((0.5, 0.5))
+
+
+def test_measured_loss_needs_relative_tolerances() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"measured_loss .* needs mode: relative"):
+        Correction(policy="priority", tolerances={"mode": "absolute", "measured_loss": True})
