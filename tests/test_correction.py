@@ -203,6 +203,11 @@ def test_priority_refines_the_topology_first_and_acts_per_group_in_the_same_roun
     assert first["links_added"] == 1 and "split" in first["topology_reason"]
     assert all(a in ("local_correction", "proximal_damping", "sync_scheduling") for a in first["actions"])
     assert (1, 3) in pairs(run, 2)
+    # Re-decided on the refined graph, the round's decision still counts the deletion shock;
+    # the decisions of later rounds do not.
+    assert all(v > 0 for v in first["residuals"]["shock"])
+    later = [c for c in corrections(run) if c["kind"] == "correction" and c["correction_round"] > 0]
+    assert later and all(c["residuals"]["shock"] == [0.0, 0.0] for c in later)
 
 
 def test_the_retrain_baseline_starts_over_from_the_base_model_and_replays_the_rounds(run_tiny) -> None:

@@ -570,7 +570,6 @@ class Simulation:
             shock_devices = np.array([state.shock.get(d, zero) for d in affected]).reshape(
                 residuals.shock_devices.shape
             )
-        state.shock = None  # the deletion shock counts in the first decision after a leave only
         # The empirical Fisher grows with the gradients it is estimated from, so E / (2 kappa)
         # measured after the event does not change when every gradient doubles (and the drift
         # term grows with their fourth power).  Against a pre-event baseline the curvature is
@@ -681,6 +680,9 @@ class Simulation:
         if state is None:
             return
         state.rounds += 1
+        # The deletion shock counts in the decisions of the event's round only (the one after a
+        # topology refinement included), not in later rounds.
+        state.shock = None
         budget = self.scenario.correction.budget
         if state.replay_rounds is not None:
             if state.rounds >= state.replay_rounds:
