@@ -1,0 +1,119 @@
+"""What the learning residual's two parts predict, against the loss measured on the same samples.
+
+``R_learn_g = E_g / (2 kappa_g) + S_g`` (method.md section 6) is a predicted loss gap:
+``E / (2 kappa)`` the gap of a PL function with the gradient energy ``E``, and the
+deletion shock ``S`` the jump of the retained devices' loss that removing the leaver's
+slot should cause.  At an event's first decision every ``correction`` event records each
+affected device's mean cross-entropy on its samples (``loss_devices``), and the same
+before the event (``baseline``), on the same samples of each device.  Per regime and
+event this prints, at the first decision (sums over layer groups and affected devices,
+mean and spread over seeds):
+
+* ``E / (2 kappa)`` and ``S``, and ``S``'s share of ``R_learn``;
+* after a leave, the measured jump of the retained devices' summed loss (the quantity
+  ``S`` predicts) and its ratio to the loss before;
+* after a join, the newcomer's loss over the mean loss of the devices before it joined;
+* the runs in which the policy acted.
+
+    .venv/bin/cosim experiments scenarios/regimes --out runs/regimes --policy priority --jobs 2
+    .venv/bin/python analysis/learning_residual_experiment.py runs/regimes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+# regime-event-policy-sSEED (cosim experiments; shared-adapter runs have -shared before the seed)
+RUN_NAME = re.compile(r"^(?P<regime>.+)-(?P<event>leave|join)-(?P<policy>[a-z]+)-s\d+$")
+
+
+def first_decisions(directory: Path, policy: str = "priority") -> pd.DataFrame:
+    """One row per run: the learning residual's parts and the measured loss at its first decision."""
+    rows = []
+    for run_dir in sorted(directory.iterdir()):
+        name = RUN_NAME.match(run_dir.name)
+        if name is None or name["policy"] != policy or not (run_dir / "events.parquet").is_file():
+            continue
+        events = pd.read_parquet(run_dir / "events.parquet")
+        decisions = [json.loads(d) for d in events.loc[events["kind"] == "correction", "detail"]]
+        decisions = [d for d in decisions if d.get("baseline")]
+        if not decisions:
+            continue
+        first = decisions[0]
+        res, base = first["residuals"], first["baseline"]
+        affected = first["affected"]
+        shock = np.asarray(res["shock"], dtype=float)
+        pl = np.asarray(res["learn"], dtype=float) - shock
+        loss = dict(zip(affected, res["loss_devices"], strict=True))
+        before = dict(zip(base["devices"], base["loss_devices"], strict=True))
+        row = {
+            "regime": name["regime"],
+            "event": name["event"],
+            "run": run_dir.name,
+            "pl": float(pl.sum()),
+            "shock": float(shock.sum()),
+            "shock_share": float(shock.sum() / (pl.sum() + shock.sum())),
+            "acted": any(a != "none" for a in first["actions"]) or bool(first.get("links_added")),
+        }
+        if name["event"] == "leave":
+            retained = [d for d in affected if d in before]
+            jump = sum(loss[d] - before[d] for d in retained)
+            row["loss_jump"] = float(jump)
+            row["loss_ratio"] = float(sum(loss[d] for d in retained) / sum(before[d] for d in retained))
+        else:
+            joined = events.loc[events["kind"] == "join", "device"]
+            newcomer = int(joined.iloc[0])
+            row["newcomer_ratio"] = float(loss[newcomer] / np.mean(list(before.values())))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _cell(values: pd.Series, fmt: str) -> str:
+    values = values.dropna()
+    if values.empty:
+        return "–"
+    spread = values.std(ddof=0) if len(values) > 1 else 0.0
+    return f"{values.mean():{fmt}} ± {spread:{fmt}}"
+
+
+def table(df: pd.DataFrame) -> str:
+    lines = [
+        "| regime | event | runs | E / (2 kappa) | S | S / R_learn | measured loss jump "
+        "| loss after / before | newcomer loss / devices' | acted |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for column in ("loss_jump", "loss_ratio", "newcomer_ratio"):
+        if column not in df:
+            df = df.assign(**{column: np.nan})
+    for (regime, event), runs in df.groupby(["regime", "event"], sort=True):
+        lines.append(
+            f"| {regime} | {event} | {len(runs)} | {_cell(runs['pl'], '.0f')} "
+            f"| {_cell(runs['shock'], '.3f')} "
+            f"| {_cell(runs['shock_share'], '.1e')} | {_cell(runs['loss_jump'], '.3f')} "
+            f"| {_cell(runs['loss_ratio'], '.2f')} | {_cell(runs['newcomer_ratio'], '.2f')} "
+            f"| {int(runs['acted'].sum())}/{len(runs)} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("directory", type=Path, help="a cosim experiments --out directory")
+    parser.add_argument("--policy", default="priority", help="the runs to read (default: priority)")
+    args = parser.parse_args()
+    df = first_decisions(args.directory, args.policy)
+    if df.empty:
+        parser.exit(
+            2, f"error: no {args.policy} runs with a recorded pre-event baseline in {args.directory}\n"
+        )
+    print(table(df))
+
+
+if __name__ == "__main__":
+    main()
