@@ -793,7 +793,8 @@ class CorrectionTolerances(_Spec):
         False,
         description="relative mode only: R_learn also counts the loss measured on the affected "
         "devices' samples against its pre-event level (the retained devices' summed loss; a "
-        "newcomer's loss against the devices' mean), whichever ratio is largest.",
+        "newcomer's loss against the devices' mean), whichever ratio is largest. No effect with "
+        "the policies none, retrain and federaser, which estimate no residuals.",
     )
 
     @model_validator(mode="after")

@@ -261,6 +261,26 @@ def test_after_a_join_the_neighbours_are_measured_on_their_pre_event_samples(run
     assert residuals["loss_devices"][first["affected"].index(4)] > max(base["loss_devices"])
 
 
+def test_a_correction_keeps_the_baseline_of_its_event_when_a_later_event_starts_none(run_tiny) -> None:
+    # A device goes silent in the round after the join: an event, but no correction of its own.
+    events = "events=[{kind: join, round: 2}, {kind: leave_silent, device: 0, round: 3}]"
+    decisions = [
+        c
+        for c in corrections(run_tiny(events, "correction.policy=local", *EAGER))
+        if c["kind"] == "correction"
+    ]
+    first, later = decisions[0], [d for d in decisions if d["round"] == 3]
+    assert first["round"] == 2 and later
+    base = first["baseline"]
+    for d in later:
+        learn = np.asarray(d["residuals"]["learn"])
+        rows = np.asarray(d["residuals"]["learn_devices"])
+        total = learn / (np.asarray(base["learn"]) * len(d["affected"]) / len(base["devices"]))
+        device = rows.max(axis=0) / np.asarray(base["learn_devices"]).max(axis=0)
+        # The join's baseline, not one measured before the silent leave.
+        assert d["normalised"]["learn"] == pytest.approx(np.maximum(total, device) / 1.0e-9, rel=1e-9)
+
+
 def test_measured_loss_compares_the_newcomer_s_loss_with_the_devices_mean_before(run_tiny) -> None:
     tolerance = "correction.tolerances.learn=1.05"
     plain = first_decision(run_tiny(JOIN, "correction.policy=priority", tolerance))

@@ -68,6 +68,9 @@ class CorrectionState:
     affected: list[int]  # whose residuals are estimated
     trains: list[int] = field(default_factory=list)  # who takes local correction's extra steps
     shock: dict[int, np.ndarray] | None = None  # per device: deletion shock per group, before the tombstone
+    # The residuals just before the event and the devices they were measured on (relative
+    # tolerances; None otherwise): every decision of this correction divides by them.
+    baseline: tuple[Any, list[int]] | None = None
     rounds: int = 0
     local_steps: int = 0  # extra local steps, summed over devices
     syncs: int = 0
@@ -127,8 +130,11 @@ def loss_ratio(loss: Mapping[int, float], before: Mapping[int, float]) -> float:
     leave, the retained ones) count together: their summed loss after over their summed
     loss before.  A device not measured before (a newcomer) counts alone: its loss over
     the devices' mean loss before.  Returns the largest of these ratios (0 with nothing
-    to compare).
+    to compare).  A loss that is not finite (training diverged) is an error.
     """
+    for d, value in [*loss.items(), *before.items()]:
+        if not np.isfinite(value):
+            raise ValueError(f"device {d}: its mean loss on its residual samples is {value}, not finite")
     known = [d for d in loss if d in before]
     ratios = []
     if known:

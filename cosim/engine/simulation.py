@@ -171,7 +171,8 @@ class Simulation:
         self._extra_rounds = 0  # rounds a retrain adds (it replays the rounds before the event)
         self._last_reset = 0  # the round training last started from scratch
         self._correction: CorrectionState | None = None
-        # The residuals just before the last event, and the devices they were measured on.
+        # The residuals just before the last event, and the devices they were measured on; a
+        # correction keeps the one of the event that started it.
         self._baseline: tuple[Residuals, list[int]] | None = None
         self._wall_allocator_s = 0.0
         self._wall_correction_s = 0.0
@@ -431,6 +432,7 @@ class Simulation:
             start_bits=self._bits_total,
             affected=affected,
             trains=trains,
+            baseline=self._baseline,
         )
         if left:
             # The deletion shock needs the departed slot's copies: measure it before the
@@ -515,11 +517,12 @@ class Simulation:
         active = list(self.members.active)
         return self._residuals(active), active
 
-    def _baseline_detail(self) -> dict[str, Any]:
+    @staticmethod
+    def _baseline_detail(state: CorrectionState) -> dict[str, Any]:
         """The pre-event terms the relative tolerances divide by, for the trace."""
-        if self._baseline is None:
+        if state.baseline is None:
             return {}
-        residuals, devices = self._baseline
+        residuals, devices = state.baseline
         return {
             "devices": devices,
             "learn": residuals.learn.tolist(),
@@ -561,7 +564,7 @@ class Simulation:
         state.affected = affected
         residuals = self._residuals(affected, event_round=state.event_round)
         baseline, n_before = (
-            (None, 1) if self._baseline is None else (self._baseline[0], len(self._baseline[1]))
+            (None, 1) if state.baseline is None else (state.baseline[0], len(state.baseline[1]))
         )
         if state.shock is None:
             shock_devices = residuals.shock_devices
@@ -589,8 +592,8 @@ class Simulation:
             learn_devices=learning_residual(residuals.energy_devices, kappa, shock_devices),
         )
         measured = None
-        if self._baseline is not None:
-            pre_event, devices = self._baseline
+        if state.baseline is not None:
+            pre_event, devices = state.baseline
             before = dict(zip(devices, pre_event.loss_devices.tolist(), strict=True))
             measured = loss_ratio(dict(zip(affected, residuals.loss_devices.tolist(), strict=True)), before)
         decision = decide_for(
@@ -654,7 +657,7 @@ class Simulation:
             },
             "residuals": state.history[-1],
             # The pre-event terms, with the event's first decision (relative tolerances only).
-            "baseline": self._baseline_detail() if state.rounds == 0 else {},
+            "baseline": self._baseline_detail(state) if state.rounds == 0 else {},
             "local_steps": plan.extra_steps,
             "local_devices": state.trainees(self.members.active) if plan.extra_steps else [],
             "mu": list(plan.mu),

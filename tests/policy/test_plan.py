@@ -127,6 +127,8 @@ def test_the_measured_loss_ratio_sums_the_known_devices_and_takes_each_newcomer_
     assert loss_ratio({0: 0.5, 1: 1.0, 5: 3.0}, before) == pytest.approx(3.0)
     assert loss_ratio({0: 0.5, 1: 1.0, 5: 0.5}, before) == pytest.approx(1.0)
     assert loss_ratio({}, before) == 0.0
+    with pytest.raises(ValueError, match=r"device 1: .* nan, not finite"):
+        loss_ratio({0: 0.5, 1: float("nan")}, before)
 
 
 def test_with_measured_loss_the_loss_ratio_counts_as_a_third_learning_ratio() -> None:
