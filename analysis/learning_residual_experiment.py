@@ -29,12 +29,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-# regime-event-policy-sSEED (cosim experiments; shared-adapter runs have -shared before the seed)
+# regime-event-policy-sSEED (cosim experiments); shared-adapter runs (-shared before the seed)
+# estimate no residuals and do not match.
 RUN_NAME = re.compile(r"^(?P<regime>.+)-(?P<event>leave|join)-(?P<policy>[a-z]+)-s\d+$")
 
 
 def first_decisions(directory: Path, policy: str = "priority") -> pd.DataFrame:
-    """One row per run: the learning residual's parts and the measured loss at its first decision."""
+    """One row per run: the learning residual's parts and the measured loss at its first decision.
+
+    The first decision of the run's first event (the regime runs have one event); the
+    event's kind is the decision's own, the newcomer the affected device that was not
+    measured before it.
+    """
     rows = []
     for run_dir in sorted(directory.iterdir()):
         name = RUN_NAME.match(run_dir.name)
@@ -54,22 +60,24 @@ def first_decisions(directory: Path, policy: str = "priority") -> pd.DataFrame:
         before = dict(zip(base["devices"], base["loss_devices"], strict=True))
         row = {
             "regime": name["regime"],
-            "event": name["event"],
+            "event": first["event"],
             "run": run_dir.name,
             "pl": float(pl.sum()),
             "shock": float(shock.sum()),
             "shock_share": float(shock.sum() / (pl.sum() + shock.sum())),
             "acted": any(a != "none" for a in first["actions"]) or bool(first.get("links_added")),
         }
-        if name["event"] == "leave":
-            retained = [d for d in affected if d in before]
-            jump = sum(loss[d] - before[d] for d in retained)
-            row["loss_jump"] = float(jump)
-            row["loss_ratio"] = float(sum(loss[d] for d in retained) / sum(before[d] for d in retained))
-        else:
-            joined = events.loc[events["kind"] == "join", "device"]
-            newcomer = int(joined.iloc[0])
-            row["newcomer_ratio"] = float(loss[newcomer] / np.mean(list(before.values())))
+        retained = [d for d in affected if d in before]
+        newcomers = [d for d in affected if d not in before]
+        level_before = sum(before[d] for d in retained)
+        if first["event"] == "leave" and retained:
+            row["loss_jump"] = float(sum(loss[d] - before[d] for d in retained))
+            row["loss_ratio"] = (
+                float(sum(loss[d] for d in retained) / level_before) if level_before > 0 else np.nan
+            )
+        mean_before = float(np.mean(list(before.values()))) if before else 0.0
+        if first["event"] == "join" and newcomers and mean_before > 0:
+            row["newcomer_ratio"] = max(loss[d] for d in newcomers) / mean_before
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -34,6 +34,7 @@ BASE = {"devices": [0, 1, 2], "loss_devices": [0.5, 1.0, 1.5]}
 
 def test_a_leave_compares_the_shock_with_the_retained_devices_loss_jump(tmp_path: Path) -> None:
     first = {
+        "event": "leave",
         "affected": [0, 2],  # device 1 left
         "actions": ["none", "local_correction"],
         "residuals": {"learn": [10.0, 6.0], "shock": [0.5, 0.25], "loss_devices": [0.75, 2.5]},
@@ -62,6 +63,7 @@ def test_a_leave_compares_the_shock_with_the_retained_devices_loss_jump(tmp_path
 def test_a_join_compares_the_newcomer_s_loss_with_the_devices_before_it(tmp_path: Path) -> None:
     for seed, newcomer_loss in ((1, 3.0), (2, 1.0)):
         first = {
+            "event": "join",
             "affected": [1, 3],
             "actions": ["none", "none"],
             "residuals": {"learn": [4.0, 4.0], "shock": [0.0, 0.0], "loss_devices": [1.0, newcomer_loss]},
