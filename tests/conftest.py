@@ -248,7 +248,6 @@ def run_tiny(tmp_path_factory: pytest.TempPathFactory):
         out_dir = tmp_path_factory.mktemp("run")
         sim = Simulation(spec, out_dir)
         summary = sim.run()
-        sim.save_state()
         result = TinyRun(out_dir, sim, summary)
         if not fresh:
             cache[overrides] = result

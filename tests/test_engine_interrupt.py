@@ -23,3 +23,32 @@ def test_an_interrupted_run_is_marked_and_keeps_its_rows(tiny_scenario, tmp_path
     rounds = pq.read_table(tmp_path / "run" / "rounds.parquet").column("round").to_pylist()
     assert sorted(set(rounds)) == [0, 1]
     assert not (tmp_path / "run" / "state.safetensors").exists()
+
+
+def test_a_run_stopped_while_saving_its_state_is_not_complete(tiny_scenario, tmp_path, monkeypatch) -> None:
+    import safetensors.torch
+
+    scenario = parse_scenario(tiny_scenario)
+    saved = safetensors.torch.save_file
+
+    def stop_half_way(tensors, path, *args, **kwargs):
+        saved(dict(list(tensors.items())[:1]), path)  # part of the file, then the interrupt
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(safetensors.torch, "save_file", stop_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        run_scenario(scenario, tmp_path / "run")
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted"
+    # Nothing partial under the names cosim export reads.
+    assert not (tmp_path / "run" / "state.safetensors").exists()
+    assert not (tmp_path / "run" / "state.json").exists()
+
+    monkeypatch.setattr(safetensors.torch, "save_file", saved)
+    run_scenario(scenario, tmp_path / "again")
+    manifest = json.loads((tmp_path / "again" / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    assert (tmp_path / "again" / "state.safetensors").is_file() and (
+        tmp_path / "again" / "state.json"
+    ).is_file()
+    assert not list((tmp_path / "again").glob("*.partial"))

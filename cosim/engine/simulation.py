@@ -36,6 +36,7 @@ and the correction's cost go to ``events``.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field, replace
@@ -199,6 +200,8 @@ class Simulation:
             self.env.run(until=main)
             if self._correction is not None:
                 self._end_correction("the run ended")
+            # Before the manifest says complete: a run stopped while saving is not complete.
+            self.save_state()
         except BaseException:
             self.trace.finish(
                 "interrupted", summary=self._summary(), wall_clock_run_s=time.perf_counter() - wall
@@ -1149,24 +1152,30 @@ class Simulation:
     # ------------------------------------------------------------------ state
 
     def save_state(self) -> None:
-        """Write the final slot copies so ``cosim export`` can rebuild any device's adapter."""
+        """Write the slot copies so ``cosim export`` can rebuild any device's adapter.
+
+        :meth:`run` calls it at the end, before the manifest says complete.  Each file is
+        written under a temporary name and then renamed, so a run stopped while saving
+        leaves no partial file under the final name.
+        """
         from safetensors.torch import save_file
 
         tensors = {name: c.contiguous() for name, c in self.learner.copies.items()}
-        save_file(tensors, str(self.out_dir / "state.safetensors"))
+        partial = self.out_dir / "state.safetensors.partial"
+        save_file(tensors, str(partial))
         meta = {
             "slot_of": {str(d): s for d, s in self.learner.slot_of.items()},
             "tombstoned": {str(d): sorted(s) for d, s in self.learner.tombstoned.items()},
             "live": self.members.active,
         }
-        (self.out_dir / "state.json").write_text(json.dumps(meta, indent=2) + "\n")
+        partial_meta = self.out_dir / "state.json.partial"
+        partial_meta.write_text(json.dumps(meta, indent=2) + "\n")
+        os.replace(partial, self.out_dir / "state.safetensors")
+        os.replace(partial_meta, self.out_dir / "state.json")
 
 
 def run_scenario(
     scenario: Scenario, out_dir: Path, on_round: Callable[[RoundInfo], None] | None = None
 ) -> dict[str, Any]:
     """Run ``scenario`` and write its trace, state and manifest into ``out_dir``."""
-    sim = Simulation(scenario, out_dir, on_round=on_round)
-    summary = sim.run()
-    sim.save_state()
-    return summary
+    return Simulation(scenario, out_dir, on_round=on_round).run()
