@@ -15,34 +15,25 @@ mean over seeds, and its range over seeds and groups).
 from __future__ import annotations
 
 import argparse
-import json
-import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-# regime-event-policy-sSEED (cosim experiments; shared-adapter runs have -shared before the seed)
-RUN_NAME = re.compile(r"^(?P<regime>.+)-(?P<event>leave|join)-(?P<policy>[a-z]+)-s\d+$")
+from cosim.experiments import correction_decisions
 
 
 def shares(directory: Path, policy: str = "priority") -> pd.DataFrame:
     """One row per run and layer group: the noise-free share of E at the run's first decision."""
     rows = []
-    for run_dir in sorted(directory.iterdir()):
-        name = RUN_NAME.match(run_dir.name)
-        if name is None or name["policy"] != policy or not (run_dir / "events.parquet").is_file():
-            continue
-        events = pd.read_parquet(run_dir / "events.parquet")
-        decisions = [json.loads(d) for d in events.loc[events["kind"] == "correction", "detail"]]
+    for regime, event, run, decisions in correction_decisions(directory, policy):
         decisions = [d for d in decisions if "energy_unbiased" in d.get("residuals", {})]
         if not decisions:
             continue
-        regime, event = name["regime"], name["event"]
         first = decisions[0]["residuals"]
         energy, unbiased = np.asarray(first["energy"]), np.asarray(first["energy_unbiased"])
         for g, (e, u) in enumerate(zip(energy, unbiased, strict=True)):
-            rows.append({"regime": regime, "event": event, "run": run_dir.name, "group": g, "share": u / e})
+            rows.append({"regime": regime, "event": event, "run": run, "group": g, "share": u / e})
     return pd.DataFrame(rows)
 
 

@@ -22,16 +22,12 @@ mean and spread over seeds):
 from __future__ import annotations
 
 import argparse
-import json
-import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-# regime-event-policy-sSEED (cosim experiments); shared-adapter runs (-shared before the seed)
-# estimate no residuals and do not match.
-RUN_NAME = re.compile(r"^(?P<regime>.+)-(?P<event>leave|join)-(?P<policy>[a-z]+)-s\d+$")
+from cosim.experiments import correction_decisions
 
 
 def first_decisions(directory: Path, policy: str = "priority") -> pd.DataFrame:
@@ -42,12 +38,7 @@ def first_decisions(directory: Path, policy: str = "priority") -> pd.DataFrame:
     measured before it.
     """
     rows = []
-    for run_dir in sorted(directory.iterdir()):
-        name = RUN_NAME.match(run_dir.name)
-        if name is None or name["policy"] != policy or not (run_dir / "events.parquet").is_file():
-            continue
-        events = pd.read_parquet(run_dir / "events.parquet")
-        decisions = [json.loads(d) for d in events.loc[events["kind"] == "correction", "detail"]]
+    for regime, _, run, decisions in correction_decisions(directory, policy):
         decisions = [d for d in decisions if d.get("baseline")]
         if not decisions:
             continue
@@ -59,9 +50,9 @@ def first_decisions(directory: Path, policy: str = "priority") -> pd.DataFrame:
         loss = dict(zip(affected, res["loss_devices"], strict=True))
         before = dict(zip(base["devices"], base["loss_devices"], strict=True))
         row = {
-            "regime": name["regime"],
+            "regime": regime,
             "event": first["event"],
-            "run": run_dir.name,
+            "run": run,
             "pl": float(pl.sum()),
             "shock": float(shock.sum()),
             "shock_share": float(shock.sum() / (pl.sum() + shock.sum())),

@@ -41,6 +41,8 @@ policy.
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +53,15 @@ import yaml
 from cosim.scenario import SHARED_POLICIES, ScenarioError, apply_overrides, parse_scenario
 from cosim.sweep import SweepRun
 
-__all__ = ["EVENTS", "POLICIES", "aggregate", "markdown", "plan_experiments", "results"]
+__all__ = [
+    "EVENTS",
+    "POLICIES",
+    "aggregate",
+    "correction_decisions",
+    "markdown",
+    "plan_experiments",
+    "results",
+]
 
 POLICIES = ("none", "priority", "local", "proximal", "sync", "topology", "retrain", "federaser")
 EVENTS = ("leave", "join")
@@ -134,6 +144,25 @@ def _run_name(regime: str, event: str, policy: str, seed: int, adapters: str) ->
     so that the two kinds of runs never share a directory."""
     kind = "-shared" if adapters == "shared" else ""
     return f"{regime}-{event}-{policy}{kind}-s{seed}"
+
+
+# _run_name's orthogonal runs; shared-adapter runs (-shared before the seed) estimate no residuals.
+_ORTHOGONAL_RUN = re.compile(r"^(?P<regime>.+)-(?P<event>leave|join)-(?P<policy>[a-z]+)-s\d+$")
+
+
+def correction_decisions(
+    directory: Path, policy: str
+) -> Iterator[tuple[str, str, str, list[dict[str, Any]]]]:
+    """``(regime, event, run name, decisions)`` for every finished orthogonal run of ``policy``
+    in a ``cosim experiments --out`` directory, in name order: the ``detail`` of each of its
+    ``correction`` events, in order."""
+    for run_dir in sorted(Path(directory).iterdir()):
+        name = _ORTHOGONAL_RUN.match(run_dir.name)
+        if name is None or name["policy"] != policy or not (run_dir / "events.parquet").is_file():
+            continue
+        events = pd.read_parquet(run_dir / "events.parquet", columns=["kind", "detail"])
+        decisions = [json.loads(d) for d in events.loc[events["kind"] == "correction", "detail"]]
+        yield name["regime"], name["event"], run_dir.name, decisions
 
 
 def _copies(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -138,10 +138,12 @@ def loss_ratio(loss: Mapping[int, float], before: Mapping[int, float]) -> float:
     known = [d for d in loss if d in before]
     ratios = []
     if known:
-        ratios.append(sum(loss[d] for d in known) / _level(np.array([sum(before[d] for d in known)]))[0])
+        level = sum(before[d] for d in known)
+        ratios.append(sum(loss[d] for d in known) / (level if level > 0 else 1.0))
     newcomers = [d for d in loss if d not in before]
     if newcomers and before:
-        level = float(_level(np.array([np.mean(list(before.values()))]))[0])
+        mean = float(np.mean(list(before.values())))
+        level = mean if mean > 0 else 1.0
         ratios += [loss[d] / level for d in newcomers]
     return float(max(ratios, default=0.0))
 

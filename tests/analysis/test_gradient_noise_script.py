@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[2] / "analysis" / "gradient_noise_experiment.py"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("gradient_noise_experiment", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _run(directory: Path, name: str, decisions: list[dict]) -> None:
@@ -26,7 +16,7 @@ def _run(directory: Path, name: str, decisions: list[dict]) -> None:
     pd.DataFrame(rows).to_parquet(directory / name / "events.parquet")
 
 
-def test_the_share_is_read_from_the_first_decision_of_each_run(tmp_path: Path) -> None:
+def test_the_share_is_read_from_the_first_decision_of_each_run(tmp_path: Path, analysis_script) -> None:
     first = {"residuals": {"energy": [4.0, 2.0], "energy_unbiased": [1.0, -0.5]}}
     later = {"residuals": {"energy": [4.0, 2.0], "energy_unbiased": [4.0, 2.0]}}
     _run(tmp_path, "regime_x-join-priority-s1", [first, later])
@@ -38,7 +28,7 @@ def test_the_share_is_read_from_the_first_decision_of_each_run(tmp_path: Path) -
     _run(tmp_path, "regime_x-join-none-s1", [])  # another policy: not read
     _run(tmp_path, "regime_x-join-priority-shared-s1", [first])  # shared adapters: not read
     (tmp_path / "regime_x-join-priority-s3").mkdir()  # unfinished, no events: skipped
-    module = _script()
+    module = analysis_script("gradient_noise_experiment")
     df = module.shares(tmp_path)
     assert sorted(df["run"].unique()) == ["regime_x-join-priority-s1", "regime_x-join-priority-s2"]
     assert df.set_index(["run", "group"])["share"].to_dict() == pytest.approx(

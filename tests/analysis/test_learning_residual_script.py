@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[2] / "analysis" / "learning_residual_experiment.py"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("learning_residual_experiment", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _run(directory: Path, name: str, event: dict, decisions: list[dict]) -> None:
@@ -32,7 +22,9 @@ def _run(directory: Path, name: str, event: dict, decisions: list[dict]) -> None
 BASE = {"devices": [0, 1, 2], "loss_devices": [0.5, 1.0, 1.5]}
 
 
-def test_a_leave_compares_the_shock_with_the_retained_devices_loss_jump(tmp_path: Path) -> None:
+def test_a_leave_compares_the_shock_with_the_retained_devices_loss_jump(
+    tmp_path: Path, analysis_script
+) -> None:
     first = {
         "event": "leave",
         "affected": [0, 2],  # device 1 left
@@ -44,7 +36,7 @@ def test_a_leave_compares_the_shock_with_the_retained_devices_loss_jump(tmp_path
     _run(tmp_path, "regime_x-leave-priority-s1", {"kind": "leave", "device": 1}, [first, later])
     _run(tmp_path, "regime_x-leave-none-s1", {"kind": "leave", "device": 1}, [first])  # not read
     (tmp_path / "regime_x-leave-priority-s2").mkdir()  # unfinished: skipped
-    module = _script()
+    module = analysis_script("learning_residual_experiment")
     df = module.first_decisions(tmp_path)
     assert df["run"].tolist() == ["regime_x-leave-priority-s1"]
     row = df.iloc[0]
@@ -60,7 +52,9 @@ def test_a_leave_compares_the_shock_with_the_retained_devices_loss_jump(tmp_path
     )
 
 
-def test_a_join_compares_the_newcomer_s_loss_with_the_devices_before_it(tmp_path: Path) -> None:
+def test_a_join_compares_the_newcomer_s_loss_with_the_devices_before_it(
+    tmp_path: Path, analysis_script
+) -> None:
     for seed, newcomer_loss in ((1, 3.0), (2, 1.0)):
         first = {
             "event": "join",
@@ -70,7 +64,7 @@ def test_a_join_compares_the_newcomer_s_loss_with_the_devices_before_it(tmp_path
             "baseline": BASE,
         }
         _run(tmp_path, f"regime_x-join-priority-s{seed}", {"kind": "join", "device": 3}, [first])
-    module = _script()
+    module = analysis_script("learning_residual_experiment")
     df = module.first_decisions(tmp_path)
     # The devices' mean loss before the join is 1.0.
     assert sorted(df["newcomer_ratio"]) == pytest.approx([1.0, 3.0])
