@@ -789,12 +789,13 @@ class CorrectionTolerances(_Spec):
     drift: float = Field(2.0, gt=0, description="On R_drift.")
     consensus: float = Field(2.0, gt=0, description="On R_cons and on the disagreement D when sizing syncs.")
     gamma_min: float = Field(0.05, ge=0, lt=1, description="Refine a graph whose spectral gap is below this.")
-    measured_loss: bool = Field(
-        False,
+    measured_loss: bool | None = Field(
+        None,
         description="relative mode only: R_learn also counts the loss measured on the affected "
         "devices' samples against its pre-event level (the retained devices' summed loss; a "
-        "newcomer's loss against the devices' mean), whichever ratio is largest. No effect with "
-        "the policies none, retrain and federaser, which estimate no residuals.",
+        "newcomer's loss against the devices' mean), whichever ratio is largest. Unset: on with "
+        "relative tolerances under a policy that estimates residuals (priority and the single "
+        "actions), off otherwise; false: R_learn is the method's estimate E / (2 kappa) + S alone.",
     )
 
     @model_validator(mode="after")
@@ -824,6 +825,9 @@ class CorrectionBudget(_Spec):
 
 SHARED_POLICIES = ("none", "retrain", "federaser")
 """Correction policies that work on shared adapters (the others act on orthogonal slots)."""
+
+RESIDUAL_POLICIES = ("priority", "local", "proximal", "sync", "topology")
+"""Correction policies that estimate the residuals after an event and act on them."""
 
 
 class FedEraser(_Spec):
@@ -867,6 +871,20 @@ class Correction(_Spec):
         8, ge=2, le=10000, description="Samples per affected device for the residual estimates."
     )
     federaser: FedEraser = FedEraser()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_measured_loss(cls, data: Any) -> Any:
+        """Fill in ``tolerances.measured_loss`` where unset, so the resolved scenario states it."""
+        if not isinstance(data, dict):
+            return data
+        tolerances = data.get("tolerances", {})
+        if isinstance(tolerances, CorrectionTolerances):
+            tolerances = tolerances.model_dump(exclude_unset=True)
+        if not isinstance(tolerances, dict) or tolerances.get("measured_loss") is not None:
+            return data  # set, or malformed: field validation reports the latter
+        on = tolerances.get("mode", "relative") == "relative" and data.get("policy") in RESIDUAL_POLICIES
+        return {**data, "tolerances": {**tolerances, "measured_loss": on}}
 
 
 class Allocation(_Spec):

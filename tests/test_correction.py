@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from cosim.engine.simulation import HEADER_BITS
 from cosim.graph import components
@@ -120,7 +122,7 @@ def test_local_correction_adds_the_decided_steps_to_the_affected_devices(run_tin
     assert first["round"] == 2 and first["event"] == "leave"
     assert set(first["actions"]) == {"local_correction"}
     extra = first["local_steps"]
-    assert extra > 0
+    assert extra > 0 and max(first["local_group_steps"]) == extra
     tau = 2
     steps = {row["device"]: row["steps"] for row in run.rows("rounds") if row["round"] == 2}
     # After a leave every retained device trains the extra steps on its data.
@@ -132,6 +134,46 @@ def test_local_correction_adds_the_decided_steps_to_the_affected_devices(run_tin
     bits = sum(t["bits"] for t in run.rows("transfers") if t["round"] >= 2)
     assert end["bits"] == bits and end["rounds"] == 2  # rounds 2 and 3, to the end of the run
     assert end["seconds"] == pytest.approx(run.summary["simulated_s"] - start)
+
+
+def test_local_correction_trains_only_the_groups_it_was_chosen_for(run_tiny, monkeypatch) -> None:
+    from cosim.engine import simulation
+    from cosim.learning.learner import SlotLearner
+    from cosim.policy.priority import Action
+
+    real_plan, real_train = simulation.plan_round, SlotLearner.train
+
+    def group_0_only(*args: Any, **kwargs: Any) -> Any:
+        plan = real_plan(*args, **kwargs)
+        if not plan.extra_steps:
+            return plan
+        return replace(plan, actions=(plan.actions[0], Action.NONE), extra_group_steps=(plan.extra_steps, 0))
+
+    calls = []
+
+    def train(self, devices, steps, rngs, mu=0.0, group_steps=None):  # type: ignore[no-untyped-def]
+        before = {d: {n: p.detach().clone() for n, p in self.own[d].items()} for d in devices}
+        result = real_train(self, devices, steps, rngs, mu=mu, group_steps=group_steps)
+        moved = {
+            g: any(
+                not torch.equal(p.detach(), before[d][n])
+                for d in devices
+                for n, p in self.own[d].items()
+                if self.group_of[n] == g
+            )
+            for g in (0, 1)
+        }
+        calls.append((group_steps, moved))
+        return result
+
+    monkeypatch.setattr(simulation, "plan_round", group_0_only)
+    monkeypatch.setattr(SlotLearner, "train", train)
+    first = first_decision(run_tiny(LEAVE, "correction.policy=local", *EAGER, fresh=True))
+    assert first["local_steps"] > 0 and first["local_group_steps"] == [first["local_steps"], 0]
+    extra = [moved for group_steps, moved in calls if group_steps is not None]
+    regular = [moved for group_steps, moved in calls if group_steps is None]
+    assert extra and all(moved == {0: True, 1: False} for moved in extra)  # group 1 left as it was
+    assert regular and all(moved == {0: True, 1: True} for moved in regular)
 
 
 def test_local_correction_sends_the_corrected_slots_before_the_regular_steps(run_tiny) -> None:
@@ -277,16 +319,18 @@ def test_a_correction_keeps_the_baseline_of_its_event_when_a_later_event_starts_
         rows = np.asarray(d["residuals"]["learn_devices"])
         total = learn / (np.asarray(base["learn"]) * len(d["affected"]) / len(base["devices"]))
         device = rows.max(axis=0) / np.asarray(base["learn_devices"]).max(axis=0)
+        measured = d["residuals"]["loss_ratio"]  # tolerances.measured_loss is on by default
         # The join's baseline, not one measured before the silent leave.
-        assert d["normalised"]["learn"] == pytest.approx(np.maximum(total, device) / 1.0e-9, rel=1e-9)
+        expected = np.maximum(np.maximum(total, device), measured) / 1.0e-9
+        assert d["normalised"]["learn"] == pytest.approx(expected, rel=1e-9)
 
 
 def test_measured_loss_compares_the_newcomer_s_loss_with_the_devices_mean_before(run_tiny) -> None:
     tolerance = "correction.tolerances.learn=1.05"
-    plain = first_decision(run_tiny(JOIN, "correction.policy=priority", tolerance))
-    first = first_decision(
-        run_tiny(JOIN, "correction.policy=priority", tolerance, "correction.tolerances.measured_loss=true")
+    plain = first_decision(
+        run_tiny(JOIN, "correction.policy=priority", tolerance, "correction.tolerances.measured_loss=false")
     )
+    first = first_decision(run_tiny(JOIN, "correction.policy=priority", tolerance))  # on by default
     base, residuals = first["baseline"], first["residuals"]
     newcomer = residuals["loss_devices"][first["affected"].index(4)]
     ratio = newcomer / np.mean(base["loss_devices"])

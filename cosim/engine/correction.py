@@ -16,7 +16,8 @@ into a :class:`Plan` with :func:`plan_round`:
   steps, ``mu = 1 / (eta tau)``, one exchange, or one link.
 
 Sizes are capped by the correction budget (``max_local_steps``, ``max_syncs``,
-``max_links``).
+``max_links``).  Local correction sizes each of its groups on its own: the extra steps
+train a group for that group's count and leave the groups of other actions as they are.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ class Plan:
 
     actions: tuple[Action, ...] = ()
     extra_steps: int = 0  # local steps before the regular ones (on CorrectionState.trains)
+    # Per layer group, how many of those steps train it (the groups whose action is local
+    # correction); the other groups stay as they are during them.
+    extra_group_steps: tuple[int, ...] = ()
     mu: tuple[float, ...] = ()  # proximal strength per layer group (empty: none)
     syncs: int = 0  # extra exchanges at the start of the round
     sync_groups: tuple[int, ...] = ()  # the groups those exchanges carry
@@ -235,11 +239,12 @@ def plan_round(policy: str, decision: Decision, spec: CorrectionSpec, eta: float
         raise ValueError(f"correction.policy {policy!r} has no per-round plan")
 
     floor = policy != "priority"
-    local = [g for g in range(n) if actions[g] == Action.LOCAL_CORRECTION]
-    steps = max((decision.local_steps[g] for g in local), default=0)
-    if local and steps == 0 and floor:
-        steps = tau
-    steps = min(steps, budget.max_local_steps)
+    group_steps = [0] * n
+    for g in range(n):
+        if actions[g] == Action.LOCAL_CORRECTION:
+            steps_g = decision.local_steps[g] or (tau if floor else 0)
+            group_steps[g] = min(steps_g, budget.max_local_steps)
+    steps = max(group_steps, default=0)
 
     mu = [0.0] * n
     for g in range(n):
@@ -255,6 +260,7 @@ def plan_round(policy: str, decision: Decision, spec: CorrectionSpec, eta: float
     return Plan(
         actions=tuple(actions),
         extra_steps=steps,
+        extra_group_steps=tuple(group_steps) if steps else (),
         mu=tuple(mu) if any(mu) else (),
         syncs=syncs,
         sync_groups=sync if syncs else (),

@@ -70,7 +70,15 @@ from cosim.learning.residuals import (
 )
 from cosim.network import LinkState, Message, NetworkBackend, create_network
 from cosim.policy.priority import Action, refine_topology
-from cosim.scenario import Event, JoinEvent, LeaveEvent, Scenario, SilentLeaveEvent, scenario_hash
+from cosim.scenario import (
+    RESIDUAL_POLICIES,
+    Event,
+    JoinEvent,
+    LeaveEvent,
+    Scenario,
+    SilentLeaveEvent,
+    scenario_hash,
+)
 from cosim.trace.writer import TraceWriter
 
 __all__ = ["RoundInfo", "Simulation", "run_scenario"]
@@ -515,7 +523,7 @@ class Simulation:
     def _pre_event_residuals(self) -> tuple[Residuals, list[int]] | None:
         """The residual terms just before the event, on every active device (relative tolerances)."""
         spec = self.scenario.correction
-        if spec.policy in ("none", "retrain", "federaser") or spec.tolerances.mode != "relative":
+        if spec.policy not in RESIDUAL_POLICIES or spec.tolerances.mode != "relative":
             return None
         active = list(self.members.active)
         return self._residuals(active), active
@@ -643,7 +651,7 @@ class Simulation:
                 plan = replace(plan_round(spec.policy, decision, spec, eta, tau), links=0)
         if plan.extra_steps and not state.trainees(self.members.active):
             # The newcomer the extra steps were for is gone: nothing to train on.
-            plan = replace(plan, extra_steps=0)
+            plan = replace(plan, extra_steps=0, extra_group_steps=())
         state.weights = allocation_weights(decision)
         detail = {
             "policy": spec.policy,
@@ -662,6 +670,7 @@ class Simulation:
             # The pre-event terms, with the event's first decision (relative tolerances only).
             "baseline": self._baseline_detail(state) if state.rounds == 0 else {},
             "local_steps": plan.extra_steps,
+            "local_group_steps": list(plan.extra_group_steps),
             "local_devices": state.trainees(self.members.active) if plan.extra_steps else [],
             "mu": list(plan.mu),
             "syncs": plan.syncs,
@@ -806,7 +815,9 @@ class Simulation:
             state.syncs += plan.syncs
             extra = state.trainees(active) if plan.extra_steps else []
             if extra:
-                self.learner.train(extra, plan.extra_steps, self.rngs, mu=mu)
+                self.learner.train(
+                    extra, plan.extra_steps, self.rngs, mu=mu, group_steps=plan.extra_group_steps or None
+                )
                 state.local_steps += plan.extra_steps * len(extra)
                 extra_s = {d: flops_per_step * plan.extra_steps / self.flops_per_s[d] for d in extra}
                 # The corrected slots travel before the round's regular steps: trained on

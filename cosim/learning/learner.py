@@ -289,27 +289,40 @@ class SlotLearner:
         steps: int,
         rngs: dict[int, np.random.Generator],
         mu: float | Sequence[float] = 0.0,
+        group_steps: Sequence[int] | None = None,
     ) -> dict[int, float]:
         """``steps`` local steps on each device's own slot, all devices in one batched pass.
 
         Minibatches are drawn from each device's training data with its own
         generator.  ``mu`` adds the proximal term ``mu/2 |B - B_start|^2``: one value
         for every module, or one per layer group (proximal damping per group).
+        ``group_steps`` (one count per layer group, each at most ``steps``) trains a group
+        in the first that many steps only and leaves it as it is after them (the optimizer
+        skips it); None trains every group in every step.
         Returns each device's mean training loss over the steps.
         """
         if not devices or steps <= 0:
             return {}
+        groups = self.model_spec.layer_groups
         if isinstance(mu, (int, float)):
             mu_of = dict.fromkeys(self.layers, float(mu))
         else:
-            if len(mu) != self.model_spec.layer_groups:
-                groups = self.model_spec.layer_groups
+            if len(mu) != groups:
                 raise ValueError(f"mu needs one value per layer group ({groups}), got {len(mu)}")
             mu_of = {n: float(mu[g]) for n, g in self.group_of.items()}
+        if group_steps is None:
+            until = dict.fromkeys(self.layers, steps)
+        else:
+            if len(group_steps) != groups or not all(0 <= k <= steps for k in group_steps):
+                raise ValueError(
+                    f"group_steps needs one count per layer group ({groups}), each from 0 to steps "
+                    f"({steps}); got {list(group_steps)}"
+                )
+            until = {n: int(group_steps[g]) for n, g in self.group_of.items()}
         batch = self.training.batch_size
         anchors = self.own_state(devices)
         totals = dict.fromkeys(devices, 0.0)
-        for _ in range(steps):
+        for step in range(steps):
             inputs, answers = [], []
             for d in devices:
                 data = self.task.train[d]
@@ -334,6 +347,9 @@ class SlotLearner:
                 self.optimizers[d].zero_grad(set_to_none=True)
             loss.backward()
             for d in devices:
+                for n, p in self.own[d].items():
+                    if step >= until[n]:
+                        p.grad = None  # past its steps: the optimizer leaves it as it is
                 self.optimizers[d].step()
             for d, value in zip(devices, per_device.detach().tolist(), strict=True):
                 totals[d] += value

@@ -69,6 +69,7 @@ def train_one_by_one_peft(
     *,
     mu: float = 0.0,
     resume_optimizer: bool = True,
+    group_steps: tuple[int, ...] | None = None,
 ) -> dict[str, torch.Tensor]:
     """``steps`` local steps of ``device`` alone on a PEFT model; returns its trained own slot.
 
@@ -77,6 +78,8 @@ def train_one_by_one_peft(
     ``resume_optimizer`` it starts from the state of the learner's optimizer of
     this device (Adam's moments and step count), so the reference also matches
     after earlier rounds.  ``mu`` adds the proximal term ``mu/2 |B - B_start|^2``.
+    ``group_steps`` (one count per layer group) stops training a group's modules after
+    that many steps: they take no gradient and no optimizer update from then on.
 
     Slot dropout draws extra random numbers and changes the view per step, which
     this reference does not model: ``training.slot_dropout`` must be 0.
@@ -121,7 +124,10 @@ def train_one_by_one_peft(
     data = learner.task.train[device]
     value_tokens = torch.as_tensor(learner.task.value_tokens)
     first_value = int(learner.task.value_tokens[0])
-    for _ in range(steps):
+    for step in range(steps):
+        if group_steps is not None:
+            for name, w in weights.items():
+                w.requires_grad_(step < group_steps[learner.group_of[name]])
         idx = rng.integers(0, len(data), size=training.batch_size)
         inputs = torch.as_tensor(data.inputs[idx])
         targets = torch.as_tensor(data.answers[idx] - first_value)
@@ -131,10 +137,13 @@ def train_one_by_one_peft(
             for name, w in weights.items():
                 loss = loss + 0.5 * mu * (w[:, own] - start[name][:, own]).pow(2).sum()
         optimizer.zero_grad(set_to_none=True)
+        if not loss.requires_grad:
+            continue  # every group past its steps: the batch is drawn, nothing trains
         loss.backward()
         for name, w in weights.items():
-            assert w.grad is not None
-            w.grad.mul_(masks[name])
+            if w.requires_grad:
+                assert w.grad is not None
+                w.grad.mul_(masks[name])
         optimizer.step()
 
     result = {}

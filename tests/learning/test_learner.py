@@ -50,6 +50,33 @@ def test_batched_step_equals_one_by_one_peft_training(make_learner, random_views
         assert torch.equal(copies[2], untouched[name])
 
 
+@pytest.mark.parametrize("group_steps", [(3, 1), (0, 2), (3, 3)])
+def test_group_steps_train_each_layer_group_for_its_own_count(make_learner, random_views, group_steps):
+    learner = make_learner(optimizer="adam", slot_dropout=0.0)
+    random_views(learner, seed=4)
+    learner.train([0, 1, 2, 3], 2, _rngs(range(4), seed=1))  # Adam has a state for every group
+    devices = [0, 3]
+    rngs = _rngs(devices, seed=6)
+    start = {d: {n: p.detach().clone() for n, p in learner.own[d].items()} for d in devices}
+    reference = {
+        d: train_one_by_one_peft(learner, d, 3, copy.deepcopy(rngs[d]), group_steps=group_steps)
+        for d in devices
+    }
+    learner.train(devices, 3, rngs, group_steps=group_steps)
+    for d in devices:
+        assert _max_diff(learner.own[d], reference[d]) < 1e-5
+        for name, p in learner.own[d].items():
+            moved = not torch.equal(p.detach(), start[d][name])
+            assert moved == (group_steps[learner.group_of[name]] > 0), name
+
+
+def test_group_steps_need_one_count_per_group_within_the_steps(make_learner):
+    learner = make_learner()
+    for bad in [(1,), (1, 4), (-1, 1)]:
+        with pytest.raises(ValueError, match=r"group_steps needs one count per layer group \(2\)"):
+            learner.train([0], 3, _rngs([0]), group_steps=bad)
+
+
 def test_peft_reference_needs_slot_dropout_off(make_learner):
     learner = make_learner(slot_dropout=0.2)
     with pytest.raises(ValueError, match="slot_dropout: the peft reference needs 0"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -37,6 +39,7 @@ def test_priority_acts_per_group_on_the_dominant_term() -> None:
     plan = plan_round("priority", d, SPEC, eta=0.01, tau=4)
     assert plan.actions == (Action.LOCAL_CORRECTION, Action.PROXIMAL_DAMPING, Action.NONE)
     assert plan.extra_steps == min(d.local_steps[0], 30) > 0
+    assert plan.extra_group_steps == (plan.extra_steps, 0, 0)  # the damped group is not trained on
     assert plan.mu[0] == 0 and plan.mu[1] == pytest.approx(d.mu[1]) and plan.mu[2] == 0
     assert plan.syncs == 0 and plan.links == 0
 
@@ -61,6 +64,23 @@ def test_single_actions_act_where_priority_would_and_take_a_minimum_dose() -> No
     assert sync.syncs == 1 and sync.sync_groups == (0,)
     topology = plan_round("topology", d, SPEC, eta=0.01, tau=4)
     assert topology.links == 2 and not topology.extra_steps
+
+
+def test_local_correction_sizes_each_group_on_its_own() -> None:
+    # Learn terms 1.5 and 50 times their tolerance: with rho = eta kappa = 0.001 the steps
+    # ceil(log(R / tol) / -log(1 - rho)) are about 400 and 3900.
+    terms = Terms(learn=[1.5, 50.0], drift=[0.1, 0.1], consensus=[0.1, 0.1])
+    expected = [math.ceil(math.log(r) / -math.log1p(-0.01 * 0.1)) for r in (1.5, 50.0)]
+    for cap, steps in [(5000, tuple(expected)), (500, (expected[0], 500))]:  # the cap applies per group
+        spec = SPEC.model_copy(update={"budget": SPEC.budget.model_copy(update={"max_local_steps": cap})})
+        d = decide(terms, TOL, Budget(rounds=50, max_local_steps=cap))
+        plan = plan_round("priority", d, spec, eta=0.01, tau=4)
+        assert plan.extra_group_steps == steps and plan.extra_steps == max(steps)
+    # The single action `local` on a group whose own learn term is within tolerance takes tau steps.
+    d = decision(Terms(learn=[0.5, 50.0], drift=[9.0, 0.1], consensus=[0.1, 0.1]))
+    local = plan_round("local", d, SPEC, eta=0.01, tau=4)
+    assert local.actions == (Action.LOCAL_CORRECTION, Action.LOCAL_CORRECTION)
+    assert local.extra_group_steps == (4, 30) and local.extra_steps == 30
 
 
 def test_nothing_to_do_is_an_idle_plan() -> None:
@@ -140,8 +160,8 @@ def test_with_measured_loss_the_loss_ratio_counts_as_a_third_learning_ratio() ->
     after = Terms(learn=[8.0, 8.0], drift=[1.0, 1.0], consensus=[1.0, 1.0])
     after.learn_devices = np.vstack([rows, [[1.0, 1.0]]])  # the newcomer's E looks like anyone's
     tolerances = {"mode": "relative", "learn": 2.0, "drift": 2.0, "consensus": 2.0}
-    plain = Correction(policy="priority", tolerances=tolerances)
-    measured = Correction(policy="priority", tolerances={**tolerances, "measured_loss": True})
+    plain = Correction(policy="priority", tolerances={**tolerances, "measured_loss": False})
+    measured = Correction(policy="priority", tolerances=tolerances)  # on by default
     # Its loss is 3 times the devices' mean: only counted with measured_loss.
     d = decide_for(after, plain, rounds_left=5, baseline=before, n_before=7, n_after=8, measured_loss=3.0)
     assert d.normalised_learn == pytest.approx((0.5, 0.5))
@@ -159,3 +179,21 @@ def test_measured_loss_needs_relative_tolerances() -> None:
 
     with pytest.raises(ValidationError, match=r"measured_loss .* needs mode: relative"):
         Correction(policy="priority", tolerances={"mode": "absolute", "measured_loss": True})
+
+
+@pytest.mark.parametrize(
+    ("policy", "mode", "expected"),
+    [
+        *[(p, "relative", True) for p in ("priority", "local", "proximal", "sync", "topology")],
+        *[(p, "relative", False) for p in ("none", "retrain", "federaser")],
+        ("priority", "absolute", False),
+    ],
+)
+def test_measured_loss_defaults_to_on_where_a_policy_reads_relative_residuals(policy, mode, expected) -> None:
+    spec = Correction(policy=policy, tolerances={"mode": mode})
+    assert spec.tolerances.measured_loss is expected
+    # The resolved scenario states it, and a choice made in the file is kept.
+    assert spec.model_dump()["tolerances"]["measured_loss"] is expected
+    if mode == "relative":
+        kept = Correction(policy=policy, tolerances={"mode": mode, "measured_loss": not expected})
+        assert kept.tolerances.measured_loss is (not expected)
