@@ -12,7 +12,9 @@ learned little has little to recover.  So the budgeted methods are also compared
 common target per budget, seed and event: the lowest final accuracy (retained after
 the leave, the newcomer's after the join) among them, a level every one of them
 reaches by the end; ``common_s`` and ``common_Mbit`` are the seconds and bits from
-the event until each first reaches it.
+the event until each first reaches it.  A second table pairs the runs by seed: in how
+many seeds ``priority`` got to the common target sooner and with fewer bits than each
+other budgeted method, and by how much on average.
 
     .venv/bin/cosim sweep scenarios/sweeps/allocation.yaml --jobs 2
     .venv/bin/python analysis/allocation_experiment.py runs/allocation
@@ -117,12 +119,62 @@ def markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def paired(df: pd.DataFrame, reference: str = "priority") -> pd.DataFrame:
+    """Per budget and event, ``reference`` against each other budgeted method seed by seed.
+
+    Over the seeds where both reached the common target: in how many ``reference`` took
+    fewer seconds and fewer bits to it, and the mean and standard deviation of the
+    differences (other method minus ``reference``: positive where ``reference`` is cheaper).
+    """
+    rows = []
+    budgeted = df[df["method"] != "full"]
+    for (budget, event), g in budgeted.groupby(["budget_fraction", "event"]):
+        ours = g[(g["method"] == reference) & g["common_reached"]].set_index("seed")
+        for method in sorted(set(g["method"]) - {reference}):
+            theirs = g[(g["method"] == method) & g["common_reached"]].set_index("seed")
+            seeds = ours.index.intersection(theirs.index)
+            ds = theirs.loc[seeds, "common_s"] - ours.loc[seeds, "common_s"]
+            dbits = theirs.loc[seeds, "common_Mbit"] - ours.loc[seeds, "common_Mbit"]
+            rows.append(
+                {
+                    "budget_fraction": budget,
+                    "event": event,
+                    "method": method,
+                    "seeds": len(seeds),
+                    "fewer_s": int((ds > 0).sum()),
+                    "fewer_bits": int((dbits > 0).sum()),
+                    "saved_s": ds.mean(),
+                    "saved_s_sd": ds.std(),
+                    "saved_Mbit": dbits.mean(),
+                    "saved_Mbit_sd": dbits.std(),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def paired_markdown(pairs: pd.DataFrame, reference: str = "priority") -> str:
+    lines = [
+        f"| budget | event | against | seeds | {reference} sooner | {reference} fewer bits "
+        "| seconds saved | Mbit saved |",
+        "|---:|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for _, r in pairs.sort_values(["event", "budget_fraction", "method"]).iterrows():
+        lines.append(
+            f"| {r['budget_fraction']:g} | {r['event']} | {r['method']} | {r['seeds']} "
+            f"| {r['fewer_s']}/{r['seeds']} | {r['fewer_bits']}/{r['seeds']} "
+            f"| {r['saved_s']:.1f} ± {r['saved_s_sd']:.1f} "
+            f"| {r['saved_Mbit']:.1f} ± {r['saved_Mbit_sd']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", type=Path)
     parser.add_argument("--out", type=Path, default=None, help="Also write the Markdown table here.")
     args = parser.parse_args()
-    text = markdown(table(args.sweep_dir))
+    df = table(args.sweep_dir)
+    text = markdown(df) + "\n\nSeed by seed, to the common target:\n\n" + paired_markdown(paired(df))
     print(text)
     if args.out is not None:
         args.out.write_text(text + "\n")
