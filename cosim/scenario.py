@@ -883,7 +883,9 @@ class Correction(_Spec):
             tolerances = tolerances.model_dump(exclude_unset=True)
         if not isinstance(tolerances, dict) or tolerances.get("measured_loss") is not None:
             return data  # set, or malformed: field validation reports the latter
-        on = tolerances.get("mode", "relative") == "relative" and data.get("policy") in RESIDUAL_POLICIES
+        mode = tolerances.get("mode", CorrectionTolerances.model_fields["mode"].default)
+        # Resolved once, here: a resolved tolerances section reused under another policy keeps its value.
+        on = mode == "relative" and data.get("policy") in RESIDUAL_POLICIES
         return {**data, "tolerances": {**tolerances, "measured_loss": on}}
 
 

@@ -56,6 +56,13 @@ class Plan:
     sync_groups: tuple[int, ...] = ()  # the groups those exchanges carry
     links: int = 0  # links topology refinement may add now
 
+    def __post_init__(self) -> None:
+        if self.extra_steps and max(self.extra_group_steps, default=0) != self.extra_steps:
+            raise ValueError(
+                f"extra_group_steps {list(self.extra_group_steps)}: the largest count must be "
+                f"extra_steps ({self.extra_steps})"
+            )
+
     @property
     def idle(self) -> bool:
         return not self.extra_steps and not any(self.mu) and not self.syncs and not self.links

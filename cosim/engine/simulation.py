@@ -815,9 +815,8 @@ class Simulation:
             state.syncs += plan.syncs
             extra = state.trainees(active) if plan.extra_steps else []
             if extra:
-                self.learner.train(
-                    extra, plan.extra_steps, self.rngs, mu=mu, group_steps=plan.extra_group_steps or None
-                )
+                # Only local correction's groups train here; a damped group has no extra steps.
+                self.learner.train(extra, plan.extra_steps, self.rngs, group_steps=plan.extra_group_steps)
                 state.local_steps += plan.extra_steps * len(extra)
                 extra_s = {d: flops_per_step * plan.extra_steps / self.flops_per_s[d] for d in extra}
                 # The corrected slots travel before the round's regular steps: trained on

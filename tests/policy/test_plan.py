@@ -197,3 +197,32 @@ def test_measured_loss_defaults_to_on_where_a_policy_reads_relative_residuals(po
     if mode == "relative":
         kept = Correction(policy=policy, tolerances={"mode": mode, "measured_loss": not expected})
         assert kept.tolerances.measured_loss is (not expected)
+
+
+def test_the_policies_split_into_residual_readers_and_the_rest() -> None:
+    from typing import get_args
+
+    from cosim.scenario import RESIDUAL_POLICIES, SHARED_POLICIES
+
+    policies = set(get_args(Correction.model_fields["policy"].annotation))
+    assert set(RESIDUAL_POLICIES) | set(SHARED_POLICIES) == policies
+    assert not set(RESIDUAL_POLICIES) & set(SHARED_POLICIES)
+
+
+def test_measured_loss_resolves_from_a_tolerances_object_and_from_null() -> None:
+    from cosim.scenario import CorrectionTolerances
+
+    unset = CorrectionTolerances(learn=3.0)
+    assert unset.measured_loss is None
+    spec = Correction(policy="priority", tolerances=unset)
+    assert spec.tolerances.measured_loss is True and spec.tolerances.learn == 3.0
+    assert Correction(policy="local", tolerances={"measured_loss": None}).tolerances.measured_loss is True
+    chosen = CorrectionTolerances(measured_loss=False)
+    assert Correction(policy="priority", tolerances=chosen).tolerances.measured_loss is False
+
+
+def test_a_plan_s_extra_steps_are_its_largest_group_count() -> None:
+    assert Plan(extra_steps=5, extra_group_steps=(5, 2)).extra_steps == 5
+    for counts in [(), (4, 2)]:
+        with pytest.raises(ValueError, match="the largest count must be extra_steps"):
+            Plan(extra_steps=5, extra_group_steps=counts)
