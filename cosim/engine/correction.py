@@ -166,9 +166,9 @@ def relative_terms(
 
     ``R_learn`` is summed over the affected devices: its level is scaled from the
     ``n_before`` devices of the baseline to the ``n_after`` of the event.  The sum alone
-    dilutes one device's gap by the number of devices (a newcomer that has learnt
-    nothing, with 4-5 times a device's gradient energy, raised the sum over itself and
-    seven neighbours 1.4-1.7 fold in the learning regime), so ``R_learn`` is also
+    dilutes one device's gap by the number of devices (a newcomer with 4 times a
+    device's term among seven unchanged neighbours raises the sum only 11 / 8 = 1.4
+    fold), so ``R_learn`` is also
     compared device by device: the largest affected device's term over the largest
     device's term before the event.  The learn term is the larger of the two ratios: it
     calls for action when the event raised either the total or one device's residual
