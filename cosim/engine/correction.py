@@ -168,13 +168,13 @@ def relative_terms(
     ``n_before`` devices of the baseline to the ``n_after`` of the event.  The sum alone
     dilutes one device's gap by the number of devices (a newcomer with 4 times a
     device's term among seven unchanged neighbours raises the sum only 11 / 8 = 1.4
-    fold), so ``R_learn`` is also
-    compared device by device: the largest affected device's term over the largest
-    device's term before the event.  The learn term is the larger of the two ratios: it
-    calls for action when the event raised either the total or one device's residual
-    past the tolerance.  Drift and consensus are means over devices and are compared as
-    they are.  ``measured_loss`` (:func:`loss_ratio`, already in units of its pre-event
-    level) counts as a third ratio for ``R_learn`` in every group.
+    fold), so ``R_learn`` is also compared device by device: the largest affected
+    device's term over the largest device's term before the event.  The learn term is
+    the larger of the two ratios: it calls for action when the event raised either the
+    total or one device's residual past the tolerance.  Drift and consensus are means
+    over devices and are compared as they are.  ``measured_loss`` (:func:`loss_ratio`,
+    already in units of its pre-event level) counts as a third ratio for ``R_learn`` in
+    every group.
     """
     n_groups = len(np.asarray(terms.learn))
     total = np.asarray(terms.learn) / _level(np.asarray(baseline.learn) * n_after / max(n_before, 1))
