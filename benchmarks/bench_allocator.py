@@ -3,9 +3,10 @@
 Runs the builtin quickstart (shortened) once per allocation method with a binding
 budget and reports, per method, the run's wall seconds, the seconds spent choosing
 precisions (``manifest.json``'s ``wall_clock_allocator_s``: building the options and
-solving the knapsack of every message) and their share, plus the simulated seconds
-and bits the run took.  Quantizing what is sent happens in the learner's mix and is
-counted in the run time, not in the allocator's.
+solving the knapsack of every message; for ``priority`` also measuring how far each
+receiver's copies lag and the quantization error of each sender's) and their share,
+plus the simulated seconds and bits the run took.  Quantizing what is sent happens in
+the learner's mix and is counted in the run time, not in the allocator's.
 
 Run from the repository root::
 

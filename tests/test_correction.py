@@ -65,13 +65,19 @@ def test_budgeted_allocations_fit_the_link_budget_and_add_up_to_the_message(run_
     skipped = 0
     for t in transfers:
         rows = groups[(t["round"], "gossip", t["src"], t["dst"])]
-        assert len(rows) == 2  # one per layer group
+        # Under a budget every live slot is offered (receivers mix all of them): 4 before
+        # the leave at round 2, 3 after; one row per slot and layer group.
+        live = 4 if t["round"] < 2 else 3
+        assert len(rows) == 2 * live and len({(row["slot"], row["group"]) for row in rows}) == 2 * live
         assert t["bits"] == HEADER_BITS + sum(row["bits"] for row in rows)
         assert t["bits"] - HEADER_BITS <= t["budget_bits"] + 1e-9
-        assert t["groups_sent"] == sum(row["precision_bits"] > 0 for row in rows)
-        # Under a budget every live slot travels (receivers mix all of them): 4 before the
-        # leave at round 2, 3 after.
-        assert t["slots"] == (4 if t["round"] < 2 else 3)
+        assert t["groups_sent"] == len({row["group"] for row in rows if row["precision_bits"] > 0})
+        if method == "priority":  # slot by slot: the message carries the slots with something sent
+            assert t["slots"] == len({row["slot"] for row in rows if row["precision_bits"] > 0})
+        else:  # group by group: one precision for every slot of a group
+            assert t["slots"] == live
+            for g in (0, 1):
+                assert len({row["precision_bits"] for row in rows if row["group"] == g}) == 1
         skipped += sum(row["precision_bits"] == 0 for row in rows)
         assert all(row["bits"] == 0 for row in rows if row["precision_bits"] == 0)
     # The budget (0.2 % of a slot) binds: at least some group goes below 32 bits or is skipped.
@@ -84,14 +90,43 @@ def test_staleness_counts_the_rounds_since_a_group_last_arrived_over_the_link(ru
     run = run_tiny(LEAVE, "allocation.method=random", "allocation.budget_fraction=0.002")
     last: dict[tuple[int, int, int], int] = {}
     checked = 0
-    for row in sorted(run.rows("allocations"), key=lambda x: (x["round"], x["src"], x["dst"], x["group"])):
-        key = (row["src"], row["dst"], row["group"])
+    for row in sorted(
+        run.rows("allocations"), key=lambda x: (x["round"], x["src"], x["dst"], x["slot"], x["group"])
+    ):
+        key = (row["src"], row["dst"], row["slot"], row["group"])
         if row["delivered"] and row["precision_bits"] > 0:
             last[key] = row["round"]
         want = row["round"] - last[key] if key in last else None
         assert row["staleness_rounds"] == want
         checked += want is not None and want > 0
     assert checked > 0  # some group did go stale
+
+
+def test_priority_allocates_slot_by_slot_where_the_copies_lag(run_tiny) -> None:
+    """After a join the newcomer's slot is what its neighbours lack: it travels first."""
+    run = run_tiny(JOIN, "allocation.method=priority", "allocation.budget_fraction=0.002")
+    slot_of = {r["device"]: r["slot"] for r in run.rows("rounds")}
+    newcomer = max(slot_of)  # devices 0-3 start, device 4 joins at round 2
+    messages: dict[tuple[int, str, int, int], list[dict[str, Any]]] = defaultdict(list)
+    for row in run.rows("allocations"):
+        messages[(row["round"], row["purpose"], row["src"], row["dst"])].append(row)
+        if row["slot"] == slot_of[row["dst"]]:  # the receiver's own slot never mixes: never sent to it
+            assert row["precision_bits"] == 0 and row["bits"] == 0
+    # Some message sends one group of a slot and not the other, or slots at different precisions.
+    assert any(
+        len({row["precision_bits"] for row in rows if row["group"] == g}) > 1
+        for rows in messages.values()
+        for g in (0, 1)
+    )
+    joined = [rows for (r, purpose, src, _), rows in messages.items() if r == 2 and src == newcomer]
+    assert joined
+    for rows in joined:
+        per_slot: dict[int, int] = defaultdict(int)
+        for row in rows:
+            per_slot[row["slot"]] += row["bits"]
+        own = [row for row in rows if row["slot"] == slot_of[newcomer]]
+        assert all(row["precision_bits"] > 0 for row in own)
+        assert per_slot[slot_of[newcomer]] == max(per_slot.values())
 
 
 def test_full_sends_every_group_at_32_bits_without_a_budget(run_tiny) -> None:

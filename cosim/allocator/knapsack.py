@@ -7,7 +7,10 @@ at most one precision per group.
 
 Skipping is always possible and is implicit: it costs 0 bits, is worth 0, and shows as
 precision 0 in an :class:`Allocation`.  :class:`GroupOptions` lists only the precisions
-at which a group can be sent.
+at which a group can be sent.  An item of the knapsack need not be a whole layer group:
+:func:`slot_options` makes one item per adapter slot of a group, its value the share of
+the group's weight that delivering that slot earns (the engine's ``priority``
+allocation); :func:`layer_group_options` makes one per group.
 
 Solvers (all pure; none mutates its input):
 
@@ -24,7 +27,7 @@ non-negative.  numpy only: the allocator knows nothing of tensors or time.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from types import MappingProxyType
@@ -42,6 +45,7 @@ __all__ = [
     "proportional",
     "quantized_value",
     "random",
+    "slot_options",
     "solve_exact_dp",
     "solve_hull_greedy",
     "uniform",
@@ -152,6 +156,59 @@ def layer_group_options(
         costs_bits=tuple(q * elements + header_bits for q in precisions_bits),
         values=tuple(quantized_value(weight, q) for q in precisions_bits),
     )
+
+
+def slot_options(
+    *,
+    weight: float,
+    distance: Sequence[float],
+    errors: Mapping[int, Sequence[float]],
+    mixing: Sequence[float],
+    costs_bits: Mapping[int, int],
+) -> list[GroupOptions]:
+    """The options of one layer group's slots on one link: one knapsack item per slot.
+
+    The receiver's copy of slot ``s`` is ``distance[s]`` (squared Frobenius distance)
+    from the sender's; it mixes what arrives with weight ``a = mixing[s]``, and a copy
+    sent at ``q`` bits carries the quantization error ``errors[q][s]`` (squared; 0 at 32
+    bits).  With ``x`` the sender's copy, ``y`` the receiver's and ``e`` the error, the
+    receiver ends at ``y + a (x + e - y)``, so delivery shrinks its squared distance to
+    ``x`` by ``(2a - a^2) D - a^2 E_q - 2 a (1 - a) <y - x, e>``.  The cross term, zero
+    on average over the rounding, is dropped::
+
+        reduced_s(q) = (2a - a^2) D_s - a^2 E_q,s
+        U_s(q) = weight * reduced_s(q) / sum_s' (2a - a^2) D_s'
+
+    so the slots are together worth ``weight`` at full precision (a whole group's
+    :func:`quantized_value` at 32 bits, up to ``2^-64``) and the slot that lags most gets
+    the most of it.  A precision whose ``reduced`` is not positive (its error outweighs
+    what it brings) is not offered; a group whose copies all agree offers nothing.
+    Sending one slot at ``q`` bits costs ``costs_bits[q]``.
+    """
+    d = np.asarray(distance, dtype=float)
+    a = np.asarray(mixing, dtype=float)
+    if d.shape != a.shape or d.ndim != 1:
+        raise ValueError(f"distance and mixing must be 1-D of the same length, got {d.shape} and {a.shape}")
+    if weight < 0 or (d < 0).any() or ((a < 0) | (a > 1)).any():
+        raise ValueError("weight and distance must be non-negative and mixing in [0, 1]")
+    pull = (2 * a - a * a) * d
+    total = float(pull.sum())
+    options = []
+    for s in range(len(d)):
+        offered = []
+        if total > 0:
+            for q, cost in costs_bits.items():
+                reduced = pull[s] - a[s] * a[s] * float(errors[q][s])
+                if reduced > 0:
+                    offered.append((q, cost, float(weight) * reduced / total))
+        options.append(
+            GroupOptions(
+                precisions_bits=tuple(o[0] for o in offered),
+                costs_bits=tuple(o[1] for o in offered),
+                values=tuple(o[2] for o in offered),
+            )
+        )
+    return options
 
 
 # --------------------------------------------------------------------------- helpers

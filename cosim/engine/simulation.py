@@ -47,7 +47,7 @@ import numpy as np
 import simpy
 import torch
 
-from cosim.allocator.knapsack import GroupOptions, allocate, quantized_value
+from cosim.allocator.knapsack import GroupOptions, allocate, quantized_value, slot_options
 from cosim.engine.correction import (
     CorrectionState,
     Plan,
@@ -175,7 +175,7 @@ class Simulation:
             for g in range(n_groups)
         ]
         self._extra_links: set[tuple[int, int]] = set()  # added by topology refinement
-        self._last_arrival: dict[tuple[int, int, int], int] = {}  # (src, dst, group) -> round
+        self._last_arrival: dict[tuple[int, int, int, int], int] = {}  # (src, dst, slot, group) -> round
         self._bits_total = 0
         self._extra_rounds = 0  # rounds a retrain adds (it replays the rounds before the event)
         self._last_reset = 0  # the round training last started from scratch
@@ -880,24 +880,33 @@ class Simulation:
         members = list(links.devices)
         active = list(tx_start)
         n_groups = self.scenario.model.layer_groups
-        precision = np.zeros((len(members), len(members), n_groups), dtype=np.int64)  # [dst, src, group]
+        by_slot = self.scenario.allocation.method == "priority"
+        shape = (len(members), len(members), self.learner.capacity, n_groups)
+        # [dst, src, group], or [dst, src, slot, group] where the allocation chooses slot by slot
+        precision = np.zeros(shape if by_slot else shape[:2] + shape[3:], dtype=np.int64)
         messages, dirty, allocations = [], {}, []
         for d in active:
             # Receivers mix every slot of the sender's view.  With full precision a slot that
             # did not change is the one they already hold; under a budget, what a receiver
-            # holds depends on what got through, so every live slot is sent (and paid for).
+            # holds depends on what got through, so every live slot is offered (and the
+            # group-level methods pay for all of them).
             if self.scenario.allocation.method == "full":
                 slots = self.learner.dirty_slots(d)
             else:
                 slots = self.learner.live_slots()
-            dirty[d] = len(slots)
+            errors = self._quantization_errors(d) if by_slot else None
             self.learner.mark_sent(d)
             i = links.index(d)
             for j in np.flatnonzero(adjacency[i]):
-                chosen, bits, rows = self._allocate(links, i, int(j), len(slots), groups, group_weights)
+                chosen, bits, rows = self._allocate(
+                    links, i, int(j), slots, groups, group_weights, float(weights[j, i]), errors
+                )
                 precision[j, i] = chosen
                 messages.append(Message(d, members[j], bits, tx_start[d]))
                 allocations.append(rows)
+                dirty[(d, members[j])] = (
+                    len({row["slot"] for row in rows if row["precision_bits"] > 0}) if by_slot else len(slots)
+                )
         results = self.network.transfer(now, messages, deadline)
 
         delivered = np.zeros((len(members), len(members)), dtype=bool)
@@ -909,13 +918,13 @@ class Simulation:
                 delivered[links.index(res.dst), links.index(res.src)] = True
                 self.members.last_heard[res.src] = res.finish_s
                 needed.append(env.timeout(max(res.finish_s - now, 0.0)))
-            sent_groups = sum(1 for row in rows if row["precision_bits"] > 0)
+            sent_groups = len({row["group"] for row in rows if row["precision_bits"] > 0})
             self._transfer_row(
-                purpose, res, links, dirty[msg.src], delivered=ok,
+                purpose, res, links, dirty[(msg.src, msg.dst)], delivered=ok,
                 budget_bits=rows[0]["budget_bits"] if rows else None, groups_sent=sent_groups,
             )  # fmt: skip
             for row in rows:
-                key = (res.src, res.dst, row["group"])
+                key = (res.src, res.dst, row["slot"], row["group"])
                 if ok and row["precision_bits"] > 0:
                     self._last_arrival[key] = r
                 last = self._last_arrival.get(key)
@@ -961,64 +970,152 @@ class Simulation:
                     received[res.dst] += res.bits
         return sent, received
 
+    def _quantization_errors(self, device: int) -> dict[int, np.ndarray]:
+        """Per precision, the squared error of ``device``'s copies sent at it, ``(slots, groups)``."""
+        wall = time.perf_counter()
+        errors = {
+            int(q): self.learner.quantization_error(device, q)
+            for q in self.scenario.allocation.precisions_bits
+        }
+        self._wall_allocator_s += time.perf_counter() - wall
+        return errors
+
     def _allocate(
         self,
         links: LinkState,
         i: int,
         j: int,
-        n_slots: int,
+        slots: list[int],
         groups: tuple[int, ...],
         group_weights: np.ndarray,
+        mixing_weight: float,
+        errors: dict[int, np.ndarray] | None,
     ) -> tuple[np.ndarray, int, list[dict[str, Any]]]:
-        """Precision per layer group (0: not sent) of one message, its bits, and its ``allocations`` rows."""
+        """The precisions of one message, its bits, and its ``allocations`` rows (one per slot and group).
+
+        ``priority`` chooses per slot and layer group (``precisions[slot, group]``, 0: not
+        sent; :meth:`_slot_options`); the other methods per layer group for all of
+        ``slots`` at once (``precisions[group]``).
+        """
         spec = self.scenario.allocation
         n_groups = self.scenario.model.layer_groups
-        chosen = np.zeros(n_groups, dtype=np.int64)
-        elements = [self._group_elements[g] * n_slots for g in groups]
-        if spec.method == "full":
-            for g in groups:
-                chosen[g] = FULL_PRECISION_BITS
-            budget = None
-            costs = [FULL_PRECISION_BITS * e for e in elements]
-            values = [quantized_value(float(group_weights[g]), FULL_PRECISION_BITS) for g in groups]
-        else:
-            wall = time.perf_counter()
+        budget = None
+        if spec.method != "full":
             budget = float(links.goodput_bps[i, j]) * self.scenario.network.slot_s * spec.budget_fraction
+        wall = time.perf_counter()
+        if spec.method == "priority":
+            assert errors is not None
+            items = [(s, g) for s in slots for g in groups]
+            options = self._slot_options(links, i, j, items, group_weights, mixing_weight, errors)
+        else:
+            items = [(-1, g) for g in groups]  # one item per group, for all of ``slots``
+            precisions = (FULL_PRECISION_BITS,) if spec.method == "full" else spec.precisions_bits
             options = [
                 GroupOptions(
-                    precisions_bits=spec.precisions_bits,
-                    costs_bits=tuple(
-                        q * e
-                        + (SCALE_BITS * self._group_tensors[g] * n_slots if q < FULL_PRECISION_BITS else 0)
-                        for q in spec.precisions_bits
-                    ),
-                    values=tuple(quantized_value(float(group_weights[g]), q) for q in spec.precisions_bits),
+                    precisions_bits=precisions,
+                    costs_bits=tuple(len(slots) * self._slot_group_bits(g, q) for q in precisions),
+                    values=tuple(quantized_value(float(group_weights[g]), q) for q in precisions),
                 )
-                for g, e in zip(groups, elements, strict=True)
+                for g in groups
             ]
+        chosen_bits: tuple[int, ...] = tuple(FULL_PRECISION_BITS for _ in options)
+        if budget is not None:
             result = allocate(
                 ALLOCATORS.get(spec.method, spec.method),
                 options,
                 max(budget - HEADER_BITS, 0.0),
                 self._allocation_rng,
             )
-            for g, q in zip(groups, result.precisions_bits, strict=True):
-                chosen[g] = q
-            costs = [opt.cost_of(q) for opt, q in zip(options, result.precisions_bits, strict=True)]
-            values = [opt.value_of(q) for opt, q in zip(options, result.precisions_bits, strict=True)]
+            chosen_bits = result.precisions_bits
             self._wall_allocator_s += time.perf_counter() - wall
-        rows = [
-            {
-                "group": g,
-                "precision_bits": int(chosen[g]),
-                "bits": int(cost),
-                "value": float(value),
-                "weight": float(group_weights[g]),
-                "budget_bits": budget,
-            }
-            for g, cost, value in zip(groups, costs, values, strict=True)
-        ]
-        return chosen, int(sum(costs)) + HEADER_BITS, rows
+        by_slot = spec.method == "priority"
+        chosen = np.zeros((self.learner.capacity, n_groups) if by_slot else n_groups, dtype=np.int64)
+        rows: list[dict[str, Any]] = []
+        total = 0
+        for (s, g), opt, q in zip(items, options, chosen_bits, strict=True):
+            total += opt.cost_of(q)
+            if by_slot:
+                chosen[s, g] = q
+                rows.append(
+                    self._allocation_row(s, g, q, opt.cost_of(q), opt.value_of(q), group_weights, budget)
+                )
+                continue
+            chosen[g] = q
+            # The group's bits and value are shared equally among the slots it carries.
+            for t in slots:
+                cost, value = opt.cost_of(q) // len(slots), opt.value_of(q) / len(slots)
+                rows.append(self._allocation_row(t, g, q, cost, value, group_weights, budget))
+        return chosen, total + HEADER_BITS, rows
+
+    def _slot_group_bits(self, g: int, q: int) -> int:
+        """Bits of one slot's layer group ``g`` at ``q`` bits: values, and a scale per module below 32."""
+        return q * self._group_elements[g] + (
+            SCALE_BITS * self._group_tensors[g] if q < FULL_PRECISION_BITS else 0
+        )
+
+    def _slot_options(
+        self,
+        links: LinkState,
+        i: int,
+        j: int,
+        items: list[tuple[int, int]],
+        group_weights: np.ndarray,
+        mixing_weight: float,
+        errors: dict[int, np.ndarray],
+    ) -> list[GroupOptions]:
+        """The priority allocation's knapsack items, one per slot and layer group (:func:`slot_options`).
+
+        The receiver mixes what arrives with the mixing weight, takes it whole for the
+        sender's own slot when receivers adopt the owner's copy, and ignores it for its
+        own slot (an owner's copy is its own trained adapter); its distance to the
+        sender's copy is :meth:`SlotLearner.pair_disagreement` (the simulator's copies),
+        the quantization error :meth:`SlotLearner.quantization_error` of the sender's.
+        """
+        src, dst = links.devices[i], links.devices[j]
+        distance = self.learner.pair_disagreement(src, dst)
+        shared = self.learner.shared
+        adopted = (
+            self.learner.slot_of.get(src) if self.scenario.training.adopt_owner_copy and not shared else None
+        )
+        kept = None if shared else self.learner.slot_of.get(dst)  # the receiver's own slot never mixes
+
+        def mixing(s: int) -> float:
+            return 0.0 if s == kept else 1.0 if s == adopted else mixing_weight
+
+        precisions = self.scenario.allocation.precisions_bits
+        by_item: dict[tuple[int, int], GroupOptions] = {}
+        for g in sorted({g for _, g in items}):
+            slots = [s for s, h in items if h == g]
+            costs = {int(q): self._slot_group_bits(g, q) for q in precisions}
+            options = slot_options(
+                weight=float(group_weights[g]),
+                distance=[distance[s, g] for s in slots],
+                errors={int(q): [errors[q][s, g] for s in slots] for q in precisions},
+                mixing=[mixing(s) for s in slots],
+                costs_bits=costs,
+            )
+            by_item.update(zip(((s, g) for s in slots), options, strict=True))
+        return [by_item[item] for item in items]
+
+    @staticmethod
+    def _allocation_row(
+        slot: int,
+        group: int,
+        q: int,
+        cost: int,
+        value: float,
+        group_weights: np.ndarray,
+        budget: float | None,
+    ) -> dict[str, Any]:
+        return {
+            "slot": slot,
+            "group": group,
+            "precision_bits": int(q),
+            "bits": int(cost),
+            "value": float(value),
+            "weight": float(group_weights[group]),
+            "budget_bits": budget,
+        }
 
     # ------------------------------------------------------------------ records
 

@@ -407,6 +407,35 @@ class SlotLearner:
     def mark_sent(self, device: int) -> None:
         self._sent[device] = {n: c[device].clone() for n, c in self.copies.items()}
 
+    @torch.no_grad()
+    def pair_disagreement(self, src: int, dst: int) -> np.ndarray:
+        """``D[s, g] = sum_{modules l in g} |B^(src)_{l,s} - B^(dst)_{l,s}|_F^2``, per slot and group.
+
+        Shape ``(slots, layer groups)``.  How far ``dst``'s copy of each slot and layer
+        group is from ``src``'s: what a message from ``src`` can pull it in by (the
+        allocator's per-slot residual).
+        """
+        out = np.zeros((self.capacity, self.model_spec.layer_groups))
+        for name, copies in self.copies.items():
+            diff = (copies[src] - copies[dst]).pow(2).sum(dim=(-2, -1))
+            out[:, self.group_of[name]] += diff.double().numpy()
+        return out
+
+    @torch.no_grad()
+    def quantization_error(self, device: int, bits: int) -> np.ndarray:
+        """``E[s, g]``: squared error of ``device``'s copies sent at ``bits`` (:func:`quantize_slices`).
+
+        Per slot and layer group, shape ``(slots, layer groups)``; zero at 32 bits.
+        """
+        out = np.zeros((self.capacity, self.model_spec.layer_groups))
+        if bits >= FULL_PRECISION_BITS:
+            return out
+        for name, copies in self.copies.items():
+            x = copies[device]
+            err = (quantize_slices(x, bits) - x).pow(2).sum(dim=(-2, -1))
+            out[:, self.group_of[name]] += err.double().numpy()
+        return out
+
     def mix(
         self,
         devices: list[int],
@@ -432,34 +461,40 @@ class SlotLearner:
         4/8/16 arrive quantized (:func:`quantize_slices`, nearest rounding, one scale
         per module and slot), and 0 means the group was skipped, so for that group the
         message counts as not delivered and the receiver's copy stays as it was (stale).
-        Without ``precision`` every group travels at 32 bits.
+        ``precision[i, j, s, g]`` gives it per slot ``s`` as well (the priority
+        allocation chooses slot by slot).  Without ``precision`` every group travels at
+        32 bits.
         """
         n = len(devices)
         if precision is None:
             precision = np.full((n, n, self.model_spec.layer_groups), FULL_PRECISION_BITS)
+        per_slot = precision.ndim == 4
         index = torch.as_tensor(devices)
         with torch.no_grad():
             for name, copies in self.copies.items():
-                q = np.where(np.asarray(delivered, dtype=bool), precision[:, :, self.group_of[name]], 0)
-                np.fill_diagonal(q, 0)
-                w = np.where(q > 0, weights, 0.0)
+                q = precision[..., self.group_of[name]]  # (n, n) or (n, n, slots)
+                q = np.where(np.asarray(delivered, dtype=bool).reshape(n, n, *([1] * (q.ndim - 2))), q, 0)
+                q[np.arange(n), np.arange(n)] = 0
+                w = np.where(q > 0, weights.reshape(n, n, *([1] * (q.ndim - 2))), 0.0)
                 # Exact messages and the receiver's own copy in one product; quantized ones added.
                 exact = np.where(q == FULL_PRECISION_BITS, w, 0.0)
-                exact[np.diag_indices_from(exact)] = 1.0 - w.sum(axis=1)
+                exact[np.arange(n), np.arange(n)] = 1.0 - w.sum(axis=1)
                 before = copies[index]
-                mixed = torch.einsum("ij,j...->i...", torch.as_tensor(exact, dtype=torch.float32), before)
+                pattern = "ijs,js...->is..." if per_slot else "ij,j...->i..."
+                mixed = torch.einsum(pattern, torch.as_tensor(exact, dtype=torch.float32), before)
                 received: dict[int, torch.Tensor] = {FULL_PRECISION_BITS: before}
                 for bits in sorted({int(b) for b in np.unique(q) if 0 < b < FULL_PRECISION_BITS}):
                     received[bits] = quantize_slices(before, bits)
                     w_bits = torch.as_tensor(np.where(q == bits, w, 0.0), dtype=torch.float32)
-                    mixed += torch.einsum("ij,j...->i...", w_bits, received[bits])
+                    mixed += torch.einsum(pattern, w_bits, received[bits])
                 if adopt_owner and not self.shared:
                     for j, owner in enumerate(devices):
                         if owner not in self.slot_of:
                             continue
                         slot = self.slot_of[owner]
-                        for i in np.flatnonzero(q[:, j] > 0):
-                            mixed[i, slot] = received[int(q[i, j])][j, slot]
+                        q_slot = q[:, j, slot] if per_slot else q[:, j]
+                        for i in np.flatnonzero(q_slot > 0):
+                            mixed[i, slot] = received[int(q_slot[i])][j, slot]
                 copies[index] = mixed
         if self.shared:
             self._own_from_copies([d for d in devices if d in self.own])

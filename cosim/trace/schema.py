@@ -117,14 +117,25 @@ TABLES: dict[str, list[tuple[str, pa.DataType, str]]] = {
         ("purpose", _S, "gossip or sync"),
         ("src", _I, "sender"),
         ("dst", _I, "receiver"),
+        ("slot", _I, "adapter slot"),
         ("group", _I, "layer group"),
         ("precision_bits", _I, "bits per value it travelled at (0: skipped; the copy stays stale)"),
-        ("bits", _I, "payload bits of the group, scales included"),
-        ("value", _F, "its value to the allocator: weight x (1 - 2^(-2 precision))"),
+        ("bits", _I, "payload bits of this slot's group, scales included"),
+        (
+            "value",
+            _F,
+            "its value to the allocator: priority, the weight's share of the pair's squared distance "
+            "the delivery removes, net of quantization error; the others, weight x (1 - 2^(-2 "
+            "precision)) shared equally among the group's slots",
+        ),
         ("weight", _F, "the group's weight (residual terms during a correction, else its disagreement)"),
         ("budget_bits", _F, "the link's budget for the whole message; null: no budget (full)"),
         ("delivered", _B, "the message arrived by the deadline"),
-        ("staleness_rounds", _I, "rounds since this group last arrived over this link (0: now; null: never)"),
+        (
+            "staleness_rounds",
+            _I,
+            "rounds since this slot's group last arrived over this link (0: now; null: never)",
+        ),
     ],
 }
 

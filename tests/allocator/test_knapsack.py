@@ -16,6 +16,7 @@ from cosim.allocator.knapsack import (
     proportional,
     quantized_value,
     random,
+    slot_options,
     solve_exact_dp,
     solve_hull_greedy,
     uniform,
@@ -313,3 +314,60 @@ def test_no_groups_allocates_nothing():
     for method in METHODS:
         result = allocate(method, [], 100.0, np.random.default_rng(0))
         assert (result.precisions_bits, result.value, result.bits) == ((), 0.0, 0)
+
+
+def test_slot_options_value_is_the_mixed_distance_removed_net_of_the_cross_term():
+    """Each offered value is the weight's share of how much closer delivery brings the receiver."""
+    import torch
+
+    from cosim.learning.quantize import quantize_slices
+
+    rng = np.random.default_rng(11)
+    for _ in range(20):
+        n_slots = int(rng.integers(1, 6))
+        x = torch.as_tensor(rng.normal(size=(n_slots, 6, 4)), dtype=torch.float32)  # sender
+        y = x + torch.as_tensor(rng.normal(size=(n_slots, 6, 4)) * rng.uniform(0, 2, (n_slots, 1, 1)))
+        y = y.to(torch.float32)
+        a = rng.uniform(0.05, 1.0, n_slots)
+        weight = float(rng.uniform(0.1, 3.0))
+        quantized = {q: quantize_slices(x[None], q)[0] for q in (4, 8, 16, 32)}
+        distance = ((x - y) ** 2).sum(dim=(1, 2)).double().numpy()
+        errors = {q: ((quantized[q] - x) ** 2).sum(dim=(1, 2)).double().numpy() for q in quantized}
+        costs = {4: 40, 8: 72, 16: 136, 32: 256}
+        options = slot_options(weight=weight, distance=distance, errors=errors, mixing=a, costs_bits=costs)
+        total = float(((2 * a - a * a) * distance).sum())
+        for s, opt in enumerate(options):
+            for q, cost, value in zip(opt.precisions_bits, opt.costs_bits, opt.values, strict=True):
+                assert cost == costs[q]
+                # Brute force: the receiver's squared distance to the sender before and after mixing.
+                after = y[s] + float(a[s]) * (quantized[q][s] - y[s])
+                removed = float(((x[s] - y[s]) ** 2).sum()) - float(((x[s] - after) ** 2).sum())
+                cross = -2 * a[s] * (1 - a[s]) * float(((y[s] - x[s]) * (quantized[q][s] - x[s])).sum())
+                assert value == pytest.approx(weight * (removed - cross) / total, rel=1e-4, abs=1e-9)
+                assert value > 0
+            # Offered exactly where the modelled reduction is positive; full precision always then.
+            offered = {
+                q for q in costs if (2 * a[s] - a[s] ** 2) * distance[s] - a[s] ** 2 * errors[q][s] > 0
+            }
+            assert set(opt.precisions_bits) == offered and 32 in offered
+        # At full precision the slots are together worth the weight.
+        assert sum(opt.value_of(32) for opt in options) == pytest.approx(weight, rel=1e-9)
+
+
+def test_slot_options_skips_slots_that_agree_and_precisions_whose_error_outweighs():
+    costs = {4: 10, 8: 20, 32: 80}
+    errors = {4: [0.0, 1.0, 0.5], 8: [0.0, 0.01, 0.002], 32: [0.0, 0.0, 0.0]}
+    options = slot_options(
+        weight=2.0, distance=[0.0, 0.1, 4.0], errors=errors, mixing=[0.5] * 3, costs_bits=costs
+    )
+    assert options[0].precisions_bits == ()  # the copies agree: nothing to send
+    assert options[1].precisions_bits == (8, 32)  # 0.75 * 0.1 < 0.25 * 1.0 at 4 bits
+    assert options[2].precisions_bits == (4, 8, 32)
+    assert options[2].value_of(32) == pytest.approx(2.0 * 4.0 / 4.1)
+    assert options[1].value_of(8) == pytest.approx(2.0 * (0.75 * 0.1 - 0.25 * 0.01) / (0.75 * 4.1))
+    agree = slot_options(
+        weight=1.0, distance=[0.0, 0.0], errors={32: [0.0, 0.0]}, mixing=[1.0, 1.0], costs_bits={32: 8}
+    )
+    assert [o.precisions_bits for o in agree] == [(), ()]
+    with pytest.raises(ValueError, match="mixing"):
+        slot_options(weight=1.0, distance=[1.0], errors={32: [0.0]}, mixing=[1.5], costs_bits={32: 8})

@@ -139,3 +139,65 @@ def test_heldout_facts_are_about_entities_no_device_trains_on_and_change_no_othe
     assert len({tuple(row) for row in heldout.inputs.tolist()}) == len(heldout)  # distinct questions
     for d in (0, 1, 2):
         assert np.array_equal(with_leaver.train[d].inputs, without.train[d].inputs)
+
+
+def test_per_slot_precision_equal_across_slots_is_the_per_group_mix(make_learner, random_views) -> None:
+    a, b = make_learner(), make_learner()
+    random_views(a, seed=5)
+    random_views(b, seed=5)
+    weights = metropolis_hastings(~np.eye(4, dtype=bool))
+    delivered = np.random.default_rng(3).random((4, 4)) < 0.8
+    per_group = np.random.default_rng(4).choice([0, 4, 8, 32], size=(4, 4, 2))
+    a.mix([0, 1, 2, 3], weights, delivered, adopt_owner=True, precision=per_group)
+    per_slot = np.repeat(per_group[:, :, None, :], a.capacity, axis=2)
+    b.mix([0, 1, 2, 3], weights, delivered, adopt_owner=True, precision=per_slot)
+    for name in a.copies:
+        assert torch.allclose(a.copies[name], b.copies[name], atol=1e-7)
+
+
+def test_per_slot_precision_mixes_each_slot_at_its_own(make_learner, random_views) -> None:
+    learner = make_learner()
+    devices = [0, 1, 2, 3]
+    random_views(learner, seed=6)
+    before = {n: c.clone() for n, c in learner.copies.items()}
+    weights = metropolis_hastings(~np.eye(4, dtype=bool))
+    delivered = np.ones((4, 4), dtype=bool)
+    rng = np.random.default_rng(7)
+    precision = rng.choice([0, 4, 8, 16, 32], size=(4, 4, learner.capacity, 2))
+    learner.mix(devices, weights, delivered, precision=precision)
+    own = {d: learner.slot_of[d] for d in devices}
+    for name, copies in learner.copies.items():
+        g = learner.group_of[name]
+        x = before[name][devices]
+        for i, d in enumerate(devices):
+            for s in range(learner.capacity):
+                if s == own[d]:
+                    assert torch.equal(copies[d, s], x[i, s])  # the owner keeps its own slot
+                    continue
+                want = x[i, s].clone()
+                for j in range(4):
+                    q = int(precision[i, j, s, g])
+                    if j != i and q > 0:  # a skipped slot leaves the receiver's weight on its own copy
+                        got = quantize_slices(x[j : j + 1, s : s + 1], q)[0, 0]
+                        want += float(weights[i, j]) * (got - x[i, s])
+                assert torch.allclose(copies[d, s], want, atol=1e-6)
+
+
+def test_pair_disagreement_and_quantization_error_against_the_copies(make_learner, random_views) -> None:
+    learner = make_learner()
+    random_views(learner, seed=8)
+    d = learner.pair_disagreement(1, 3)
+    e = learner.quantization_error(2, 4)
+    assert d.shape == e.shape == (learner.capacity, learner.model_spec.layer_groups)
+    want_d, want_e = np.zeros_like(d), np.zeros_like(e)
+    for name, copies in learner.copies.items():
+        g = learner.group_of[name]
+        for s in range(learner.capacity):
+            want_d[s, g] += float(((copies[1, s] - copies[3, s]) ** 2).sum())
+            q = quantize_dequantize(copies[2, s], 4, stochastic=False, generator=None)
+            want_e[s, g] += float(((q - copies[2, s]) ** 2).sum())
+    np.testing.assert_allclose(d, want_d, rtol=1e-6)
+    np.testing.assert_allclose(e, want_e, rtol=1e-6)
+    assert (d[sorted(learner.slot_of.values())] > 0).all()  # live slots differ between devices
+    assert not learner.quantization_error(2, 32).any()
+    assert (learner.quantization_error(2, 8) <= e + 1e-12).all()
