@@ -28,6 +28,7 @@ Event recovery: see :func:`event_recovery`.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -307,12 +308,14 @@ def event_recovery(
 
 
 def group_bits(run: Run) -> pd.DataFrame:
-    """Payload bits per round and layer group, from the slots each message carried.
+    """Payload bits per round and layer group.
 
-    Every message carries ``slots`` whole slot copies at 32 bits; a slot's ``B`` has
-    ``rank * d_out`` entries per adapted module, and modules belong to layer groups by
-    their block (``block * G // layers``).  Columns: ``round``, ``group``, ``bits``,
-    ``bits_delivered``.  Headers are not in any group.
+    Gossip and sync messages: from the ``allocations`` table (each slot's layer group at
+    the precision it travelled at, scales included).  Other messages (a newcomer's pull)
+    and runs without that table carry ``slots`` whole slot copies at 32 bits; a slot's
+    ``B`` has ``rank * d_out`` entries per adapted module, and modules belong to layer
+    groups by their block (``block * G // layers``).  Columns: ``round``, ``group``,
+    ``bits``, ``bits_delivered``.  Headers are not in any group.
     """
     from cosim.scenario import parse_scenario
 
@@ -324,14 +327,37 @@ def group_bits(run: Run) -> pd.DataFrame:
     for block in range(layers):
         bits_per_slot[block * groups // layers] += per_block
     t = run.transfers
-    rows = []
+    frames = []
+    path = Path(run.path) / "allocations.parquet"
+    allocations = pd.read_parquet(path) if path.exists() else pd.DataFrame()
+    if len(allocations):
+        t = t[~t["purpose"].isin(allocations["purpose"].unique())]
+        frames.append(
+            pd.DataFrame(
+                {
+                    "round": allocations["round"],
+                    "group": allocations["group"],
+                    "bits": allocations["bits"],
+                    "bits_delivered": allocations["bits"].where(allocations["delivered"], 0),
+                }
+            )
+        )
     for g, per_slot in bits_per_slot.items():
         bits = t["slots"] * per_slot
-        frame = pd.DataFrame(
-            {"round": t["round"], "bits": bits, "bits_delivered": bits.where(t["delivered"], 0)}
+        frames.append(
+            pd.DataFrame(
+                {
+                    "round": t["round"],
+                    "group": g,
+                    "bits": bits,
+                    "bits_delivered": bits.where(t["delivered"], 0),
+                }
+            )
         )
-        summed = frame.groupby("round", as_index=False)[["bits", "bits_delivered"]].sum()
-        rows.append(summed.assign(group=g))
-    if not rows:
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if rows.empty:
         return pd.DataFrame(columns=["round", "group", "bits", "bits_delivered"])
-    return pd.concat(rows, ignore_index=True)[["round", "group", "bits", "bits_delivered"]]
+    summed = rows.groupby(["round", "group"], as_index=False)[["bits", "bits_delivered"]].sum()
+    return summed.sort_values(["group", "round"], ignore_index=True)[
+        ["round", "group", "bits", "bits_delivered"]
+    ]

@@ -318,3 +318,27 @@ def test_group_bits_add_up_to_the_payload_of_every_round(run_tiny) -> None:
         row = per_group[(per_group["round"] == one["round"]) & (per_group["group"] == g)]
         slots = run.transfers[run.transfers["round"] == one["round"]]["slots"].sum()
         assert int(row["bits"].iloc[0]) == slots * bits
+
+
+def test_group_bits_of_a_budgeted_run_follow_its_allocations(run_tiny) -> None:
+    from cosim.analysis import load_run
+    from cosim.analysis.breakdown import group_bits
+    from cosim.engine.simulation import HEADER_BITS
+
+    tiny = run_tiny(
+        "events=[{kind: leave, device: 1, round: 1}, {kind: join, round: 2}]",
+        "allocation.method=priority",
+        "allocation.budget_fraction=0.002",
+    )
+    run = load_run(tiny.out_dir)
+    per_group = group_bits(run)
+    # Every message's payload is in some group, at the precision it travelled at.
+    payload = (run.transfers["bits"] - HEADER_BITS).groupby(run.transfers["round"]).sum()
+    assert per_group.groupby("round")["bits"].sum().to_dict() == payload.to_dict()
+    delivered = run.transfers[run.transfers["delivered"]]
+    got = per_group.groupby("round")["bits_delivered"].sum()
+    want = (delivered["bits"] - HEADER_BITS).groupby(delivered["round"]).sum()
+    assert got[got > 0].to_dict() == want.to_dict()
+    # Under this budget, less than every slot copy at 32 bits (what the pull-only count gives).
+    full = run.transfers["slots"].sum() * sum(tiny.sim.learner.slot_bits().values())
+    assert per_group["bits"].sum() < full
