@@ -16,6 +16,15 @@ the event until each first reaches it.  A second table pairs the runs by seed: i
 many seeds ``priority`` got to the common target sooner and with fewer bits than each
 other budgeted method, and by how much on average.
 
+The common target is only as high as the weakest method ends, so where one method
+fails it is that failure's level.  The reference target (method.md section 8: 95 % of
+the reference) does not depend on the methods compared: per seed and event, 0.95 x
+the final accuracy of ``full`` (no budget: the ideal) of the same seed, on the same
+split; ``ref_s`` and ``ref_Mbit`` are the seconds and bits from the event until a run
+first reaches it.  A third table pairs the runs by seed on it: a seed counts for
+``priority`` where it reached the target and the other method did not, or both did and
+``priority`` took fewer seconds (bits).  It needs the ``full`` runs of the same seeds.
+
     .venv/bin/cosim sweep scenarios/sweeps/allocation.yaml --jobs 2
     .venv/bin/python analysis/allocation_experiment.py runs/allocation
 """
@@ -30,6 +39,7 @@ import pandas as pd
 from cosim.analysis import event_recovery, load_run, mean_spread
 
 SPLIT = {"leave": "retain", "join": "newcomer"}
+REFERENCE_SHARE = 0.95  # method.md section 8: rounds / bits to reach 95 % of the reference
 
 
 def table(sweep_dir: Path) -> pd.DataFrame:
@@ -50,6 +60,14 @@ def table(sweep_dir: Path) -> pd.DataFrame:
             for event, split in SPLIT.items():
                 level = common.setdefault(key, {}).get(event, float("inf"))
                 common[key][event] = min(level, float(final.get(split, float("nan"))))
+    # The reference target: 95 % of full's final accuracy, per seed.
+    reference: dict[int, dict[str, float]] = {}
+    for run, final in runs:
+        if run.manifest["scenario"]["allocation"]["method"] == "full":
+            reference[run.seed] = {
+                event: REFERENCE_SHARE * float(final.get(split, float("nan")))
+                for event, split in SPLIT.items()
+            }
     rows = []
     for run, final in runs:
         scenario = run.manifest["scenario"]
@@ -58,8 +76,13 @@ def table(sweep_dir: Path) -> pd.DataFrame:
         to_common = None
         if allocation["method"] != "full" and targets is not None:
             to_common = event_recovery(run, leave_target=targets["leave"], join_target=targets["join"])
+        ref = reference.get(run.seed)
+        to_ref = None
+        if ref is not None:
+            to_ref = event_recovery(run, leave_target=ref["leave"], join_target=ref["join"])
         for i, rec in event_recovery(run).iterrows():
             hit = to_common.loc[i] if to_common is not None else None
+            got = to_ref.loc[i] if to_ref is not None else None
             rows.append(
                 {
                     "method": scenario["allocation"]["method"],
@@ -80,6 +103,10 @@ def table(sweep_dir: Path) -> pd.DataFrame:
                     "common_reached": hit is not None and bool(hit["recovered"]),
                     "common_s": float("nan") if hit is None else hit["recovery_s"],
                     "common_Mbit": float("nan") if hit is None else hit["recovery_bits"] / 1e6,
+                    "ref_target": float("nan") if got is None else got["threshold"],
+                    "ref_reached": got is not None and bool(got["recovered"]),
+                    "ref_s": float("nan") if got is None else got["recovery_s"],
+                    "ref_Mbit": float("nan") if got is None else got["recovery_bits"] / 1e6,
                 }
             )
     return pd.DataFrame(rows)
@@ -168,6 +195,77 @@ def paired_markdown(pairs: pd.DataFrame, reference: str = "priority") -> str:
     return "\n".join(lines)
 
 
+def reference_markdown(df: pd.DataFrame) -> str:
+    """Per budget, event and method: how many seeds reached the reference target, and the mean cost."""
+    lines = [
+        "| budget | event | method | target | reached | seconds to target | Mbit to target |",
+        "|---:|---|---|---:|---:|---:|---:|",
+    ]
+    order = {"full": 0, "priority": 1, "uniform": 2, "proportional": 3, "random": 4}
+    for (budget, event, method), g in sorted(
+        df[df["ref_target"].notna()].groupby(["budget_fraction", "event", "method"]),
+        key=lambda kv: (kv[0][1], kv[0][0], order.get(kv[0][2], 9)),
+    ):
+        reached = g[g["ref_reached"]]
+        cost = {
+            col: "never" if reached.empty else mean_spread(reached[col], 1) for col in ("ref_s", "ref_Mbit")
+        }
+        label = "none" if budget == float("inf") else f"{budget:g}"
+        lines.append(
+            f"| {label} | {event} | {method} | {g['ref_target'].mean():.2f} | {len(reached)}/{len(g)} "
+            f"| {cost['ref_s']} | {cost['ref_Mbit']} |"
+        )
+    return "\n".join(lines)
+
+
+def paired_reference(df: pd.DataFrame, reference: str = "priority") -> pd.DataFrame:
+    """Per budget and event, ``reference`` against each other budgeted method on the reference target.
+
+    Over the seeds where either reached it: ``first_s`` counts those where ``reference``
+    reached it and the other did not, or both did and ``reference`` took fewer seconds;
+    ``first_bits`` the same with bits.  ``neither``: seeds where neither reached it.
+    """
+    rows = []
+    budgeted = df[(df["method"] != "full") & df["ref_target"].notna()]
+    for (budget, event), g in budgeted.groupby(["budget_fraction", "event"]):
+        ours = g[g["method"] == reference].set_index("seed")
+        for method in sorted(set(g["method"]) - {reference}):
+            theirs = g[g["method"] == method].set_index("seed")
+            seeds = ours.index.intersection(theirs.index)
+            a, b = ours.loc[seeds], theirs.loc[seeds]
+            either = a["ref_reached"] | b["ref_reached"]
+            only = a["ref_reached"] & ~b["ref_reached"]
+            both = a["ref_reached"] & b["ref_reached"]
+            rows.append(
+                {
+                    "budget_fraction": budget,
+                    "event": event,
+                    "method": method,
+                    "seeds": int(either.sum()),
+                    "neither": int((~either).sum()),
+                    "only": int(only.sum()),
+                    "both": int(both.sum()),
+                    "first_s": int((only | (both & (a["ref_s"] < b["ref_s"]))).sum()),
+                    "first_bits": int((only | (both & (a["ref_Mbit"] < b["ref_Mbit"]))).sum()),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def paired_reference_markdown(pairs: pd.DataFrame, reference: str = "priority") -> str:
+    lines = [
+        f"| budget | event | against | seeds either reached | only {reference} | both "
+        f"| {reference} first or sooner | {reference} first or fewer bits |",
+        "|---:|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for _, r in pairs.sort_values(["event", "budget_fraction", "method"]).iterrows():
+        lines.append(
+            f"| {r['budget_fraction']:g} | {r['event']} | {r['method']} | {r['seeds']} | {r['only']} "
+            f"| {r['both']} | {r['first_s']}/{r['seeds']} | {r['first_bits']}/{r['seeds']} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", type=Path)
@@ -175,6 +273,13 @@ def main() -> None:
     args = parser.parse_args()
     df = table(args.sweep_dir)
     text = markdown(df) + "\n\nSeed by seed, to the common target:\n\n" + paired_markdown(paired(df))
+    if df["ref_target"].notna().any():
+        text += (
+            f"\n\nTo the reference target ({REFERENCE_SHARE:.0%} of full's final accuracy, per seed):\n\n"
+            + reference_markdown(df)
+            + "\n\nSeed by seed, to the reference target:\n\n"
+            + paired_reference_markdown(paired_reference(df))
+        )
     print(text)
     if args.out is not None:
         args.out.write_text(text + "\n")
