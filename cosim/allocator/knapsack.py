@@ -191,23 +191,22 @@ def slot_options(
         raise ValueError(f"distance and mixing must be 1-D of the same length, got {d.shape} and {a.shape}")
     if weight < 0 or (d < 0).any() or ((a < 0) | (a > 1)).any():
         raise ValueError("weight and distance must be non-negative and mixing in [0, 1]")
-    pull = (2 * a - a * a) * d
-    total = float(pull.sum())
+    # Plain floats from here: a handful of slots and precisions, called for every message.
+    pull = ((2 * a - a * a) * d).tolist()
+    noise = (a * a).tolist()
+    total = float(np.sum(pull))
+    offered = [(q, costs_bits[q], np.asarray(errors[q], dtype=float).tolist()) for q in costs_bits]
     options = []
-    for s in range(len(d)):
-        offered = []
+    for s in range(len(pull)):
+        precisions, costs, values = [], [], []
         if total > 0:
-            for q, cost in costs_bits.items():
-                reduced = pull[s] - a[s] * a[s] * float(errors[q][s])
+            for q, cost, err in offered:
+                reduced = pull[s] - noise[s] * err[s]
                 if reduced > 0:
-                    offered.append((q, cost, float(weight) * reduced / total))
-        options.append(
-            GroupOptions(
-                precisions_bits=tuple(o[0] for o in offered),
-                costs_bits=tuple(o[1] for o in offered),
-                values=tuple(o[2] for o in offered),
-            )
-        )
+                    precisions.append(q)
+                    costs.append(cost)
+                    values.append(float(weight) * reduced / total)
+        options.append(GroupOptions(tuple(precisions), tuple(costs), tuple(values)))
     return options
 
 

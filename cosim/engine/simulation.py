@@ -90,6 +90,20 @@ ALLOCATORS = {"priority": "hull_greedy"}  # allocation.method -> solver (others 
 
 
 @dataclass(frozen=True)
+class Lag:
+    """The copies as the priority allocation reads them at one exchange, indexed like its links.
+
+    ``distance[i, j][s, g]``: how far receiver ``j``'s copy of slot ``s``, layer group
+    ``g`` is from sender ``i``'s (:meth:`SlotLearner.pair_disagreement`), for every link
+    ``i -> j`` of the exchange; ``errors[q][i, s, g]``: the quantization error of
+    sender ``i``'s copy at ``q`` bits.  Live slots only (zero elsewhere).
+    """
+
+    distance: dict[tuple[int, int], np.ndarray]
+    errors: dict[int, np.ndarray]
+
+
+@dataclass(frozen=True)
 class RoundInfo:
     """What the engine reports after each round (for progress displays)."""
 
@@ -885,6 +899,7 @@ class Simulation:
         # [dst, src, group], or [dst, src, slot, group] where the allocation chooses slot by slot
         precision = np.zeros(shape if by_slot else shape[:2] + shape[3:], dtype=np.int64)
         messages, dirty, allocations = [], {}, []
+        lag = self._lag(links, adjacency, active) if by_slot else None
         for d in active:
             # Receivers mix every slot of the sender's view.  With full precision a slot that
             # did not change is the one they already hold; under a budget, what a receiver
@@ -894,12 +909,11 @@ class Simulation:
                 slots = self.learner.dirty_slots(d)
             else:
                 slots = self.learner.live_slots()
-            errors = self._quantization_errors(d) if by_slot else None
             self.learner.mark_sent(d)
             i = links.index(d)
             for j in np.flatnonzero(adjacency[i]):
                 chosen, bits, rows = self._allocate(
-                    links, i, int(j), slots, groups, group_weights, float(weights[j, i]), errors
+                    links, i, int(j), slots, groups, group_weights, float(weights[j, i]), lag
                 )
                 precision[j, i] = chosen
                 messages.append(Message(d, members[j], bits, tx_start[d]))
@@ -970,15 +984,24 @@ class Simulation:
                     received[res.dst] += res.bits
         return sent, received
 
-    def _quantization_errors(self, device: int) -> dict[int, np.ndarray]:
-        """Per precision, the squared error of ``device``'s copies sent at it, ``(slots, groups)``."""
+    def _lag(self, links: LinkState, adjacency: np.ndarray, senders: list[int]) -> Lag:
+        """What the priority allocation reads of the copies, once per exchange (:class:`Lag`)."""
         wall = time.perf_counter()
-        errors = {
-            int(q): self.learner.quantization_error(device, q)
-            for q in self.scenario.allocation.precisions_bits
-        }
+        slots = self.learner.live_slots()
+        index = [links.index(d) for d in senders]
+        pairs = [(i, int(j)) for i in index for j in np.flatnonzero(adjacency[i])]
+        distance = self.learner.pair_disagreement(
+            [links.devices[i] for i, _ in pairs], [links.devices[j] for _, j in pairs], slots
+        )
+        errors = {}
+        for q, per_device in self.learner.quantization_error(
+            senders, slots, self.scenario.allocation.precisions_bits
+        ).items():
+            errors[q] = np.zeros((len(links.devices), *per_device.shape[1:]))
+            errors[q][index] = per_device
+        lag = Lag(distance=dict(zip(pairs, distance, strict=True)), errors=errors)
         self._wall_allocator_s += time.perf_counter() - wall
-        return errors
+        return lag
 
     def _allocate(
         self,
@@ -989,7 +1012,7 @@ class Simulation:
         groups: tuple[int, ...],
         group_weights: np.ndarray,
         mixing_weight: float,
-        errors: dict[int, np.ndarray] | None,
+        lag: Lag | None,
     ) -> tuple[np.ndarray, int, list[dict[str, Any]]]:
         """The precisions of one message, its bits, and its ``allocations`` rows (one per slot and group).
 
@@ -1004,9 +1027,9 @@ class Simulation:
             budget = float(links.goodput_bps[i, j]) * self.scenario.network.slot_s * spec.budget_fraction
         wall = time.perf_counter()
         if spec.method == "priority":
-            assert errors is not None
+            assert lag is not None
             items = [(s, g) for s in slots for g in groups]
-            options = self._slot_options(links, i, j, items, group_weights, mixing_weight, errors)
+            options = self._slot_options(links, i, j, items, group_weights, mixing_weight, lag)
         else:
             items = [(-1, g) for g in groups]  # one item per group, for all of ``slots``
             precisions = (FULL_PRECISION_BITS,) if spec.method == "full" else spec.precisions_bits
@@ -1061,7 +1084,7 @@ class Simulation:
         items: list[tuple[int, int]],
         group_weights: np.ndarray,
         mixing_weight: float,
-        errors: dict[int, np.ndarray],
+        lag: Lag,
     ) -> list[GroupOptions]:
         """The priority allocation's knapsack items, one per slot and layer group (:func:`slot_options`).
 
@@ -1072,7 +1095,7 @@ class Simulation:
         the quantization error :meth:`SlotLearner.quantization_error` of the sender's.
         """
         src, dst = links.devices[i], links.devices[j]
-        distance = self.learner.pair_disagreement(src, dst)
+        distance = lag.distance[i, j]  # (slots, groups)
         shared = self.learner.shared
         adopted = (
             self.learner.slot_of.get(src) if self.scenario.training.adopt_owner_copy and not shared else None
@@ -1090,7 +1113,7 @@ class Simulation:
             options = slot_options(
                 weight=float(group_weights[g]),
                 distance=[distance[s, g] for s in slots],
-                errors={int(q): [errors[q][s, g] for s in slots] for q in precisions},
+                errors={int(q): [lag.errors[q][i, s, g] for s in slots] for q in precisions},
                 mixing=[mixing(s) for s in slots],
                 costs_bits=costs,
             )

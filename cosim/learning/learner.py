@@ -39,7 +39,7 @@ from cosim.learning.model import (
     target_linear_modules,
 )
 from cosim.learning.preflight import check_task_fits_model
-from cosim.learning.quantize import quantize_slices
+from cosim.learning.quantize import expected_slice_error, quantize_slices
 from cosim.learning.slots import slot_projection
 from cosim.learning.text import IGNORE, TextTask, build_facts_text_task, build_file_text_task
 from cosim.scenario import Data, Model, Training
@@ -408,33 +408,64 @@ class SlotLearner:
         self._sent[device] = {n: c[device].clone() for n, c in self.copies.items()}
 
     @torch.no_grad()
-    def pair_disagreement(self, src: int, dst: int) -> np.ndarray:
-        """``D[s, g] = sum_{modules l in g} |B^(src)_{l,s} - B^(dst)_{l,s}|_F^2``, per slot and group.
+    def pair_disagreement(self, src: Sequence[int], dst: Sequence[int], slots: Sequence[int]) -> np.ndarray:
+        """``D[p, s, g] = sum_{modules l in g} |B^(src_p)_{l,s} - B^(dst_p)_{l,s}|_F^2`` per device pair.
 
-        Shape ``(slots, layer groups)``.  How far ``dst``'s copy of each slot and layer
-        group is from ``src``'s: what a message from ``src`` can pull it in by (the
-        allocator's per-slot residual).
+        Shape ``(pairs, slots, layer groups)`` over all slots, filled for ``slots`` (zero
+        elsewhere): how far device ``dst[p]``'s copy of each slot and layer group is from
+        ``src[p]``'s, what a message from ``src[p]`` can pull it in by (the allocator's
+        residual per slot).  Symmetric: a pair given both ways is computed once.
         """
-        out = np.zeros((self.capacity, self.model_spec.layer_groups))
-        for name, copies in self.copies.items():
-            diff = (copies[src] - copies[dst]).pow(2).sum(dim=(-2, -1))
-            out[:, self.group_of[name]] += diff.double().numpy()
+        out = np.zeros((len(src), self.capacity, self.model_spec.layer_groups))
+        if not len(src) or not len(slots):
+            return out
+        unordered = sorted({(min(a, b), max(a, b)) for a, b in zip(src, dst, strict=True)})
+        row = {pair: i for i, pair in enumerate(unordered)}
+        a = torch.as_tensor([p[0] for p in unordered])
+        b = torch.as_tensor([p[1] for p in unordered])
+        k = torch.as_tensor(list(slots))
+        found = np.zeros((len(unordered), len(slots), self.model_spec.layer_groups))
+        for g, names in self._names_by_group().items():
+            x = torch.cat(
+                [self.copies[name][:, k].flatten(2) for name in names], dim=-1
+            )  # (devices, slots, -)
+            found[:, :, g] = (x[a] - x[b]).pow(2).sum(dim=-1).double().numpy()
+        take = [row[(min(s_, d_), max(s_, d_))] for s_, d_ in zip(src, dst, strict=True)]
+        out[:, list(slots)] = found[take]
         return out
 
     @torch.no_grad()
-    def quantization_error(self, device: int, bits: int) -> np.ndarray:
-        """``E[s, g]``: squared error of ``device``'s copies sent at ``bits`` (:func:`quantize_slices`).
+    def quantization_error(
+        self, devices: Sequence[int], slots: Sequence[int], precisions_bits: Sequence[int]
+    ) -> dict[int, np.ndarray]:
+        """Per precision ``q``, ``E[i, s, g]``: expected squared error of a copy sent at ``q`` bits.
 
-        Per slot and layer group, shape ``(slots, layer groups)``; zero at 32 bits.
+        Of ``devices[i]``'s copy of slot ``s``, layer group ``g``, summed over the group's
+        modules from each slice's peak (:func:`expected_slice_error`: one scale per module
+        and slot, as the mix quantizes).  Each array has shape ``(devices, slots, layer groups)`` over all
+        slots, filled for ``slots``; zero at 32 bits.
         """
-        out = np.zeros((self.capacity, self.model_spec.layer_groups))
-        if bits >= FULL_PRECISION_BITS:
+        shape = (len(devices), self.capacity, self.model_spec.layer_groups)
+        out = {int(q): np.zeros(shape) for q in precisions_bits}
+        if not len(devices) or not len(slots):
             return out
+        index = torch.as_tensor(list(devices))[:, None]
+        k = torch.as_tensor(list(slots))[None, :]
+        columns = list(slots)
         for name, copies in self.copies.items():
-            x = copies[device]
-            err = (quantize_slices(x, bits) - x).pow(2).sum(dim=(-2, -1))
-            out[:, self.group_of[name]] += err.double().numpy()
+            x = copies[index, k]
+            peak = x.abs().amax(dim=(-2, -1))
+            g = self.group_of[name]
+            for q, e in out.items():
+                if q < FULL_PRECISION_BITS:
+                    e[:, columns, g] += expected_slice_error(peak, x.shape[-2] * x.shape[-1], q).numpy()
         return out
+
+    def _names_by_group(self) -> dict[int, list[str]]:
+        names: dict[int, list[str]] = {}
+        for name in self.copies:
+            names.setdefault(self.group_of[name], []).append(name)
+        return names
 
     def mix(
         self,

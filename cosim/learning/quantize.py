@@ -14,7 +14,13 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["QUANTIZE_BITS", "quantization_step", "quantize_dequantize", "quantize_slices"]
+__all__ = [
+    "QUANTIZE_BITS",
+    "expected_slice_error",
+    "quantization_step",
+    "quantize_dequantize",
+    "quantize_slices",
+]
 
 QUANTIZE_BITS: tuple[int, ...] = (4, 8, 16, 32)
 """Precisions :func:`quantize_dequantize` supports."""
@@ -93,3 +99,20 @@ def quantize_slices(x: torch.Tensor, bits: int) -> torch.Tensor:
     peak = values.abs().amax(dim=(-2, -1), keepdim=True)
     scale = torch.where(peak > 0, peak / levels, torch.ones_like(peak))
     return torch.round(values / scale).clamp_(-levels, levels) * scale
+
+
+def expected_slice_error(peak: torch.Tensor, elements: int, bits: int) -> torch.Tensor:
+    """Expected squared error of a ``(d_out, r)`` slice of ``elements`` entries quantized at ``bits``.
+
+    ``peak`` is the slice's ``max|x|`` (any shape: one per slice).  Nearest rounding on
+    the grid of step ``peak / L`` leaves each entry an error spread evenly over half a
+    step either side, so the slice's squared error is ``elements * (peak / L)^2 / 12``
+    with ``L = 2^(bits-1) - 1``: the ``2^(-2q)`` of method.md section 7.  The rounding
+    model holds while the step is small against the entries' spread (checked against
+    :func:`quantize_slices`, which this describes, in the tests); 0 at 32 bits.
+    """
+    levels = _levels(bits)
+    if bits == 32:
+        return torch.zeros_like(peak, dtype=torch.float64)
+    step = peak.to(torch.float64) / levels
+    return elements * step * step / 12.0

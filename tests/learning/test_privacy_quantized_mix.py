@@ -12,7 +12,7 @@ import torch
 from cosim.graph import metropolis_hastings
 from cosim.learning.data import build_facts_task
 from cosim.learning.privacy import mia_auc
-from cosim.learning.quantize import quantize_dequantize, quantize_slices
+from cosim.learning.quantize import expected_slice_error, quantize_dequantize, quantize_slices
 
 
 def test_mia_auc_equals_the_pairwise_brute_force_with_ties() -> None:
@@ -183,21 +183,58 @@ def test_per_slot_precision_mixes_each_slot_at_its_own(make_learner, random_view
                 assert torch.allclose(copies[d, s], want, atol=1e-6)
 
 
-def test_pair_disagreement_and_quantization_error_against_the_copies(make_learner, random_views) -> None:
+def test_pair_disagreement_against_the_copies(make_learner, random_views) -> None:
     learner = make_learner()
     random_views(learner, seed=8)
-    d = learner.pair_disagreement(1, 3)
-    e = learner.quantization_error(2, 4)
-    assert d.shape == e.shape == (learner.capacity, learner.model_spec.layer_groups)
-    want_d, want_e = np.zeros_like(d), np.zeros_like(e)
+    src, dst = [3, 1, 2, 0, 1], [1, 3, 2, 2, 0]
+    live = sorted(learner.slot_of.values())
+    slots = live[:-1]  # the last live slot left out: zero there
+    d = learner.pair_disagreement(src, dst, slots)
+    assert d.shape == (5, learner.capacity, learner.model_spec.layer_groups)
+    want = np.zeros_like(d)
     for name, copies in learner.copies.items():
-        g = learner.group_of[name]
-        for s in range(learner.capacity):
-            want_d[s, g] += float(((copies[1, s] - copies[3, s]) ** 2).sum())
-            q = quantize_dequantize(copies[2, s], 4, stochastic=False, generator=None)
-            want_e[s, g] += float(((q - copies[2, s]) ** 2).sum())
-    np.testing.assert_allclose(d, want_d, rtol=1e-6)
-    np.testing.assert_allclose(e, want_e, rtol=1e-6)
-    assert (d[sorted(learner.slot_of.values())] > 0).all()  # live slots differ between devices
-    assert not learner.quantization_error(2, 32).any()
-    assert (learner.quantization_error(2, 8) <= e + 1e-12).all()
+        for s in slots:
+            for p, (a, b) in enumerate(zip(src, dst, strict=True)):
+                want[p, s, learner.group_of[name]] += float(((copies[a, s] - copies[b, s]) ** 2).sum())
+    np.testing.assert_allclose(d, want, rtol=1e-5, atol=1e-12)
+    assert (d[[0, 1, 3, 4]][:, slots] > 0).all()  # live slots differ between devices
+    assert not d[2].any()  # a device agrees with itself
+    assert np.array_equal(d[0], d[1])  # one pair both ways
+
+
+@pytest.mark.parametrize("kind", ["normal", "uniform", "laplace"])
+def test_expected_slice_error_matches_the_measured_rounding_error(kind: str) -> None:
+    generator = torch.Generator().manual_seed(3)
+    if kind == "normal":
+        x = torch.randn(200, 128, 8, generator=generator)
+    elif kind == "uniform":
+        x = torch.rand(200, 128, 8, generator=generator) * 2 - 1
+    else:  # heavier tails: a larger peak for the same spread
+        u = torch.rand(200, 128, 8, generator=generator) - 0.5
+        x = -torch.sign(u) * torch.log1p(-2 * u.abs())
+    for bits in (4, 8, 16):
+        measured = (quantize_slices(x[None], bits)[0] - x).pow(2).sum(dim=(-2, -1)).double()
+        expected = expected_slice_error(x.abs().amax(dim=(-2, -1)), 128 * 8, bits)
+        ratio = measured / expected
+        assert abs(float(ratio.mean()) - 1) < 0.05  # over 200 slices of 1024 entries
+        assert float(ratio.min()) > 0.85 and float(ratio.max()) < 1.15  # and slice by slice
+    assert not expected_slice_error(x.abs().amax(dim=(-2, -1)), 1024, 32).any()
+
+
+def test_quantization_error_sums_the_expected_error_of_each_module(make_learner, random_views) -> None:
+    learner = make_learner()
+    random_views(learner, seed=9)
+    devices, slots = [2, 0], sorted(learner.slot_of.values())
+    errors = learner.quantization_error(devices, slots, (4, 8, 32))
+    assert set(errors) == {4, 8, 32} and not errors[32].any()
+    for bits in (4, 8):
+        want = np.zeros_like(errors[bits])
+        for name, copies in learner.copies.items():
+            for i, d in enumerate(devices):
+                for s in slots:
+                    x = copies[d, s]
+                    want[i, s, learner.group_of[name]] += float(
+                        expected_slice_error(x.abs().max(), x.numel(), bits)
+                    )
+        np.testing.assert_allclose(errors[bits], want, rtol=1e-6)
+    np.testing.assert_allclose(errors[8][errors[4] > 0] / errors[4][errors[4] > 0], (7 / 127) ** 2)
