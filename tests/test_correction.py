@@ -134,6 +134,8 @@ def test_full_sends_every_group_at_32_bits_without_a_budget(run_tiny) -> None:
     rows = run.rows("allocations")
     assert rows and all(r["precision_bits"] == 32 and r["budget_bits"] is None for r in rows)
     assert all(t["budget_bits"] is None for t in run.rows("transfers"))
+    # Every layer group travels, whether or not any slot changed since the last message.
+    assert all(t["groups_sent"] == 2 for t in run.rows("transfers") if t["purpose"] == "gossip")
 
 
 def test_budgeted_runs_are_reproducible(run_tiny) -> None:

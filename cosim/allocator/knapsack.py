@@ -1,9 +1,10 @@
 """Layer-group communication allocation as a multiple-choice knapsack (method.md section 7).
 
 Per link and round the sender has ``budget_bits = rate * (1 - loss) * T_slot``.  Each
-layer group ``g`` is sent at one precision ``q`` or skipped; sending costs ``n_g(q)``
-bits and is worth ``U_g(q)``.  Maximise ``sum_g U_g`` subject to ``sum_g n_g <= budget``,
-at most one precision per group.
+item ``g`` -- a layer group, or one slot's share of it -- is sent at one precision ``q``
+or skipped; sending costs ``n_g(q)`` bits and is worth ``U_g(q)``.  Maximise ``sum_g
+U_g`` subject to ``sum_g n_g <= budget``, at most one precision per item.  The solvers
+call items groups.
 
 Skipping is always possible and is implicit: it costs 0 bits, is worth 0, and shows as
 precision 0 in an :class:`Allocation`.  :class:`GroupOptions` lists only the precisions

@@ -177,8 +177,8 @@ def _run_section(run: Run, slug: str, out: Path, tolerance: float, join_target: 
         "",
         f"![Bits sent per round]({figures['bits'].name})",
         "",
-        "Payload bits per layer group and round (every message carries whole slot copies; the "
-        "budgeted allocator, when selected, will decide this per group).",
+        "Payload bits per layer group and round (from the `allocations` table: each slot's "
+        "layer groups at the precision they travelled at; a newcomer's pull counts whole slots).",
         "",
         f"![Bits per layer group]({figures['group_bits'].name})",
         "",

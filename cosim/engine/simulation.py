@@ -10,7 +10,7 @@ A round (synchronous):
    just after); silent devices whose silence exceeded the timeout are detected;
 2. every live device computes ``local_steps`` steps (one batched pass for all of
    them); its simulated compute time is FLOPs / its speed;
-3. each device sends its dirty slots to every neighbour, starting when it has
+3. each device sends its slots to every neighbour, starting when it has
    finished computing; the round ends when every needed transfer has arrived,
    or at the deadline (the slowest device's compute end + ``network.slot_s``);
 4. devices mix what arrived with Metropolis-Hastings weights.
@@ -20,9 +20,10 @@ their time; a silent leave stops the device from that time on.
 
 The gossip graph is every feasible link (rate above ``min_rate_bps``), or with
 ``training.gossip_degree`` each device's fastest few, plus any link topology
-refinement added.  Each message carries its dirty slots layer group by layer group at
-the precision the allocator chose for that link (``allocation``; ``full`` sends every
-group at 32 bits with no budget).
+refinement added.  What a message carries is the allocator's choice for that link
+(``allocation``): ``full`` sends every layer group of the slots that changed at 32 bits
+with no budget; ``uniform``, ``proportional`` and ``random`` one precision per layer
+group for every live slot; ``priority`` a precision (or none) per slot and layer group.
 
 Correction (``correction.policy``, see :mod:`cosim.engine.correction`): after a join
 or a leave the residuals are estimated (for a leave before the tombstone zeroes the
@@ -888,7 +889,7 @@ class Simulation:
         purpose: str,
         group_weights: np.ndarray,
     ) -> Generator[simpy.Event, Any, tuple[dict[int, list[Any]], dict[int, int]]]:
-        """Every device in ``tx_start`` sends ``groups`` of its dirty slots to its neighbours; all mix."""
+        """Every device in ``tx_start`` sends ``groups`` of its slots to its neighbours; all mix."""
         env = self.env
         now = env.now
         members = list(links.devices)
@@ -898,7 +899,7 @@ class Simulation:
         shape = (len(members), len(members), self.learner.capacity, n_groups)
         # [dst, src, group], or [dst, src, slot, group] where the allocation chooses slot by slot
         precision = np.zeros(shape if by_slot else shape[:2] + shape[3:], dtype=np.int64)
-        messages, dirty, allocations = [], {}, []
+        messages, carries, allocations = [], {}, []
         lag = self._lag(links, adjacency, active) if by_slot else None
         for d in active:
             # Receivers mix every slot of the sender's view.  With full precision a slot that
@@ -918,8 +919,10 @@ class Simulation:
                 precision[j, i] = chosen
                 messages.append(Message(d, members[j], bits, tx_start[d]))
                 allocations.append(rows)
-                dirty[(d, members[j])] = (
-                    len({row["slot"] for row in rows if row["precision_bits"] > 0}) if by_slot else len(slots)
+                carried = chosen[:, list(groups)] if by_slot else chosen[None, list(groups)]
+                carries[(d, members[j])] = (  # slots in the message, layer groups sent
+                    int((chosen > 0).any(axis=1).sum()) if by_slot else len(slots),
+                    int((carried > 0).any(axis=0).sum()),
                 )
         results = self.network.transfer(now, messages, deadline)
 
@@ -932,9 +935,9 @@ class Simulation:
                 delivered[links.index(res.dst), links.index(res.src)] = True
                 self.members.last_heard[res.src] = res.finish_s
                 needed.append(env.timeout(max(res.finish_s - now, 0.0)))
-            sent_groups = len({row["group"] for row in rows if row["precision_bits"] > 0})
+            n_slots, sent_groups = carries[(msg.src, msg.dst)]
             self._transfer_row(
-                purpose, res, links, dirty[(msg.src, msg.dst)], delivered=ok,
+                purpose, res, links, n_slots, delivered=ok,
                 budget_bits=rows[0]["budget_bits"] if rows else None, groups_sent=sent_groups,
             )  # fmt: skip
             for row in rows:

@@ -53,7 +53,12 @@ TABLES: dict[str, list[tuple[str, pa.DataType, str]]] = {
         ),
         ("src", _I, "sender"),
         ("dst", _I, "receiver"),
-        ("slots", _I, "slots in the message"),
+        (
+            "slots",
+            _I,
+            "slots in the message (full: those that changed; uniform, proportional, random: every "
+            "live slot; priority: those with at least one layer group sent)",
+        ),
         ("bits", _I, "payload bits, headers included"),
         ("rate_bps", _F, "PHY rate of the link"),
         ("goodput_bps", _F, "rate after MAC efficiency and packet loss"),
@@ -66,7 +71,11 @@ TABLES: dict[str, list[tuple[str, pa.DataType, str]]] = {
         ("delivered", _B, "arrived whole by the deadline and was used"),
         ("delivered_bits", _I, "bits through by the deadline"),
         ("budget_bits", _F, "the link's bit budget for the message (goodput x slot); null: no budget"),
-        ("groups_sent", _I, "layer groups the message carried (null for pulls)"),
+        (
+            "groups_sent",
+            _I,
+            "layer groups the message carried, of at least one slot (null for pulls)",
+        ),
     ],
     "events": [
         ("round", _I, "round at which the event took effect"),
@@ -124,9 +133,10 @@ TABLES: dict[str, list[tuple[str, pa.DataType, str]]] = {
         (
             "value",
             _F,
-            "its value to the allocator: priority, the weight's share of the pair's squared distance "
-            "the delivery removes, net of quantization error; the others, weight x (1 - 2^(-2 "
-            "precision)) shared equally among the group's slots",
+            "its value to the allocator: priority, the group's weight x this slot's share of what "
+            "delivery removes of the pair's squared distance over the group's slots, net of "
+            "quantization error; the others, weight x (1 - 2^(-2 precision)) shared equally among "
+            "the group's slots",
         ),
         ("weight", _F, "the group's weight (residual terms during a correction, else its disagreement)"),
         ("budget_bits", _F, "the link's budget for the whole message; null: no budget (full)"),

@@ -155,17 +155,20 @@ def test_per_slot_precision_equal_across_slots_is_the_per_group_mix(make_learner
         assert torch.allclose(a.copies[name], b.copies[name], atol=1e-7)
 
 
-def test_per_slot_precision_mixes_each_slot_at_its_own(make_learner, random_views) -> None:
+@pytest.mark.parametrize("adopt_owner", [False, True])
+def test_per_slot_precision_mixes_each_slot_at_its_own(make_learner, random_views, adopt_owner: bool) -> None:
     learner = make_learner()
     devices = [0, 1, 2, 3]
     random_views(learner, seed=6)
     before = {n: c.clone() for n, c in learner.copies.items()}
     weights = metropolis_hastings(~np.eye(4, dtype=bool))
-    delivered = np.ones((4, 4), dtype=bool)
     rng = np.random.default_rng(7)
+    delivered = rng.random((4, 4)) < 0.75
     precision = rng.choice([0, 4, 8, 16, 32], size=(4, 4, learner.capacity, 2))
-    learner.mix(devices, weights, delivered, precision=precision)
+    learner.mix(devices, weights, delivered, adopt_owner=adopt_owner, precision=precision)
     own = {d: learner.slot_of[d] for d in devices}
+    owner_of = {slot: d for d, slot in own.items()}
+    adopted = 0
     for name, copies in learner.copies.items():
         g = learner.group_of[name]
         x = before[name][devices]
@@ -174,13 +177,22 @@ def test_per_slot_precision_mixes_each_slot_at_its_own(make_learner, random_view
                 if s == own[d]:
                     assert torch.equal(copies[d, s], x[i, s])  # the owner keeps its own slot
                     continue
-                want = x[i, s].clone()
-                for j in range(4):
-                    q = int(precision[i, j, s, g])
-                    if j != i and q > 0:  # a skipped slot leaves the receiver's weight on its own copy
+                arrived = {
+                    j: int(precision[i, j, s, g])
+                    for j in range(4)
+                    if j != i and delivered[i, j] and precision[i, j, s, g]
+                }
+                j = owner_of.get(s)
+                if adopt_owner and j is not None and j in arrived:  # the owner's copy replaces the mix
+                    want = quantize_slices(x[j : j + 1, s : s + 1], arrived[j])[0, 0]
+                    adopted += 1
+                else:  # what did not arrive leaves its weight on the receiver's own copy
+                    want = x[i, s].clone()
+                    for j, q in arrived.items():
                         got = quantize_slices(x[j : j + 1, s : s + 1], q)[0, 0]
                         want += float(weights[i, j]) * (got - x[i, s])
                 assert torch.allclose(copies[d, s], want, atol=1e-6)
+    assert (adopted > 0) == adopt_owner
 
 
 def test_pair_disagreement_against_the_copies(make_learner, random_views) -> None:
