@@ -136,6 +136,12 @@ def _is_complete(run_dir: Path, scenario: Scenario) -> bool:
     return run_status(run_dir, scenario) == "complete"
 
 
+def made_by(run_dir: Path) -> str | None:
+    """The ``cosim_source`` digest recorded in a run's manifest (None: not recorded)."""
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    return (manifest.get("versions") or {}).get("cosim_source")
+
+
 def _run_one(scenario: Scenario, out_dir: str) -> dict[str, Any]:
     import torch
 
@@ -157,17 +163,37 @@ def run_sweep(
     executor: str = "local",
     address: str | None = None,
     on_done: Callable[[SweepRun, str], None] | None = None,
+    rerun_outdated: bool = False,
 ) -> tuple[list[str], Path]:
     """Run every unfinished run of ``plan`` into ``out_dir``; returns (names run now, summary path).
 
     ``executor`` is ``local`` (processes on this machine) or ``ray`` (``address`` as
-    ``ray.init`` takes it; ``None`` starts a local Ray).
+    ``ray.init`` takes it; ``None`` starts a local Ray).  A finished run of the same
+    scenario is skipped; one that another version of cosim's source made (its manifest's
+    ``cosim_source`` differs from :func:`~cosim.trace.writer.source_digest`, or is not
+    recorded) is reported as such in its status, and run again with ``rerun_outdated``.
     """
+    from cosim.trace.writer import source_digest
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    todo = [run for run in plan if not _is_complete(out_dir / run.name, run.scenario)]
+    current = source_digest()
+    todo, skipped = [], []
     for run in plan:
-        if run not in todo and on_done is not None:
-            on_done(run, "skipped (complete)")
+        run_dir = out_dir / run.name
+        if not _is_complete(run_dir, run.scenario):
+            todo.append(run)
+            continue
+        source = made_by(run_dir)
+        if source == current:
+            skipped.append((run, "skipped (complete)"))
+        elif rerun_outdated:
+            todo.append(run)
+        else:
+            made = "an unrecorded version" if source is None else f"source {source}"
+            skipped.append((run, f"skipped (complete; made by {made} of cosim, this is {current})"))
+    for run, status in skipped:
+        if on_done is not None:
+            on_done(run, status)
     if executor == "local":
         _run_local(todo, out_dir, jobs, on_done)
     elif executor == "ray":

@@ -112,3 +112,63 @@ def test_ray_in_local_mode_gives_the_same_runs(sweep_file: Path, tmp_path: Path)
                 local / run.name / f"{table}.parquet"
             ).read_bytes()
     assert set(pd.read_parquet(summary)["status"]) == {"complete"}
+
+
+def test_a_run_made_by_other_source_is_reported_and_rerun_on_request(
+    sweep_file: Path, tmp_path: Path
+) -> None:
+    from cosim.trace.writer import source_digest
+
+    spec, base, base_dir = load_sweep(sweep_file)
+    plan = plan_sweep(spec, base, base_dir)[:1]
+    out = tmp_path / "out"
+    run_sweep(plan, out)
+    path = out / plan[0].name / "manifest.json"
+    manifest = json.loads(path.read_text())
+    assert manifest["versions"]["cosim_source"] == source_digest()
+
+    statuses: list[str] = []
+    ran, _ = run_sweep(plan, out, on_done=lambda run, status: statuses.append(status))
+    assert ran == [] and statuses == ["skipped (complete)"]
+
+    manifest["versions"]["cosim_source"] = "000000000000"
+    path.write_text(json.dumps(manifest))
+    statuses.clear()
+    ran, _ = run_sweep(plan, out, on_done=lambda run, status: statuses.append(status))
+    assert ran == []
+    assert statuses == [
+        f"skipped (complete; made by source 000000000000 of cosim, this is {source_digest()})"
+    ]
+
+    del manifest["versions"]["cosim_source"]  # runs made before the digest was recorded
+    path.write_text(json.dumps(manifest))
+    statuses.clear()
+    run_sweep(plan, out, on_done=lambda run, status: statuses.append(status))
+    assert statuses[0].startswith("skipped (complete; made by an unrecorded version of cosim")
+
+    ran, _ = run_sweep(plan, out, rerun_outdated=True)
+    assert ran == [plan[0].name]
+    assert json.loads(path.read_text())["versions"]["cosim_source"] == source_digest()
+
+
+def test_source_digest_follows_the_files(tmp_path: Path) -> None:
+    from cosim.trace.writer import source_digest
+
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "a.py").write_text("x = 1\n")
+    (tmp_path / "b.py").write_text("y = 2\n")
+    (tmp_path / "notes.txt").write_text("not source")
+    first = source_digest(tmp_path)
+    assert len(first) == 12 and int(first, 16) >= 0
+    source_digest.cache_clear()
+    assert source_digest(tmp_path) == first  # the same files, the same digest
+    (tmp_path / "notes.txt").write_text("changed")
+    source_digest.cache_clear()
+    assert source_digest(tmp_path) == first  # only .py files count
+    (tmp_path / "pkg" / "a.py").write_text("x = 2\n")
+    source_digest.cache_clear()
+    edited = source_digest(tmp_path)
+    assert edited != first
+    (tmp_path / "pkg" / "a.py").rename(tmp_path / "pkg" / "c.py")
+    source_digest.cache_clear()
+    assert source_digest(tmp_path) not in (first, edited)  # a renamed file changes it too

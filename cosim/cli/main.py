@@ -133,6 +133,13 @@ def sweep(
     address: Annotated[
         str | None, typer.Option("--address", help="Ray cluster address (ray executor; default: local Ray).")
     ] = None,
+    rerun_outdated: Annotated[
+        bool,
+        typer.Option(
+            "--rerun-outdated",
+            help="Run again the finished runs that another version of cosim's source made.",
+        ),
+    ] = False,
 ) -> None:
     """Run a sweep in parallel; finished runs are skipped, so an interrupted sweep resumes."""
     from cosim.sweep import load_sweep, plan_sweep
@@ -146,11 +153,18 @@ def sweep(
         fail(str(err))
     out_dir = out or Path("runs") / spec.name
     console.print(f"[bold]cosim sweep[/] '{spec.name}': {len(plan)} runs -> {out_dir}")
-    summary = _run_plan(plan, out_dir, jobs, executor, address)
+    summary = _run_plan(plan, out_dir, jobs, executor, address, rerun_outdated)
     console.print(f"summary: {summary}")
 
 
-def _run_plan(plan: list[Any], out_dir: Path, jobs: int, executor: str, address: str | None) -> Path:
+def _run_plan(
+    plan: list[Any],
+    out_dir: Path,
+    jobs: int,
+    executor: str,
+    address: str | None,
+    rerun_outdated: bool = False,
+) -> Path:
     """Run (or resume) a list of runs with a progress bar; exit 1 naming the runs that failed."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -165,11 +179,14 @@ def _run_plan(plan: list[Any], out_dir: Path, jobs: int, executor: str, address:
         console=console,
     )
     failed: list[str] = []
+    outdated: list[str] = []
     task = progress.add_task("runs", total=len(plan), last="")
 
     def on_done(run, status: str) -> None:  # type: ignore[no-untyped-def]
         if status.startswith("failed"):
             failed.append(f"{run.name}: {status}")
+        if status.startswith("skipped (complete; made by"):
+            outdated.append(run.name)
         progress.update(task, advance=1, last=f"{run.name}: {status}")
         if not console.is_terminal:
             console.print(f"{run.name}: {status}", highlight=False)
@@ -177,11 +194,23 @@ def _run_plan(plan: list[Any], out_dir: Path, jobs: int, executor: str, address:
     with progress:
         try:
             ran, summary = run_sweep(
-                plan, out_dir, jobs=jobs, executor=executor, address=address, on_done=on_done
+                plan,
+                out_dir,
+                jobs=jobs,
+                executor=executor,
+                address=address,
+                on_done=on_done,
+                rerun_outdated=rerun_outdated,
             )
         except ScenarioError as err:
             fail(str(err))
     console.print(f"ran {len(ran)}, skipped {len(plan) - len(ran)}")
+    if outdated:
+        console.print(
+            f"[yellow]{len(outdated)} of the skipped runs were made by another version of cosim's "
+            "source[/] (same scenario, so kept); --rerun-outdated runs them again",
+            highlight=False,
+        )
     if failed:
         console.print("[red]failed runs:[/]\n" + "\n".join(failed), highlight=False)
         raise typer.Exit(code=1)
@@ -204,6 +233,13 @@ def experiments(
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Runs at the same time (local).")] = 2,
     executor: Annotated[str, typer.Option("--executor", help="local or ray.")] = "local",
     address: Annotated[str | None, typer.Option("--address", help="Ray cluster address.")] = None,
+    rerun_outdated: Annotated[
+        bool,
+        typer.Option(
+            "--rerun-outdated",
+            help="Run again the finished runs that another version of cosim's source made.",
+        ),
+    ] = False,
     adapters: Annotated[
         str,
         typer.Option(
@@ -263,7 +299,7 @@ def experiments(
         if not status.count("complete") + stale:
             fail(f"--no-run: no complete run of this plan in {out}; run it without --no-run first")
     else:
-        _run_plan(plan, out, jobs, executor, address)
+        _run_plan(plan, out, jobs, executor, address, rerun_outdated)
     table = results(plan, out)
     table.to_parquet(out / "results.parquet", index=False)
     summary = aggregate(table)

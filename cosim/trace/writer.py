@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
 import time
+from functools import cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -15,19 +17,37 @@ import pyarrow.parquet as pq
 
 from cosim.trace.schema import TABLES
 
-__all__ = ["TraceWriter", "package_versions"]
+__all__ = ["TraceWriter", "package_versions", "source_digest"]
 
 _PACKAGES = ("cosim", "torch", "transformers", "peft", "simpy", "numpy", "pandas", "pyarrow", "pydantic")
 
 
 def package_versions() -> dict[str, str]:
+    """Python's and the main packages' versions, and ``cosim_source``: :func:`source_digest` of cosim."""
     out = {"python": platform.python_version()}
     for name in _PACKAGES:
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             out[name] = "not installed"
+    out["cosim_source"] = source_digest()
     return out
+
+
+@cache
+def source_digest(root: Path | None = None) -> str:
+    """The first 12 hex digits of a SHA-256 over the ``.py`` files under ``root`` (default: cosim's package).
+
+    Relative paths and contents, in sorted order: the same source gives the same digest
+    on any machine, and any edit to it gives another.  The version number alone does not
+    change between commits, so this tells runs made by different code apart.
+    """
+    base = Path(__file__).resolve().parent.parent if root is None else Path(root)
+    digest = hashlib.sha256()
+    for path in sorted(base.rglob("*.py")):
+        digest.update(path.relative_to(base).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
 
 
 class TraceWriter:
