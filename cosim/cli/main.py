@@ -28,6 +28,13 @@ SetOption = Annotated[
         "--set", help="Override a field, e.g. --set training.rounds=10 (repeatable).", metavar="a.b=value"
     ),
 ]
+RerunOutdatedOption = Annotated[
+    bool,
+    typer.Option(
+        "--rerun-outdated",
+        help="Run again the finished runs that another version of cosim's source made.",
+    ),
+]
 
 
 def fail(message: str) -> None:
@@ -133,13 +140,7 @@ def sweep(
     address: Annotated[
         str | None, typer.Option("--address", help="Ray cluster address (ray executor; default: local Ray).")
     ] = None,
-    rerun_outdated: Annotated[
-        bool,
-        typer.Option(
-            "--rerun-outdated",
-            help="Run again the finished runs that another version of cosim's source made.",
-        ),
-    ] = False,
+    rerun_outdated: RerunOutdatedOption = False,
 ) -> None:
     """Run a sweep in parallel; finished runs are skipped, so an interrupted sweep resumes."""
     from cosim.sweep import load_sweep, plan_sweep
@@ -233,13 +234,7 @@ def experiments(
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Runs at the same time (local).")] = 2,
     executor: Annotated[str, typer.Option("--executor", help="local or ray.")] = "local",
     address: Annotated[str | None, typer.Option("--address", help="Ray cluster address.")] = None,
-    rerun_outdated: Annotated[
-        bool,
-        typer.Option(
-            "--rerun-outdated",
-            help="Run again the finished runs that another version of cosim's source made.",
-        ),
-    ] = False,
+    rerun_outdated: RerunOutdatedOption = False,
     adapters: Annotated[
         str,
         typer.Option(
