@@ -186,11 +186,11 @@ def test_local_correction_trains_only_the_groups_it_was_chosen_for(run_tiny, mon
             return plan
         return replace(plan, actions=(plan.actions[0], Action.NONE), extra_group_steps=(plan.extra_steps, 0))
 
-    calls = []
+    calls, scales = [], []
 
-    def train(self, devices, steps, rngs, mu=0.0, group_steps=None):  # type: ignore[no-untyped-def]
+    def train(self, devices, steps, rngs, mu=0.0, group_steps=None, step_scale=1.0):  # type: ignore[no-untyped-def]
         before = {d: {n: p.detach().clone() for n, p in self.own[d].items()} for d in devices}
-        result = real_train(self, devices, steps, rngs, mu=mu, group_steps=group_steps)
+        result = real_train(self, devices, steps, rngs, mu=mu, group_steps=group_steps, step_scale=step_scale)
         moved = {
             g: any(
                 not torch.equal(p.detach(), before[d][n])
@@ -201,6 +201,7 @@ def test_local_correction_trains_only_the_groups_it_was_chosen_for(run_tiny, mon
             for g in (0, 1)
         }
         calls.append((group_steps, moved))
+        scales.append((group_steps, len(devices), step_scale))
         return result
 
     monkeypatch.setattr(simulation, "plan_round", group_0_only)
@@ -211,6 +212,10 @@ def test_local_correction_trains_only_the_groups_it_was_chosen_for(run_tiny, mon
     regular = [moved for group_steps, moved in calls if group_steps is None]
     assert extra and all(moved == {0: True, 1: False} for moved in extra)  # group 1 left as it was
     assert regular and all(moved == {0: True, 1: True} for moved in regular)
+    # The trainees correct together: each keeps 1/m of its extra steps' displacement.
+    extra_scales = [(m, scale) for group_steps, m, scale in scales if group_steps is not None]
+    assert all(m > 1 and scale == pytest.approx(1.0 / m) for m, scale in extra_scales)
+    assert all(scale == 1.0 for group_steps, _, scale in scales if group_steps is None)
 
 
 def test_local_correction_sends_the_corrected_slots_before_the_regular_steps(run_tiny) -> None:

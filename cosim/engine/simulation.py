@@ -55,6 +55,7 @@ from cosim.engine.correction import (
     allocation_weights,
     decide_for,
     loss_ratio,
+    parallel_step_scale,
     plan_round,
 )
 from cosim.graph import hop_distances, metropolis_hastings, spectral_gap
@@ -831,7 +832,15 @@ class Simulation:
             extra = state.trainees(active) if plan.extra_steps else []
             if extra:
                 # Only local correction's groups train here; a damped group has no extra steps.
-                self.learner.train(extra, plan.extra_steps, self.rngs, group_steps=plan.extra_group_steps)
+                # The trainees correct together, each against copies that lack the others'
+                # corrections: each keeps 1/m of its displacement (block-parallel step).
+                self.learner.train(
+                    extra,
+                    plan.extra_steps,
+                    self.rngs,
+                    group_steps=plan.extra_group_steps,
+                    step_scale=parallel_step_scale(len(extra)),
+                )
                 state.local_steps += plan.extra_steps * len(extra)
                 extra_s = {d: flops_per_step * plan.extra_steps / self.flops_per_s[d] for d in extra}
                 # The corrected slots travel before the round's regular steps: trained on

@@ -290,6 +290,7 @@ class SlotLearner:
         rngs: dict[int, np.random.Generator],
         mu: float | Sequence[float] = 0.0,
         group_steps: Sequence[int] | None = None,
+        step_scale: float = 1.0,
     ) -> dict[int, float]:
         """``steps`` local steps on each device's own slot, all devices in one batched pass.
 
@@ -299,10 +300,14 @@ class SlotLearner:
         ``group_steps`` (one count per layer group, each at most ``steps``) trains a group
         in the first that many steps only and leaves it as it is after them (the optimizer
         skips it); None trains every group in every step.
+        ``step_scale`` keeps that fraction of each device's displacement: its slot ends at
+        ``B_start + step_scale (B_trained - B_start)`` (1 keeps the steps as they are).
         Returns each device's mean training loss over the steps.
         """
         if not devices or steps <= 0:
             return {}
+        if not 0.0 < step_scale <= 1.0:
+            raise ValueError(f"step_scale must lie in (0, 1] (got {step_scale})")
         groups = self.model_spec.layer_groups
         if isinstance(mu, (int, float)):
             mu_of = dict.fromkeys(self.layers, float(mu))
@@ -355,6 +360,11 @@ class SlotLearner:
                 totals[d] += value
         self._drop_mask = None
         self._clear_views()
+        if step_scale != 1.0:
+            with torch.no_grad():
+                for d in devices:
+                    for n, p in self.own[d].items():
+                        p.copy_(anchors[d][n] + step_scale * (p - anchors[d][n]))
         self._sync_own(devices)
         return {d: totals[d] / steps for d in devices}
 

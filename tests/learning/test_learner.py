@@ -77,6 +77,34 @@ def test_group_steps_need_one_count_per_group_within_the_steps(make_learner):
             learner.train([0], 3, _rngs([0]), group_steps=bad)
 
 
+@pytest.mark.parametrize("scale", [0.25, 1.0 / 6.0])
+def test_step_scale_keeps_that_fraction_of_each_devices_displacement(make_learner, random_views, scale):
+    full, scaled = make_learner(slot_dropout=0.2), make_learner(slot_dropout=0.2)
+    for learner in (full, scaled):
+        random_views(learner, seed=7)
+    devices = [0, 2, 3]
+    start = {d: {n: p.detach().clone() for n, p in full.own[d].items()} for d in devices}
+    rngs_full, rngs_scaled = _rngs(devices, seed=8), _rngs(devices, seed=8)
+    losses = full.train(devices, 3, rngs_full, group_steps=(3, 1))
+    assert scaled.train(devices, 3, rngs_scaled, group_steps=(3, 1), step_scale=scale) == losses
+    for d in devices:
+        slot = scaled.slot_of[d]
+        for name, p in scaled.own[d].items():
+            expected = start[d][name] + scale * (full.own[d][name].detach() - start[d][name])
+            assert float((full.own[d][name].detach() - start[d][name]).abs().max()) > 1e-3
+            torch.testing.assert_close(p.detach(), expected, rtol=0, atol=1e-6)
+            torch.testing.assert_close(scaled.copies[name][d, slot], expected, rtol=0, atol=1e-6)
+    for d in devices:  # the same draws either way
+        assert rngs_full[d].random() == rngs_scaled[d].random()
+
+
+def test_step_scale_must_lie_in_the_unit_interval(make_learner):
+    learner = make_learner()
+    for bad in (0.0, -0.5, 1.5):
+        with pytest.raises(ValueError, match=r"step_scale must lie in \(0, 1\]"):
+            learner.train([0], 1, _rngs([0]), step_scale=bad)
+
+
 def test_peft_reference_needs_slot_dropout_off(make_learner):
     learner = make_learner(slot_dropout=0.2)
     with pytest.raises(ValueError, match="slot_dropout: the peft reference needs 0"):

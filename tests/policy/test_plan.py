@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from cosim.engine.correction import Plan, allocation_weights, plan_round
+from cosim.engine.correction import Plan, allocation_weights, parallel_step_scale, plan_round
 from cosim.policy.priority import Action, Budget, Tolerances, decide
 from cosim.scenario import Correction
 
@@ -226,3 +226,23 @@ def test_a_plan_s_extra_steps_are_its_largest_group_count() -> None:
     for counts in [(), (4, 2)]:
         with pytest.raises(ValueError, match="the largest count must be extra_steps"):
             Plan(extra_steps=5, extra_group_steps=counts)
+
+
+@pytest.mark.parametrize("m", [1, 2, 6])
+def test_the_parallel_step_closes_a_common_gap_once(m: int) -> None:
+    # m blocks whose sum must meet a target: f = |sum_i x_i - t|^2 / 2.  Each block's own
+    # best step (the others held) closes the whole gap; taken together they close it m
+    # times, and keeping 1/m of each closes it exactly.
+    rng = np.random.default_rng(m)
+    x, t = rng.normal(size=(m, 5)), rng.normal(size=5)
+    own_step = np.tile(t - x.sum(axis=0), (m, 1))
+    whole = (x + own_step).sum(axis=0) - t
+    np.testing.assert_allclose(whole, (m - 1) * (t - x.sum(axis=0)), atol=1e-12)
+    scaled = (x + parallel_step_scale(m) * own_step).sum(axis=0) - t
+    np.testing.assert_allclose(scaled, 0.0, atol=1e-12)
+    assert parallel_step_scale(m) == pytest.approx(1.0 / m)
+
+
+def test_the_parallel_step_needs_a_trainee() -> None:
+    with pytest.raises(ValueError, match="at least one device"):
+        parallel_step_scale(0)
