@@ -1,0 +1,197 @@
+"""Leaves over many seeds: unlearning against retrain, the cost against the replay, priority against none.
+
+Reads the ``results.parquet`` of one or more ``cosim experiments`` directories (the
+same regimes, other seeds), keeps the leaves of ``none``, ``priority`` and ``retrain``
+(one row per regime, policy and seed; a seed found twice is an error), and prints
+three tables, one row per regime and policy:
+
+* **against retrain** (paired by seed): final retained accuracy, forget accuracy and
+  MIA AUC minus the retrain run's, each as mean, 95 % t interval and the paired t
+  test's p value (``–`` when the differences do not vary);
+* **against the replay**: the seeds whose retained accuracy got within 1 point of
+  what retrain's replay buys (*caught up*), the replay's and the catch-up's mean
+  seconds and bits over those seeds, the ratio of the means, and the seeds where the
+  catch-up cost at most a fifth of the same seed's replay in both seconds and bits;
+* **priority against none** (paired by seed): retained accuracy two rounds after the
+  leave and at the end, the mean difference with its 95 % t interval, and the seeds
+  where ``priority`` acted (extra local steps, exchanges or links).
+
+    .venv/bin/cosim experiments scenarios/regimes --out runs/regimes --jobs 2
+    .venv/bin/cosim experiments scenarios/regimes --out runs/regimes-more --event leave --jobs 2 \\
+        --policy none --policy priority --policy retrain \\
+        --seed 4 --seed 5 --seed 6 --seed 7 --seed 8 --seed 9 --seed 10
+    .venv/bin/python analysis/leave_seeds_experiment.py runs/regimes runs/regimes-more
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+POLICIES = ("none", "priority")
+FACTOR = 5.0  # the cost saving asked of a correction against the replay
+
+
+def load(directories: list[Path]) -> pd.DataFrame:
+    """The leaves of none, priority and retrain from every directory, one row per regime, policy and seed."""
+    df = pd.concat([pd.read_parquet(d / "results.parquet") for d in directories], ignore_index=True)
+    df = df[(df["event"] == "leave") & df["policy"].isin([*POLICIES, "retrain"])]
+    twice = df[df.duplicated(["regime", "policy", "seed"], keep=False)]
+    if not twice.empty:
+        first = twice.iloc[0]
+        raise ValueError(
+            f"{first['regime']} {first['policy']} seed {first['seed']} is in more than one directory"
+        )
+    return df.reset_index(drop=True)
+
+
+def paired(values: pd.Series) -> dict[str, float]:
+    """Mean, 95 % t interval and paired t test p value of per-seed differences (NaN left out)."""
+    d = pd.Series(values, dtype=float).dropna().to_numpy()
+    n = len(d)
+    mean = float(d.mean()) if n else float("nan")
+    if n < 2:
+        return {"n": n, "mean": mean, "low": float("nan"), "high": float("nan"), "p": float("nan")}
+    sd = float(d.std(ddof=1))
+    half = float(stats.t.ppf(0.975, n - 1)) * sd / np.sqrt(n)
+    p = float(stats.ttest_1samp(d, 0.0).pvalue) if sd > 0 else float("nan")
+    return {"n": n, "mean": mean, "low": mean - half, "high": mean + half, "p": p}
+
+
+def _cell(r: dict[str, float], digits: int = 2) -> str:
+    if np.isnan(r["mean"]):
+        return "–"
+    text = f"{r['mean']:+.{digits}f}"
+    if not np.isnan(r["low"]):
+        text += f" [{r['low']:+.{digits}f}, {r['high']:+.{digits}f}]"
+    return text
+
+
+def _p(r: dict[str, float]) -> str:
+    return "–" if np.isnan(r["p"]) else f"{r['p']:.2f}"
+
+
+def against_retrain(df: pd.DataFrame) -> str:
+    lines = [
+        "| regime | policy | seeds | retain − retrain [95 % CI] | p | forget − retrain [95 % CI] | p "
+        "| MIA AUC − retrain [95 % CI] | p |",
+        "|---|---|---:|---|---:|---|---:|---|---:|",
+    ]
+    for (regime, policy), rows in df[df["policy"].isin(POLICIES)].groupby(["regime", "policy"], sort=True):
+        cells = [str(len(rows))]
+        for column in ("retain_acc_vs_retrain", "forget_acc_vs_retrain", "mia_auc_vs_retrain"):
+            r = paired(rows[column])
+            cells += [_cell(r), _p(r)]
+        lines.append(f"| {regime} | {policy} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def cost_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Per regime, policy and seed: the catch-up's cost beside the same seed's replay."""
+    replay = (
+        df[df["policy"] == "retrain"]
+        .set_index(["regime", "seed"])[["correction_seconds", "correction_bits"]]
+        .add_suffix("_replay")
+    )
+    rows = df[df["policy"].isin(POLICIES)].join(replay, on=["regime", "seed"])
+    caught = rows["caught_up"] > 0
+    rows["meets"] = (
+        caught
+        & (rows["caught_up_s"] * FACTOR <= rows["correction_seconds_replay"])
+        & (rows["caught_up_bits"] * FACTOR <= rows["correction_bits_replay"])
+    )
+    return rows
+
+
+def _ratio(replay: float, cost: float) -> str:
+    if np.isnan(cost):
+        return "–"
+    return "already there" if cost == 0 else f"{replay / cost:.1f}x"
+
+
+def against_replay(df: pd.DataFrame) -> str:
+    lines = [
+        "| regime | policy | caught up | replay s | replay Mbit | catch-up s | catch-up Mbit "
+        f"| replay / catch-up s | replay / catch-up Mbit | seeds {FACTOR:.0f}x cheaper in both |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for (regime, policy), rows in cost_rows(df).groupby(["regime", "policy"], sort=True):
+        caught = rows[rows["caught_up"] > 0]
+        replay_s = float(caught["correction_seconds_replay"].mean()) if len(caught) else float("nan")
+        replay_mbit = float(caught["correction_bits_replay"].mean()) / 1e6 if len(caught) else float("nan")
+        cost_s = float(caught["caught_up_s"].mean()) if len(caught) else float("nan")
+        cost_mbit = float(caught["caught_up_bits"].mean()) / 1e6 if len(caught) else float("nan")
+        cells = [
+            f"{len(caught)}/{len(rows)}",
+            f"{replay_s:.1f}",
+            f"{replay_mbit:.0f}",
+            f"{cost_s:.1f}",
+            f"{cost_mbit:.0f}",
+            _ratio(replay_s, cost_s),
+            _ratio(replay_mbit, cost_mbit),
+            f"{int(rows['meets'].sum())}/{len(rows)}",
+        ]
+        lines.append(f"| {regime} | {policy} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def acted(df: pd.DataFrame) -> pd.Series:
+    """Whether a run's correction did anything: extra local steps, rounds of correction with cost."""
+    return (
+        (df["correction_extra_local_steps"] > 0)
+        | (df["correction_bits"] > 0)
+        | (df["correction_seconds"] > 0)
+    )
+
+
+def priority_against_none(df: pd.DataFrame) -> str:
+    lines = [
+        "| regime | seeds | priority acted | retained +2 rounds: priority − none [95 % CI] | p "
+        "| final retained: priority − none [95 % CI] | p |",
+        "|---|---:|---:|---|---:|---|---:|",
+    ]
+    for regime, rows in df.groupby("regime", sort=True):
+        pri = rows[rows["policy"] == "priority"].set_index("seed")
+        non = rows[rows["policy"] == "none"].set_index("seed")
+        seeds = pri.index.intersection(non.index)
+        if seeds.empty:
+            continue
+        pri, non = pri.loc[seeds], non.loc[seeds]
+        early = paired(pri["retain_acc_early"] - non["retain_acc_early"])
+        final = paired(pri["retain_acc"] - non["retain_acc"])
+        cells = [
+            str(len(seeds)),
+            f"{int(acted(pri).sum())}/{len(seeds)}",
+            _cell(early),
+            _p(early),
+            _cell(final),
+            _p(final),
+        ]
+        lines.append(f"| {regime} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("directories", type=Path, nargs="+", help="cosim experiments --out directories")
+    args = parser.parse_args()
+    missing = [d for d in args.directories if not (d / "results.parquet").is_file()]
+    if missing:
+        names = ", ".join(map(str, missing))
+        parser.exit(2, f"error: no results.parquet in {names}; run cosim experiments first\n")
+    try:
+        df = load(args.directories)
+    except ValueError as err:
+        parser.exit(2, f"error: {err}\n")
+    with np.errstate(all="ignore"):
+        print(against_retrain(df), end="\n\n")
+        print(against_replay(df), end="\n\n")
+        print(priority_against_none(df))
+
+
+if __name__ == "__main__":
+    main()

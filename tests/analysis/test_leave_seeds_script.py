@@ -1,0 +1,85 @@
+"""analysis/leave_seeds_experiment.py: paired statistics over seeds and the cost against the replay."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+
+def _row(policy: str, seed: int, **values: float) -> dict:
+    row = {
+        "regime": "regime_x",
+        "event": "leave",
+        "policy": policy,
+        "seed": seed,
+        "retain_acc": 0.8,
+        "retain_acc_early": 0.6,
+        "correction_seconds": 0.0,
+        "correction_bits": 0.0,
+        "correction_extra_local_steps": 0,
+        "caught_up": True,
+        "caught_up_s": 1.0,
+        "caught_up_bits": 10e6,
+    }
+    return {**row, **values}
+
+
+def test_paired_gives_the_t_interval_and_p_value_of_the_differences(analysis_script) -> None:
+    script = analysis_script("leave_seeds_experiment")
+    r = script.paired(pd.Series([1.0, 2.0, 3.0, float("nan")]))
+    # mean 2, sd 1, n 3: half width t(0.975, 2) / sqrt(3) = 4.302653 / 1.732051; t = 2 sqrt(3).
+    assert r["n"] == 3 and r["mean"] == pytest.approx(2.0)
+    assert r["high"] - r["mean"] == pytest.approx(4.302653 / math.sqrt(3), rel=1e-6)
+    assert r["low"] == pytest.approx(2.0 - 4.302653 / math.sqrt(3), rel=1e-6)
+    assert r["p"] == pytest.approx(0.07418, abs=1e-4)  # two-sided, t = 3.4641 on 2 degrees of freedom
+    same = script.paired(pd.Series([0.0, 0.0, 0.0]))
+    assert same["mean"] == 0.0 and math.isnan(same["p"])  # no spread: no test
+    assert math.isnan(script.paired(pd.Series([0.5]))["low"])
+
+
+def test_a_seed_meets_the_factor_only_when_caught_up_and_cheaper_in_both(analysis_script) -> None:
+    script = analysis_script("leave_seeds_experiment")
+    df = pd.DataFrame(
+        [
+            _row("retrain", 1, correction_seconds=10.0, correction_bits=100e6),
+            _row("retrain", 2, correction_seconds=10.0, correction_bits=100e6),
+            _row("retrain", 3, correction_seconds=4.0, correction_bits=100e6),
+            _row("none", 1, caught_up_s=2.0, caught_up_bits=20e6),  # exactly 5x in both
+            _row("none", 2, caught_up_s=1.0, caught_up_bits=30e6),  # 10x in seconds, 3.3x in bits
+            _row("none", 3, caught_up=False, caught_up_s=float("nan"), caught_up_bits=float("nan")),
+        ]
+    )
+    rows = script.cost_rows(df).set_index("seed")
+    assert rows["meets"].tolist() == [True, False, False]
+    assert rows.loc[3, "correction_seconds_replay"] == 4.0
+    table = script.against_replay(df)
+    line = next(x for x in table.splitlines() if "| none |" in x)
+    # Over the two seeds that caught up: replay 10 s / 100 Mbit, catch-up 1.5 s / 25 Mbit.
+    assert "| 2/3 | 10.0 | 100 | 1.5 | 25 | 6.7x | 4.0x | 1/3 |" in line
+
+
+def test_priority_against_none_pairs_the_seeds_and_counts_where_it_acted(analysis_script) -> None:
+    script = analysis_script("leave_seeds_experiment")
+    df = pd.DataFrame(
+        [
+            _row("none", 1, retain_acc_early=0.5, retain_acc=0.80),
+            _row("none", 2, retain_acc_early=0.6, retain_acc=0.90),
+            _row("priority", 1, retain_acc_early=0.7, retain_acc=0.86, correction_extra_local_steps=40),
+            _row("priority", 2, retain_acc_early=0.6, retain_acc=0.90),  # nothing acted
+            _row("priority", 3, retain_acc_early=0.9, retain_acc=0.99),  # no none run: left out
+        ]
+    )
+    line = script.priority_against_none(df).splitlines()[-1]
+    assert line.startswith("| regime_x | 2 | 1/2 | +0.10 [")  # differences 0.2 and 0.0
+    assert "| +0.03 [" in line  # final: 0.06 and 0.0
+
+
+def test_a_seed_in_two_directories_is_an_error(analysis_script, tmp_path) -> None:
+    script = analysis_script("leave_seeds_experiment")
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        pd.DataFrame([_row("none", 1)]).to_parquet(tmp_path / name / "results.parquet")
+    with pytest.raises(ValueError, match="regime_x none seed 1 is in more than one directory"):
+        script.load([tmp_path / "a", tmp_path / "b"])
