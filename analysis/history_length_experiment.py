@@ -3,13 +3,19 @@
 Retrain replays every round before the event, so its cost grows with the event's
 round; a correction starts from the model as it is.  Reads the ``results.parquet`` of
 several ``cosim experiments`` directories that differ only in the event's round, and
-prints per regime, event round and policy (mean ± standard deviation over seeds):
+prints per regime, event round, directory and policy (mean ± standard deviation over
+seeds; each directory's runs against the retrain runs of the same directory):
 
 * the replay's simulated seconds and bits (retrain's correction cost);
 * the seconds and bits until the retained accuracy is within 1 point of what the
   replay buys (retrain's value at the end of its replay: *catch up*), over the seeds
   that got there, and the replay's cost divided by them (ratio of the means);
-* the final retained accuracy, forget accuracy and MIA AUC minus retrain's.
+* the final retained accuracy, forget accuracy and MIA AUC minus retrain's;
+
+and a second table, one row per regime, event round, directory and policy: the
+retained accuracy two rounds after the leave, the final retained accuracy minus
+retrain's, and the extra local steps of all devices together (mean over seeds), to set
+runs that differ in a correction setting (e.g. ``max_local_steps``) side by side.
 
     .venv/bin/cosim experiments scenarios/regimes --out runs/regimes --event leave --jobs 2
     .venv/bin/cosim experiments scenarios/regimes --out runs/regimes-late --event leave --jobs 2 \\
@@ -39,16 +45,18 @@ def _ratio(replay: float, cost: pd.Series) -> str:
 
 
 def table(directories: list[Path]) -> str:
-    frames = [pd.read_parquet(d / "results.parquet") for d in directories]
+    frames = [pd.read_parquet(d / "results.parquet").assign(directory=d.name) for d in directories]
     df = pd.concat(frames, ignore_index=True)
     df = df[df["event"] == "leave"]
     header = (
-        "| regime | leave at round | policy | replay s | replay Mbit | s to catch up | Mbit to catch up "
-        "| caught up | replay s / catch-up s | replay Mbit / catch-up Mbit | retain − retrain "
-        "| forget − retrain | MIA AUC − retrain |"
+        "| regime | leave at round | directory | policy | replay s | replay Mbit | s to catch up "
+        "| Mbit to catch up | caught up | replay s / catch-up s | replay Mbit / catch-up Mbit "
+        "| retain − retrain | forget − retrain | MIA AUC − retrain |"
     )
-    lines = [header, "|---|---:|---|" + "---:|" * 10]
-    for (regime, event_round), runs in df.groupby(["regime", "event_round"], sort=True):
+    lines = [header, "|---|---:|---|---|" + "---:|" * 10]
+    for (regime, event_round, directory), runs in df.groupby(
+        ["regime", "event_round", "directory"], sort=True
+    ):
         retrain = runs[runs["policy"] == "retrain"]
         if retrain.empty:
             continue
@@ -71,7 +79,35 @@ def table(directories: list[Path]) -> str:
                 mean_spread(rows["forget_acc_vs_retrain"], 2),
                 mean_spread(rows["mia_auc_vs_retrain"], 2),
             ]
-            lines.append(f"| {regime} | {int(event_round)} | {policy} | " + " | ".join(cells) + " |")
+            lines.append(
+                f"| {regime} | {int(event_round)} | {directory} | {policy} | " + " | ".join(cells) + " |"
+            )
+    return "\n".join(lines)
+
+
+def early_table(directories: list[Path]) -> str:
+    """Per regime, event round, directory and policy: retained +2 rounds, final gap, extra steps."""
+    lines = [
+        "| regime | leave at round | directory | policy | retained +2 rounds | retain − retrain "
+        "| extra local steps (all devices) |",
+        "|---|---:|---|---|---:|---:|---:|",
+    ]
+    frames = []
+    for d in directories:
+        df = pd.read_parquet(d / "results.parquet")
+        frames.append(df[(df["event"] == "leave") & df["policy"].isin(POLICIES)].assign(directory=d.name))
+    df = pd.concat(frames, ignore_index=True)
+    for (regime, event_round, directory, policy), rows in df.groupby(
+        ["regime", "event_round", "directory", "policy"], sort=True
+    ):
+        cells = [
+            mean_spread(rows["retain_acc_early"], 2),
+            mean_spread(rows["retain_acc_vs_retrain"], 2),
+            f"{rows['correction_extra_local_steps'].mean():.0f}",
+        ]
+        lines.append(
+            f"| {regime} | {int(event_round)} | {directory} | {policy} | " + " | ".join(cells) + " |"
+        )
     return "\n".join(lines)
 
 
@@ -84,7 +120,8 @@ def main() -> None:
         names = ", ".join(map(str, missing))
         parser.exit(2, f"error: no results.parquet in {names}; run cosim experiments first\n")
     with np.errstate(all="ignore"):
-        print(table(args.directories))
+        print(table(args.directories), end="\n\n")
+        print(early_table(args.directories))
 
 
 if __name__ == "__main__":

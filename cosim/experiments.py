@@ -91,6 +91,7 @@ def plan_experiments(
     events: tuple[str, ...] = EVENTS,
     adapters: str = "orthogonal",
     overrides: tuple[str, ...] = (),
+    only: tuple[str, ...] = (),
 ) -> list[SweepRun]:
     """Every regime x event x policy x seed as a run (named ``regime-event-policy-sSEED``, with
     ``-shared`` before the seed for shared adapters).
@@ -98,6 +99,8 @@ def plan_experiments(
     ``overrides`` (``a.b=value``, as ``cosim run --set``) apply to every regime scenario
     before the event, policy and seed are set, e.g. ``events.0.round=28`` moves the leave
     (and the join made from it) later.
+
+    ``only`` names the regimes to run (their scenarios' ``name``; empty: every regime).
 
     ``adapters="shared"`` runs every regime with shared (non-orthogonal) adapters, where only
     the policies of :data:`cosim.scenario.SHARED_POLICIES` apply; ``federaser`` always does.
@@ -112,8 +115,15 @@ def plan_experiments(
             f"policies: {bad} need orthogonal slots; allowed with shared adapters: "
             f"{', '.join(SHARED_POLICIES)}"
         )
+    found = _regimes(directory, overrides)
+    if unknown := [r for r in only if r not in found]:
+        raise ScenarioError(
+            f"regimes: no regime named {unknown[0]!r} in {directory}; found: {', '.join(found)}"
+        )
     plan = []
-    for regime, raw in _regimes(directory, overrides).items():
+    for regime, raw in found.items():
+        if only and regime not in only:
+            continue
         leave = raw["events"][0]
         for event in events:
             for policy in policies:

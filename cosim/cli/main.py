@@ -231,6 +231,10 @@ def experiments(
     event: Annotated[
         list[str] | None, typer.Option("--event", help="leave or join (repeat; default both).")
     ] = None,
+    regime: Annotated[
+        list[str] | None,
+        typer.Option("--regime", help="Only this regime, by its scenario's name (repeat; default: all)."),
+    ] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Runs at the same time (local).")] = 2,
     executor: Annotated[str, typer.Option("--executor", help="local or ray.")] = "local",
     address: Annotated[str | None, typer.Option("--address", help="Ray cluster address.")] = None,
@@ -278,6 +282,7 @@ def experiments(
             events,
             adapters,
             tuple(overrides or ()),
+            tuple(regime or ()),
         )
     except ScenarioError as err:
         fail(str(err))
