@@ -1,0 +1,64 @@
+"""analysis/history_length_experiment.py: each directory against its own retrain runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+
+def _row(policy: str, seed: int, **values: float) -> dict:
+    row = {
+        "regime": "regime_x",
+        "event": "leave",
+        "event_round": 14,
+        "policy": policy,
+        "seed": seed,
+        "retain_acc_early": 0.5,
+        "retain_acc_vs_retrain": 0.0,
+        "forget_acc_vs_retrain": 0.0,
+        "mia_auc_vs_retrain": 0.0,
+        "correction_seconds": 0.0,
+        "correction_bits": 0.0,
+        "correction_extra_local_steps": 0,
+        "caught_up": True,
+        "caught_up_s": 1.0,
+        "caught_up_bits": 1e6,
+    }
+    return {**row, **values}
+
+
+def _write(directory: Path, rows: list[dict]) -> Path:
+    directory.mkdir(parents=True)
+    pd.DataFrame(rows).to_parquet(directory / "results.parquet")
+    return directory
+
+
+def test_each_directory_is_read_against_its_own_replay(analysis_script, tmp_path: Path) -> None:
+    script = analysis_script("history_length_experiment")
+    a = _write(
+        tmp_path / "cap40",
+        [
+            _row("retrain", 1, correction_seconds=8.0, correction_bits=80e6),
+            _row("priority", 1, caught_up_s=2.0, caught_up_bits=10e6, correction_extra_local_steps=240),
+        ],
+    )
+    b = _write(
+        tmp_path / "cap10",
+        [
+            _row("retrain", 1, correction_seconds=8.0, correction_bits=80e6),
+            _row("priority", 1, caught_up_s=4.0, caught_up_bits=20e6, correction_extra_local_steps=60),
+        ],
+    )
+    lines = script.table([a, b]).splitlines()
+    assert any(
+        line.startswith("| regime_x | 14 | cap40 | priority |") and "| 4.0x | 8.0x |" in line
+        for line in lines
+    )
+    assert any(
+        line.startswith("| regime_x | 14 | cap10 | priority |") and "| 2.0x | 4.0x |" in line
+        for line in lines
+    )
+    early = script.early_table([a, b]).splitlines()
+    assert "| regime_x | 14 | cap10 | priority | 0.50 ± 0.00 | 0.00 ± 0.00 | 60 |" in early
+    assert "| regime_x | 14 | cap40 | priority | 0.50 ± 0.00 | 0.00 ± 0.00 | 240 |" in early
