@@ -45,7 +45,7 @@ def _ratio(replay: float, cost: pd.Series) -> str:
 
 
 def table(directories: list[Path]) -> str:
-    frames = [pd.read_parquet(d / "results.parquet").assign(directory=d.name) for d in directories]
+    frames = [pd.read_parquet(d / "results.parquet").assign(directory=str(d)) for d in directories]
     df = pd.concat(frames, ignore_index=True)
     df = df[df["event"] == "leave"]
     header = (
@@ -95,7 +95,7 @@ def early_table(directories: list[Path]) -> str:
     frames = []
     for d in directories:
         df = pd.read_parquet(d / "results.parquet")
-        frames.append(df[(df["event"] == "leave") & df["policy"].isin(POLICIES)].assign(directory=d.name))
+        frames.append(df[(df["event"] == "leave") & df["policy"].isin(POLICIES)].assign(directory=str(d)))
     df = pd.concat(frames, ignore_index=True)
     for (regime, event_round, directory, policy), rows in df.groupby(
         ["regime", "event_round", "directory", "policy"], sort=True

@@ -100,7 +100,8 @@ def plan_experiments(
     before the event, policy and seed are set, e.g. ``events.0.round=28`` moves the leave
     (and the join made from it) later.
 
-    ``only`` names the regimes to run (their scenarios' ``name``; empty: every regime).
+    ``only`` names the regimes to run, by file name without ``.yaml`` (the ``regime``
+    column of the results; empty: every regime).
 
     ``adapters="shared"`` runs every regime with shared (non-orthogonal) adapters, where only
     the policies of :data:`cosim.scenario.SHARED_POLICIES` apply; ``federaser`` always does.
@@ -117,9 +118,7 @@ def plan_experiments(
         )
     found = _regimes(directory, overrides)
     if unknown := [r for r in only if r not in found]:
-        raise ScenarioError(
-            f"regimes: no regime named {unknown[0]!r} in {directory}; found: {', '.join(found)}"
-        )
+        raise ScenarioError(f"--regime: {', '.join(unknown)} not in {directory}; allowed: {', '.join(found)}")
     plan = []
     for regime, raw in found.items():
         if only and regime not in only:

@@ -63,13 +63,15 @@ def test_overrides_apply_to_every_regime_before_the_join_is_derived(tmp_path: Pa
 
 def test_only_the_named_regimes_are_planned(tmp_path: Path, tiny_scenario) -> None:
     directory = regime_dir(tmp_path, tiny_scenario)
-    other = {**yaml.safe_load((directory / "small.yaml").read_text()), "name": "other"}
+    other = {**yaml.safe_load((directory / "small.yaml").read_text()), "name": "named_otherwise"}
     (directory / "other.yaml").write_text(yaml.safe_dump(other))
     plan = plan_experiments(directory, seeds=(1,), policies=("none",), events=("leave",), only=("other",))
-    assert [r.name for r in plan] == ["other-leave-none-s1"]
+    assert [r.name for r in plan] == ["other-leave-none-s1"]  # the file name, not the scenario's name
     assert len(plan_experiments(directory, seeds=(1,), policies=("none",), events=("leave",))) == 2
-    with pytest.raises(ScenarioError, match=r"no regime named 'smal' in .*; found: other, small"):
-        plan_experiments(directory, seeds=(1,), only=("smal",))
+    with pytest.raises(
+        ScenarioError, match=r"--regime: smal, named_otherwise not in .*; allowed: other, small"
+    ):
+        plan_experiments(directory, seeds=(1,), only=("smal", "named_otherwise"))
 
 
 def test_a_regime_needs_exactly_one_leave(tmp_path: Path, tiny_scenario) -> None:

@@ -233,7 +233,9 @@ def experiments(
     ] = None,
     regime: Annotated[
         list[str] | None,
-        typer.Option("--regime", help="Only this regime, by its scenario's name (repeat; default: all)."),
+        typer.Option(
+            "--regime", help="Only this regime: its file name without .yaml (repeat; default: all)."
+        ),
     ] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Runs at the same time (local).")] = 2,
     executor: Annotated[str, typer.Option("--executor", help="local or ray.")] = "local",

@@ -18,8 +18,8 @@ into a :class:`Plan` with :func:`plan_round`:
 Sizes are capped by the correction budget (``max_local_steps``, ``max_syncs``,
 ``max_links``).  Local correction sizes each of its groups on its own: the extra steps
 train a group for that group's count and leave the groups of other actions as they are.
-When several devices take the extra steps together (every retained device after a
-leave), each keeps ``1 / m`` of its displacement (:func:`parallel_step_scale`).
+When several devices take the extra steps together after a leave (every retained
+device), each keeps ``1 / m`` of its displacement (:func:`parallel_step_scale`).
 """
 
 from __future__ import annotations
@@ -105,8 +105,11 @@ class CorrectionState:
         return [d for d in self.trains if d in active]
 
 
-def parallel_step_scale(trainees: int) -> float:
-    """The fraction of its extra steps' displacement each of ``trainees`` devices keeps: ``1 / m``.
+def parallel_step_scale(trainees: int, kind: str = "leave") -> float:
+    """The fraction of its extra steps' displacement each of ``trainees`` devices keeps (after ``kind``).
+
+    After a leave ``1 / m``; after a join 1: the newcomers (several when they join in the
+    same round) each train on their own facts, a gap no other device closes.
 
     The ``m`` devices of a local correction train at the same time, each its own slot
     against copies of the others' slots that lack their corrections, and the slots add
@@ -118,15 +121,19 @@ def parallel_step_scale(trainees: int) -> float:
     on all ``m``, the safe step is ``1 / m`` of each block's own (Richtarik and Takac,
     2016, Parallel coordinate descent methods for big data optimization, with
     ``tau = n = omega = m``).  A part of the gap only one device can close (its own
-    facts) is then closed ``1 / m`` at a time; the policy re-decides every round.
+    facts) is then closed ``1 / m`` at a time; the policy re-decides every round.  The
+    argument is for one gradient step; applied to a multi-step (Adam) displacement it is
+    a heuristic, and with Adam the first moment still holds the whole correction's
+    direction when the round's regular steps begin, so the fraction actually kept is
+    somewhat above ``1 / m`` (the measurements below include that).
 
     Measured in the learning regime (``EXPERIMENTS.md`` section 1), leave seeds 2 and 3:
     retained accuracy at the end of the correction's first round 0.32 and 0.44 with the
     whole displacement, 0.78 and 0.74 with ``1 / m`` (no correction: 0.52 and 0.49).
     """
     if trainees < 1:
-        raise ValueError(f"a local correction needs at least one device (got {trainees})")
-    return 1.0 / trainees
+        raise ValueError(f"trainees: a local correction needs at least one device (got {trainees})")
+    return 1.0 / trainees if kind != "join" else 1.0
 
 
 def tolerances_of(spec: CorrectionSpec) -> Tolerances:

@@ -839,7 +839,7 @@ class Simulation:
                     plan.extra_steps,
                     self.rngs,
                     group_steps=plan.extra_group_steps,
-                    step_scale=parallel_step_scale(len(extra)),
+                    step_scale=parallel_step_scale(len(extra), state.kind),
                 )
                 state.local_steps += plan.extra_steps * len(extra)
                 extra_s = {d: flops_per_step * plan.extra_steps / self.flops_per_s[d] for d in extra}

@@ -301,7 +301,8 @@ class SlotLearner:
         in the first that many steps only and leaves it as it is after them (the optimizer
         skips it); None trains every group in every step.
         ``step_scale`` keeps that fraction of each device's displacement: its slot ends at
-        ``B_start + step_scale (B_trained - B_start)`` (1 keeps the steps as they are).
+        ``B_start + step_scale (B_trained - B_start)`` (1 keeps the steps as they are).  The
+        optimizer's state is left as the steps made it (Adam's moments included).
         Returns each device's mean training loss over the steps.
         """
         if not devices or steps <= 0:

@@ -37,14 +37,14 @@ def _write(directory: Path, rows: list[dict]) -> Path:
 def test_each_directory_is_read_against_its_own_replay(analysis_script, tmp_path: Path) -> None:
     script = analysis_script("history_length_experiment")
     a = _write(
-        tmp_path / "cap40",
+        tmp_path / "cap40" / "regimes",  # the same base name as b: still two directories
         [
             _row("retrain", 1, correction_seconds=8.0, correction_bits=80e6),
             _row("priority", 1, caught_up_s=2.0, caught_up_bits=10e6, correction_extra_local_steps=240),
         ],
     )
     b = _write(
-        tmp_path / "cap10",
+        tmp_path / "cap10" / "regimes",
         [
             _row("retrain", 1, correction_seconds=8.0, correction_bits=80e6),
             _row("priority", 1, caught_up_s=4.0, caught_up_bits=20e6, correction_extra_local_steps=60),
@@ -52,13 +52,11 @@ def test_each_directory_is_read_against_its_own_replay(analysis_script, tmp_path
     )
     lines = script.table([a, b]).splitlines()
     assert any(
-        line.startswith("| regime_x | 14 | cap40 | priority |") and "| 4.0x | 8.0x |" in line
-        for line in lines
+        line.startswith(f"| regime_x | 14 | {a} | priority |") and "| 4.0x | 8.0x |" in line for line in lines
     )
     assert any(
-        line.startswith("| regime_x | 14 | cap10 | priority |") and "| 2.0x | 4.0x |" in line
-        for line in lines
+        line.startswith(f"| regime_x | 14 | {b} | priority |") and "| 2.0x | 4.0x |" in line for line in lines
     )
     early = script.early_table([a, b]).splitlines()
-    assert "| regime_x | 14 | cap10 | priority | 0.50 ± 0.00 | 0.00 ± 0.00 | 60 |" in early
-    assert "| regime_x | 14 | cap40 | priority | 0.50 ± 0.00 | 0.00 ± 0.00 | 240 |" in early
+    assert f"| regime_x | 14 | {b} | priority | 0.50 ± 0.00 | 0.00 ± 0.00 | 60 |" in early
+    assert f"| regime_x | 14 | {a} | priority | 0.50 ± 0.00 | 0.00 ± 0.00 | 240 |" in early

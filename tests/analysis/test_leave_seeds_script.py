@@ -36,6 +36,8 @@ def test_paired_gives_the_t_interval_and_p_value_of_the_differences(analysis_scr
     assert r["p"] == pytest.approx(0.07418, abs=1e-4)  # two-sided, t = 3.4641 on 2 degrees of freedom
     same = script.paired(pd.Series([0.0, 0.0, 0.0]))
     assert same["mean"] == 0.0 and math.isnan(same["p"])  # no spread: no test
+    rounding = script.paired(pd.Series([0.86 - 0.80, 0.96 - 0.90, 0.66 - 0.60]))  # 0.06 up to rounding
+    assert rounding["mean"] == pytest.approx(0.06) and math.isnan(rounding["p"])
     assert math.isnan(script.paired(pd.Series([0.5]))["low"])
 
 

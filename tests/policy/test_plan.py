@@ -243,6 +243,9 @@ def test_the_parallel_step_closes_a_common_gap_once(m: int) -> None:
     assert parallel_step_scale(m) == pytest.approx(1.0 / m)
 
 
-def test_the_parallel_step_needs_a_trainee() -> None:
-    with pytest.raises(ValueError, match="at least one device"):
+def test_the_parallel_step_needs_a_trainee_and_leaves_newcomers_their_whole_step() -> None:
+    with pytest.raises(ValueError, match="trainees: a local correction needs at least one device"):
         parallel_step_scale(0)
+    # Newcomers joining together each learn their own facts: nothing is shared to overshoot.
+    assert parallel_step_scale(3, "join") == 1.0
+    assert parallel_step_scale(3, "leave") == pytest.approx(1.0 / 3)
