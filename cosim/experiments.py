@@ -267,20 +267,33 @@ def _level_at(fig: dict[str, Any], split: str, r: int) -> float:
     return float(first["accuracy"].iloc[-1])
 
 
+def _complete_figures(run_dir: Path) -> dict[str, Any] | None:
+    """The figures of a complete run directory, None when it is missing or unfinished."""
+    path = run_dir / "manifest.json"
+    manifest = json.loads(path.read_text()) if path.is_file() else {}
+    return _figures(run_dir, manifest["summary"]) if manifest.get("status") == "complete" else None
+
+
 def results(plan: list[SweepRun], out_dir: Path, target_tol: float = 0.01) -> pd.DataFrame:
-    """One row per finished run, compared with the retrain run of its regime, event and seed."""
+    """One row per finished run, compared with the retrain run of its regime, event and seed.
+
+    The retrain run is read from ``out_dir`` whether or not ``plan`` holds it, so runs of
+    one policy compare with the references already there.
+    """
     figures = {}
     for run in plan:
-        run_dir = out_dir / run.name
-        path = run_dir / "manifest.json"
-        manifest = json.loads(path.read_text()) if path.is_file() else {}
-        if manifest.get("status") == "complete":
-            figures[run.name] = (run, _figures(run_dir, manifest["summary"]))
+        fig = _complete_figures(out_dir / run.name)
+        if fig is not None:
+            figures[run.name] = (run, fig)
+    references: dict[str, dict[str, Any] | None] = {}
     rows = []
     for name, (run, fig) in figures.items():
         o = run.overrides
         ref_name = _run_name(o["regime"], o["event"], "retrain", o["seed"], o.get("adapters", "orthogonal"))
-        ref = figures.get(ref_name, (None, None))[1]
+        if ref_name not in references:
+            planned = figures.get(ref_name)
+            references[ref_name] = planned[1] if planned else _complete_figures(out_dir / ref_name)
+        ref = references[ref_name]
         row = {k: o[k] for k in ("regime", "event", "policy", "seed")}
         row.update({k: v for k, v in fig.items() if k not in ("timeline", "transfers")})
         split = TARGET_SPLIT[o["event"]]

@@ -136,6 +136,11 @@ def test_results_compare_each_run_with_its_retrain_reference(tmp_path: Path, tin
         assert ref.loc[seed, "caught_up_s"] <= ref.loc[seed, "correction_seconds"] + 1e-9
         assert none.loc[seed, "correction_rounds"] == 0
         assert 0.0 <= none.loc[seed, "mia_auc"] <= 1.0
+    # Without retrain in the plan, the references already in the directory still count.
+    alone = results([r for r in plan if r.overrides["policy"] == "none"], out).set_index("seed")
+    assert len(alone) == 2
+    for column in ("retain_acc_vs_retrain", "caught_up_s", "adapter_distance"):
+        pd.testing.assert_series_equal(alone[column], none[column], check_names=False)
     summary = aggregate(table)
     row = summary[summary["policy"] == "none"].iloc[0]
     assert row["seeds"] == 2
