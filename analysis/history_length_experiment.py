@@ -25,23 +25,14 @@ runs that differ in a correction setting (e.g. ``max_local_steps``) side by side
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from cosim.analysis import mean_spread
+from cosim.analysis import experiment_arguments, mean_spread, saving
 
 POLICIES = ("none", "priority")
-
-
-def _ratio(replay: float, cost: pd.Series) -> str:
-    cost = cost.dropna().astype(float)
-    if cost.empty:
-        return "–"
-    mean = cost.mean()
-    return "already there" if mean == 0 else f"{replay / mean:.1f}x"
 
 
 def table(directories: list[Path]) -> str:
@@ -73,8 +64,8 @@ def table(directories: list[Path]) -> str:
                 mean_spread(caught["caught_up_s"], 1),
                 mean_spread(caught["caught_up_bits"], 0, 1e-6),
                 f"{len(caught)}/{len(rows)}",
-                _ratio(replay_s, caught["caught_up_s"]),
-                _ratio(replay_bits, caught["caught_up_bits"]),
+                saving(replay_s, float(caught["caught_up_s"].astype(float).mean())),
+                saving(replay_bits, float(caught["caught_up_bits"].astype(float).mean())),
                 mean_spread(rows["retain_acc_vs_retrain"], 2),
                 mean_spread(rows["forget_acc_vs_retrain"], 2),
                 mean_spread(rows["mia_auc_vs_retrain"], 2),
@@ -112,16 +103,10 @@ def early_table(directories: list[Path]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("directories", type=Path, nargs="+", help="cosim experiments --out directories")
-    args = parser.parse_args()
-    missing = [d for d in args.directories if not (d / "results.parquet").is_file()]
-    if missing:
-        names = ", ".join(map(str, missing))
-        parser.exit(2, f"error: no results.parquet in {names}; run cosim experiments first\n")
+    _, directories = experiment_arguments(__doc__.splitlines()[0])
     with np.errstate(all="ignore"):
-        print(table(args.directories), end="\n\n")
-        print(early_table(args.directories))
+        print(table(directories), end="\n\n")
+        print(early_table(directories))
 
 
 if __name__ == "__main__":

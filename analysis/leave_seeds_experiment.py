@@ -25,12 +25,13 @@ three tables, one row per regime and policy:
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+from cosim.analysis import experiment_arguments, saving
 
 POLICIES = ("none", "priority")
 FACTOR = 5.0  # the cost saving asked of a correction against the replay
@@ -109,12 +110,6 @@ def cost_rows(df: pd.DataFrame) -> pd.DataFrame:
     return rows
 
 
-def _ratio(replay: float, cost: float) -> str:
-    if np.isnan(cost):
-        return "–"
-    return "already there" if cost == 0 else f"{replay / cost:.1f}x"
-
-
 def against_replay(df: pd.DataFrame) -> str:
     lines = [
         "| regime | policy | caught up | replay s | replay Mbit | catch-up s | catch-up Mbit "
@@ -133,8 +128,8 @@ def against_replay(df: pd.DataFrame) -> str:
             f"{replay_mbit:.0f}",
             f"{cost_s:.1f}",
             f"{cost_mbit:.0f}",
-            _ratio(replay_s, cost_s),
-            _ratio(replay_mbit, cost_mbit),
+            saving(replay_s, cost_s),
+            saving(replay_mbit, cost_mbit),
             f"{int(rows['meets'].sum())}/{len(rows)}",
         ]
         lines.append(f"| {regime} | {policy} | " + " | ".join(cells) + " |")
@@ -178,15 +173,9 @@ def priority_against_none(df: pd.DataFrame) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("directories", type=Path, nargs="+", help="cosim experiments --out directories")
-    args = parser.parse_args()
-    missing = [d for d in args.directories if not (d / "results.parquet").is_file()]
-    if missing:
-        names = ", ".join(map(str, missing))
-        parser.exit(2, f"error: no results.parquet in {names}; run cosim experiments first\n")
+    parser, directories = experiment_arguments(__doc__.splitlines()[0])
     try:
-        df = load(args.directories)
+        df = load(directories)
     except ValueError as err:
         parser.exit(2, f"error: {err}\n")
     with np.errstate(all="ignore"):

@@ -285,14 +285,13 @@ def results(plan: list[SweepRun], out_dir: Path, target_tol: float = 0.01) -> pd
         fig = _complete_figures(out_dir / run.name)
         if fig is not None:
             figures[run.name] = (run, fig)
-    references: dict[str, dict[str, Any] | None] = {}
+    references: dict[str, dict[str, Any] | None] = {name: fig for name, (_, fig) in figures.items()}
     rows = []
     for name, (run, fig) in figures.items():
         o = run.overrides
         ref_name = _run_name(o["regime"], o["event"], "retrain", o["seed"], o.get("adapters", "orthogonal"))
         if ref_name not in references:
-            planned = figures.get(ref_name)
-            references[ref_name] = planned[1] if planned else _complete_figures(out_dir / ref_name)
+            references[ref_name] = _complete_figures(out_dir / ref_name)
         ref = references[ref_name]
         row = {k: o[k] for k in ("regime", "event", "policy", "seed")}
         row.update({k: v for k, v in fig.items() if k not in ("timeline", "transfers")})

@@ -14,8 +14,8 @@ from cosim.analysis.breakdown import (
     latency_breakdown,
     round_breakdown,
 )
-from cosim.analysis.compare import compare_runs, mean_spread
-from cosim.analysis.load import Run, load_run, load_runs
+from cosim.analysis.compare import compare_runs, mean_spread, saving
+from cosim.analysis.load import Run, experiment_arguments, load_run, load_runs
 
 __all__ = [
     "MEMBERSHIP_KINDS",
@@ -25,10 +25,12 @@ __all__ = [
     "communication_totals",
     "compare_runs",
     "event_recovery",
+    "experiment_arguments",
     "group_bits",
     "latency_breakdown",
     "load_run",
     "load_runs",
     "mean_spread",
     "round_breakdown",
+    "saving",
 ]

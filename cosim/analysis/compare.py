@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["compare_runs", "mean_spread"]
+__all__ = ["compare_runs", "mean_spread", "saving"]
 
 
 def mean_spread(values: Any, digits: int, scale: float = 1.0, empty: str = "–") -> str:
@@ -22,6 +22,16 @@ def mean_spread(values: Any, digits: int, scale: float = 1.0, empty: str = "–"
         return empty
     spread = float(kept.std(ddof=1)) if len(kept) > 1 else 0.0
     return f"{kept.mean():.{digits}f} ± {spread:.{digits}f}"
+
+
+def saving(reference: float, cost: float) -> str:
+    """How many times ``cost`` goes into ``reference``, as a table cell: ``"4.0x"``.
+
+    ``"already there"`` when the cost is 0, ``"–"`` when it is missing (NaN).
+    """
+    if np.isnan(cost):
+        return "–"
+    return "already there" if cost == 0 else f"{reference / cost:.1f}x"
 
 
 def compare_runs(

@@ -8,6 +8,7 @@ columns.
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["TABLE_NAMES", "Run", "load_run", "load_runs"]
+__all__ = ["TABLE_NAMES", "Run", "experiment_arguments", "load_run", "load_runs"]
 
 TABLE_NAMES = ("rounds", "transfers", "events", "evaluations")
 
@@ -126,3 +127,19 @@ def load_runs(
     if not frames:
         raise ValueError("load_runs: no run directories given")
     return pd.concat(frames, ignore_index=True)
+
+
+def experiment_arguments(description: str) -> tuple[argparse.ArgumentParser, list[Path]]:
+    """An analysis script's command line: ``cosim experiments --out`` directories.
+
+    Exits with status 2, naming them, when any holds no ``results.parquet``.  Returns the
+    parser (for the script's own errors) and the directories.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("directories", type=Path, nargs="+", help="cosim experiments --out directories")
+    directories = parser.parse_args().directories
+    missing = [d for d in directories if not (d / "results.parquet").is_file()]
+    if missing:
+        names = ", ".join(map(str, missing))
+        parser.exit(2, f"error: no results.parquet in {names}; run cosim experiments first\n")
+    return parser, directories

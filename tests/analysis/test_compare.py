@@ -39,3 +39,28 @@ def test_mean_spread_is_the_mean_and_sample_deviation_of_the_values_present() ->
     assert mean_spread([1.0, 2.0, np.nan, 4.0], 3) == f"{7 / 3:.3f} ± {np.sqrt(7 / 3):.3f}"
     assert mean_spread([2e6], 0, 1e-6) == "2 ± 0"  # one value: no spread
     assert mean_spread([np.nan], 1) == "–" and mean_spread([], 1, empty="never") == "never"
+
+
+def test_saving_is_how_many_times_the_cost_goes_into_the_reference() -> None:
+    from cosim.analysis import saving
+
+    assert saving(10.0, 4.0) == "2.5x"
+    assert saving(10.0, 0.0) == "already there"
+    assert saving(10.0, float("nan")) == "–"
+
+
+def test_experiment_arguments_exit_2_naming_directories_without_results(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    from cosim.analysis import experiment_arguments
+
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "results.parquet").write_bytes(b"")
+    monkeypatch.setattr("sys.argv", ["script", str(tmp_path / "done")])
+    assert experiment_arguments("d")[1] == [tmp_path / "done"]
+    monkeypatch.setattr("sys.argv", ["script", str(tmp_path / "done"), str(tmp_path / "empty")])
+    with pytest.raises(SystemExit) as exit_info:
+        experiment_arguments("d")
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"no results.parquet in {tmp_path / 'empty'};" in err and "done" not in err.split("in ", 1)[1]
