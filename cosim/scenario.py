@@ -789,6 +789,13 @@ class CorrectionTolerances(_Spec):
     drift: float = Field(2.0, gt=0, description="On R_drift.")
     consensus: float = Field(2.0, gt=0, description="On R_cons and on the disagreement D when sizing syncs.")
     gamma_min: float = Field(0.05, ge=0, lt=1, description="Refine a graph whose spectral gap is below this.")
+    consensus_share: float | None = Field(
+        0.02,
+        gt=0,
+        description="In either mode, R_cons may also be at most this share of the squared size of the "
+        "devices' mean copy: it sees a disagreement that stood before the event, which the relative "
+        "tolerance passes (null: off).",
+    )
     measured_loss: bool | None = Field(
         None,
         description="relative mode only: R_learn also counts the loss measured on the affected "

@@ -129,6 +129,11 @@ BAD_INPUTS: dict[str, tuple[str | None, list[str], list[str]]] = {
         ["network.radio.per_target=1.5"],
         ["network.radio.per_target: Input should be less than 1 (got 1.5)"],
     ),
+    "nonpositive_share": (
+        "tiny",
+        ["correction.tolerances.consensus_share=0"],
+        ["correction.tolerances.consensus_share: Input should be greater than 0 (got 0)"],
+    ),
     "unknown_backend": (
         "tiny",
         ["network.backend=ns4"],

@@ -138,7 +138,13 @@ def parallel_step_scale(trainees: int, kind: str = "leave") -> float:
 
 def tolerances_of(spec: CorrectionSpec) -> Tolerances:
     t = spec.tolerances
-    return Tolerances(learn=t.learn, drift=t.drift, consensus=t.consensus, gamma_min=t.gamma_min)
+    return Tolerances(
+        learn=t.learn,
+        drift=t.drift,
+        consensus=t.consensus,
+        gamma_min=t.gamma_min,
+        consensus_share=t.consensus_share,
+    )
 
 
 @dataclass(frozen=True)
@@ -154,6 +160,7 @@ class ScaledTerms:
     drift: np.ndarray
     consensus: np.ndarray
     disagreement: np.ndarray
+    magnitude: np.ndarray
     kappa: np.ndarray
     gamma: float
     n_components: int
@@ -213,7 +220,9 @@ def relative_terms(
     device's term over the largest device's term before the event.  The learn term is
     the larger of the two ratios: it calls for action when the event raised either the
     total or one device's residual past the tolerance.  Drift and consensus are means
-    over devices and are compared as they are.  ``measured_loss`` (:func:`loss_ratio`,
+    over devices and are compared as they are; the copies' size ``M_g`` is in the
+    consensus term's units and is divided by the same level (``consensus_share`` compares
+    the two, so its ratio is unchanged).  ``measured_loss`` (:func:`loss_ratio`,
     already in units of its pre-event level) counts as a third ratio for ``R_learn`` in
     every group.
     """
@@ -228,6 +237,7 @@ def relative_terms(
         drift=np.asarray(terms.drift) / _level(baseline.drift),
         consensus=np.asarray(terms.consensus) / cons_level,
         disagreement=np.asarray(terms.disagreement) / cons_level,
+        magnitude=np.asarray(terms.magnitude) / cons_level,
         kappa=np.asarray(terms.kappa),
         gamma=float(terms.gamma),
         n_components=int(terms.n_components),

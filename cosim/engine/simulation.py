@@ -559,6 +559,7 @@ class Simulation:
             "kappa": residuals.kappa.tolist(),
             "drift": residuals.drift.tolist(),
             "consensus": residuals.consensus.tolist(),
+            "magnitude": residuals.magnitude.tolist(),
         }
 
     def _residuals(
@@ -640,6 +641,7 @@ class Simulation:
                 "shock": residuals.shock.tolist(),
                 "shock_devices": residuals.shock_devices.tolist(),
                 "disagreement": residuals.disagreement.tolist(),
+                "magnitude": residuals.magnitude.tolist(),
                 "gamma": residuals.gamma,
                 "components": residuals.n_components,
             }

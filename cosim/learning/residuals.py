@@ -12,7 +12,9 @@ Right after a join or a leave the correction policy needs, for every layer group
   ``E`` and ``S``, the pooled ``kappa``): the rows add up to ``R_learn_g``;
 * ``R_drift_g = eta^2 tau^2 kappa_max_g zeta_g^2`` with ``zeta_g^2`` the spread of the
   devices' projected gradients;
-* ``R_cons_g = (1 - gamma)^(2 u_g) D_g`` with ``D_g`` the disagreement of the copies;
+* ``R_cons_g = (1 - gamma)^(2 u_g) D_g`` with ``D_g`` the disagreement of the copies,
+  and the squared size ``M_g`` of their mean, the scale that ``D_g`` is judged against
+  when a tolerance is a share of the adapter's size;
 * each affected device's mean cross-entropy on its samples (``loss_devices``), the loss
   that ``R_learn`` predicts the excess of, measured.
 
@@ -56,6 +58,7 @@ __all__ = [
     "gradient_spread",
     "group_sums",
     "learning_residual",
+    "magnitude",
     "per_sample_slot_grads",
     "per_sample_slot_grads_and_losses",
     "slot_view",
@@ -80,6 +83,7 @@ class Residuals:
     zeta_sq: np.ndarray  # spread of the devices' projected mean gradients
     drift: np.ndarray  # R_drift_g = eta^2 tau^2 kappa_max_g zeta_g^2
     disagreement: np.ndarray  # D_g, mean squared distance of the copies to their mean
+    magnitude: np.ndarray  # M_g, squared size of the mean copy (the scale D_g is judged against)
     exchanges: np.ndarray  # u_g, the exchanges of group g planned
     consensus: np.ndarray  # R_cons_g = (1 - gamma)^(2 u_g) D_g
     gamma: float  # spectral gap of the Metropolis-Hastings matrix of the graph
@@ -341,6 +345,21 @@ def disagreement(copies: ModuleTensors, group_of: Mapping[str, int], n_groups: i
     return out
 
 
+def magnitude(copies: ModuleTensors, group_of: Mapping[str, int], n_groups: int) -> np.ndarray:
+    """``M_g = sum_{l in g, k} |mean_j B^(j)_{k,l}|_F^2``: the squared size of the mean copy.
+
+    The scale of the disagreement ``D_g`` (:func:`disagreement`): ``D_g / M_g`` is the
+    copies' mean squared distance to their mean as a share of the mean's own size.
+    ``copies[l]`` has the devices in dim 0 (``(n, K, d_out, r)`` as in the learner).
+    """
+    out = np.zeros(n_groups)
+    for name, c in copies.items():
+        if c.shape[0] == 0:
+            continue
+        out[group_of[name]] += float(c.double().mean(dim=0).pow(2).sum())
+    return out
+
+
 def learning_residual(energy: np.ndarray, kappa: np.ndarray, shock: np.ndarray) -> np.ndarray:
     """``R_learn = E / (2 kappa) + S``; ``E / (2 kappa)`` is 0 where ``kappa`` is 0 (then ``E`` is too).
 
@@ -463,7 +482,8 @@ def compute_residuals(
     zeta_sq = gradient_spread(common, group_of, n_groups)
 
     index = torch.as_tensor(devices, dtype=torch.long)
-    d_g = disagreement({n: c[index] for n, c in learner.copies.items()}, group_of, n_groups)
+    live_copies = {n: c[index] for n, c in learner.copies.items()}
+    d_g = disagreement(live_copies, group_of, n_groups)
     n_comp, gamma = connectivity(adjacency)
     u = np.broadcast_to(np.asarray(exchanges, dtype=float), (n_groups,)).copy()
     return Residuals(
@@ -479,6 +499,7 @@ def compute_residuals(
         zeta_sq=zeta_sq,
         drift=drift_residual(eta, tau, kappa_max, zeta_sq),
         disagreement=d_g,
+        magnitude=magnitude(live_copies, group_of, n_groups),
         exchanges=u,
         consensus=consensus_residual(gamma, u, d_g),
         gamma=gamma,

@@ -25,6 +25,14 @@ tolerance), come from the same simple models that define the terms:
 * **exchanges** ``u_g``: the fewest with ``(1 - gamma)^(2 u) D_g <= tol_cons``;
   ``None`` when ``gamma = 0`` (no number of exchanges converges on a split graph).
 
+The consensus term has a second tolerance, ``consensus_share`` (off when ``None``): the
+copies' disagreement may be at most that share of the squared size ``M_g`` of their
+mean.  The term's normalised value is the larger of ``R_cons / tol_cons`` and
+``R_cons / (share M_g)``, and the exchanges are sized to meet both.  The first
+tolerance sees what an event adds (with relative tolerances it is a multiple of the
+pre-event level); the second sees a disagreement that stood before the event (a link
+budget too small for the copies to agree), which no multiple of its own level can.
+
 The rounds-to-consensus test keeps the spec's ``log(sum R_cons / eps) / gamma``, about
 twice the ``log(.) / (-2 log(1 - gamma))`` that the exchange count uses: conservative
 on purpose, since it decides whether the graph itself must change.
@@ -51,6 +59,7 @@ __all__ = [
     "Decision",
     "ResidualTerms",
     "Tolerances",
+    "consensus_tolerance",
     "damped_horizon",
     "decide",
     "exchanges_needed",
@@ -89,6 +98,8 @@ class ResidualTerms(Protocol):
     @property
     def disagreement(self) -> np.ndarray: ...
     @property
+    def magnitude(self) -> np.ndarray: ...
+    @property
     def kappa(self) -> np.ndarray: ...
     @property
     def gamma(self) -> float: ...
@@ -109,12 +120,15 @@ class Tolerances:
     consensus: float  # on R_cons_g and on D_g when sizing exchanges
     gamma_min: float = 0.0  # a graph whose spectral gap is below this is refined first
     consensus_total: float | None = None  # eps of the rounds test; None: consensus * groups
+    consensus_share: float | None = None  # on R_cons_g / M_g (None: off)
 
     def __post_init__(self) -> None:
         for name in ("learn", "drift", "consensus"):
             value = getattr(self, name)
             if not value > 0:
                 raise ValueError(f"tolerances.{name} must be > 0 (got {value})")
+        if self.consensus_share is not None and not self.consensus_share > 0:
+            raise ValueError(f"tolerances.consensus_share must be > 0 (got {self.consensus_share})")
         if not 0.0 <= self.gamma_min < 1.0:
             raise ValueError(f"tolerances.gamma_min must lie in [0, 1) (got {self.gamma_min})")
         if self.consensus_total is not None and not self.consensus_total > 0:
@@ -224,12 +238,30 @@ def proximal_strength(r_drift: float, tol: float, eta: float, tau: int) -> float
 # --------------------------------------------------------------------------- decision
 
 
+def consensus_tolerance(tolerances: Tolerances, magnitude: np.ndarray) -> np.ndarray:
+    """Per group, the level ``R_cons_g`` (and ``D_g`` when sizing exchanges) must come down to.
+
+    ``tol_cons``, or ``consensus_share * M_g`` where that is smaller; a group whose mean
+    copy is zero (nothing learnt yet) has no size to take a share of and keeps ``tol_cons``.
+    """
+    m = np.asarray(magnitude, dtype=float)
+    tol = np.full(m.shape, tolerances.consensus)
+    if tolerances.consensus_share is not None:
+        share = tolerances.consensus_share * m
+        tol = np.where(share > 0, np.minimum(tol, share), tol)
+    return tol
+
+
 def decide(terms: ResidualTerms, tolerances: Tolerances, budget: Budget) -> Decision:
     """Topology refinement first when its condition holds; else per group the dominant term's action."""
+    shape = np.shape(terms.consensus)
+    cons_tol = consensus_tolerance(
+        tolerances, np.broadcast_to(np.asarray(terms.magnitude, dtype=float), shape)
+    )
     normalised = {
         "learn": np.asarray(terms.learn, dtype=float) / tolerances.learn,
         "drift": np.asarray(terms.drift, dtype=float) / tolerances.drift,
-        "consensus": np.asarray(terms.consensus, dtype=float) / tolerances.consensus,
+        "consensus": np.asarray(terms.consensus, dtype=float) / cons_tol,
     }
     n_groups = len(normalised["learn"])
     if any(len(v) != n_groups for v in normalised.values()):
@@ -282,7 +314,9 @@ def decide(terms: ResidualTerms, tolerances: Tolerances, budget: Budget) -> Deci
             for g, r in enumerate(terms.learn)
         ),
         mu=tuple(proximal_strength(float(r), tolerances.drift, terms.eta, terms.tau) for r in terms.drift),
-        exchanges=tuple(exchanges_needed(float(d), tolerances.consensus, gamma) for d in d_g),
+        exchanges=tuple(
+            exchanges_needed(float(d), float(t), gamma) for d, t in zip(d_g, cons_tol, strict=True)
+        ),
     )
 
 

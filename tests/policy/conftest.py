@@ -19,6 +19,7 @@ class Terms:
     consensus: np.ndarray
     disagreement: np.ndarray
     kappa: np.ndarray
+    magnitude: np.ndarray | float = 1.0
     gamma: float = 0.5
     n_components: int = 1
     eta: float = 0.1

@@ -19,6 +19,7 @@ class Terms:
         self.consensus = np.asarray(consensus, dtype=float)
         self.disagreement = self.consensus if disagreement is None else np.asarray(disagreement, dtype=float)
         self.kappa = np.full(len(self.learn), 0.1)
+        self.magnitude = np.full(len(self.learn), 1e9)  # large copies: the consensus share never binds
         self.gamma, self.n_components, self.eta, self.tau = gamma, n_components, 0.01, 4
 
 
@@ -119,6 +120,27 @@ def test_relative_tolerances_divide_each_term_by_its_pre_event_level() -> None:
     assert d.normalised_learn == pytest.approx((10.0 / (2.0 / 3) / 2.0, 4.0 / (4.0 / 3) / 2.0))
     with pytest.raises(ValueError, match="baseline"):
         decide_for(after, spec, rounds_left=5)
+
+
+def test_relative_tolerances_keep_the_consensus_share_of_the_copies_size() -> None:
+    from cosim.engine.correction import decide_for
+
+    # The share compares R_cons with the copies' size, in the same units whatever the level.
+    before = Terms(learn=[1.0, 1.0], drift=[1.0, 1.0], consensus=[4.0, 4.0])
+    before.learn_devices = np.array([[1.0, 1.0]])
+    after = Terms(learn=[1.0, 1.0], drift=[1.0, 1.0], consensus=[3.0, 3.0])
+    after.learn_devices = np.array([[1.0, 1.0]])
+    after.magnitude = np.array([100.0, 10.0])
+    tolerances = {"learn": 2.0, "drift": 2.0, "consensus": 2.0, "consensus_share": 0.1}
+    relative = Correction(policy="priority", tolerances={"mode": "relative", **tolerances})
+    d = decide_for(after, relative, rounds_left=5, baseline=before, n_before=1, n_after=1)
+    # Group 0: 3 / 4 / 2 against 3 / (0.1 * 100); group 1: 3 / 4 / 2 against 3 / (0.1 * 10).
+    assert d.normalised_consensus == pytest.approx((0.375, 3.0))
+    assert d.actions == (Action.NONE, Action.SYNC_SCHEDULING)
+    absolute = Correction(policy="priority", tolerances={"mode": "absolute", **tolerances})
+    d = decide_for(after, absolute, rounds_left=5)
+    # Group 0: 3 / 2 (the share, 10, is the looser); group 1: 3 / 1 (the share is the tighter).
+    assert d.normalised_consensus == pytest.approx((1.5, 3.0))
 
 
 def test_one_device_s_gap_is_not_diluted_by_the_number_of_affected_devices() -> None:

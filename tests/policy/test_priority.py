@@ -14,6 +14,7 @@ from cosim.policy.priority import (
     Action,
     Budget,
     Tolerances,
+    consensus_tolerance,
     damped_horizon,
     decide,
     exchanges_needed,
@@ -143,6 +144,37 @@ def test_the_rounds_formula_is_enough_exchanges(gamma, total):
     assert (1 - gamma) ** (2 * rounds) * total <= 1.0
     needed = exchanges_needed(total, 1.0, gamma)
     assert needed is not None and rounds >= needed
+
+
+def test_the_consensus_share_sees_a_disagreement_the_level_tolerance_passes(make_terms):
+    # gamma 0.5, no exchanges planned yet: R_cons = D.  The level tolerance (1.0) passes
+    # all three groups; a share of 0.05 of the mean copy's squared size does not pass
+    # group 0 (0.8 > 0.05 * 10 = 0.5) nor group 2, whose size is 0 and so has no share to
+    # take (it keeps the level tolerance, which 3.0 exceeds).
+    terms = make_terms(consensus=[0.8, 0.8, 3.0], magnitude=np.array([10.0, 1000.0, 0.0]))
+    plain = decide(terms, TOL, BUDGET)
+    assert plain.normalised_consensus == pytest.approx((0.8, 0.8, 3.0))
+    assert plain.actions == (Action.NONE, Action.NONE, Action.SYNC_SCHEDULING)
+    assert plain.exchanges == (0, 0, 1)  # 3.0 * 0.25 <= 1
+
+    shared = Tolerances(learn=1.0, drift=1.0, consensus=1.0, gamma_min=0.1, consensus_share=0.05)
+    np.testing.assert_allclose(consensus_tolerance(shared, terms.magnitude), [0.5, 1.0, 1.0])
+    d = decide(terms, shared, BUDGET)
+    assert d.normalised_consensus == pytest.approx((0.8 / 0.5, 0.8, 3.0))
+    assert d.actions == (Action.SYNC_SCHEDULING, Action.NONE, Action.SYNC_SCHEDULING)
+    assert d.reasons[0] == "consensus dominates at 1.6x its tolerance"
+    # Exchanges meet both tolerances: 0.8 * 0.25 = 0.2 <= 0.5 after one.
+    assert d.exchanges == (1, 0, 1)
+    # A tight share needs more: the fewest u with 0.8 * 0.25^u <= 0.001 * 10 is 4 (0.8 / 256).
+    tight = Tolerances(learn=1.0, drift=1.0, consensus=1.0, gamma_min=0.1, consensus_share=0.001)
+    assert decide(terms, tight, BUDGET).exchanges[0] == 4
+    assert 0.8 * 0.25**3 > 0.01 >= 0.8 * 0.25**4
+
+
+def test_without_a_share_the_consensus_tolerance_is_the_level(make_terms):
+    terms = make_terms(consensus=[0.8, 2.0, 3.0], magnitude=np.array([1e-3, 1e-3, 1e-3]))
+    assert decide(terms, TOL, BUDGET) == decide(make_terms(consensus=[0.8, 2.0, 3.0]), TOL, BUDGET)
+    np.testing.assert_array_equal(consensus_tolerance(TOL, terms.magnitude), [1.0, 1.0, 1.0])
 
 
 # --------------------------------------------------------------------------- sizes
@@ -289,3 +321,5 @@ def test_tolerances_are_validated():
         Tolerances(learn=1.0, drift=0.0, consensus=1.0)
     with pytest.raises(ValueError, match=r"tolerances.gamma_min must lie in \[0, 1\) \(got 1.0\)"):
         Tolerances(learn=1.0, drift=1.0, consensus=1.0, gamma_min=1.0)
+    with pytest.raises(ValueError, match=r"tolerances.consensus_share must be > 0 \(got 0.0\)"):
+        Tolerances(learn=1.0, drift=1.0, consensus=1.0, consensus_share=0.0)
