@@ -455,6 +455,33 @@ def test_extra_exchanges_leave_the_copies_closer_together(run_tiny) -> None:
     assert distance(synced, 2) < distance(plain, 2)
 
 
+def test_the_consensus_share_calls_for_exchanges_that_the_relative_tolerance_passes(run_tiny) -> None:
+    # Learn and drift never act, the relative consensus tolerance (1e9 times the pre-event
+    # level) never does: only the share of the copies' size can call for exchanges.  Plain
+    # averaging on a sparse graph keeps the copies apart.
+    def run(share: str) -> Any:
+        return run_tiny(
+            LEAVE,
+            "training.gossip_degree=1",
+            "training.adopt_owner_copy=false",
+            "correction.policy=priority",
+            "correction.tolerances={learn: 1.0e9, drift: 1.0e9, consensus: 1.0e9, gamma_min: 0.0, "
+            f"consensus_share: {share}}}",
+        )
+
+    off, on = first_decision(run("null")), first_decision(run("1.0e-9"))
+    assert off["actions"] == ["none", "none"] and off["syncs"] == 0
+    # The same state before the decision: the same terms, now judged against the copies' size.
+    assert on["residuals"] == off["residuals"]
+    consensus, size = np.array(on["residuals"]["consensus"]), np.array(on["residuals"]["magnitude"])
+    level = np.array(on["baseline"]["consensus"])
+    assert (size > 0).all() and (consensus > 0).all() and (level > 0).all()
+    np.testing.assert_allclose(off["normalised"]["consensus"], consensus / level / 1e9, rtol=1e-9)
+    np.testing.assert_allclose(on["normalised"]["consensus"], consensus / (1e-9 * size), rtol=1e-9)
+    assert on["actions"] == ["sync_scheduling", "sync_scheduling"]
+    assert on["syncs"] == 3 and on["sync_groups"] == [0, 1]  # max_syncs: 1e-9 of the size is out of reach
+
+
 def test_allocation_precisions_must_be_distinct(tiny_scenario) -> None:
     from cosim.scenario import ScenarioError, apply_overrides, parse_scenario
 
