@@ -779,7 +779,9 @@ class CorrectionTolerances(_Spec):
     event raised it that many times (R_learn: its total, or its largest device's term,
     whichever rose more; with ``measured_loss`` also the measured loss).  ``absolute``:
     the tolerances are levels in the terms' own units (R_learn and R_drift in loss, summed
-    over devices; R_cons in squared parameter distance).
+    over devices; R_cons in squared parameter distance).  In either mode ``consensus_share``
+    also holds R_cons to that share of the squared size of the devices' mean copy, which
+    sees a disagreement that stood before the event.
     """
 
     mode: Literal["relative", "absolute"] = Field(
