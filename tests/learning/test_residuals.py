@@ -13,6 +13,7 @@ from cosim.learning.residuals import (
     compute_residuals,
     connectivity,
     diagonal_fisher,
+    disagreement,
     draw_samples,
     gradient_energy,
     gradient_energy_unbiased,
@@ -395,31 +396,26 @@ def test_drift_slot_defaults_to_the_lowest_own_slot(setup):
 # --------------------------------------------------------------------------- consensus
 
 
-def test_disagreement_matches_brute_force_and_the_learner(setup):
+def test_disagreement_and_size_match_brute_force_and_the_learner(setup):
     learner, samples = setup
     devices = [0, 2, 3]
     res = compute_residuals(learner, devices=devices, samples=samples, adjacency=_ring(3))
-    brute: dict[str, float] = dict.fromkeys(learner.layers, 0.0)
+    spread: dict[str, float] = dict.fromkeys(learner.layers, 0.0)
+    size: dict[str, float] = dict.fromkeys(learner.layers, 0.0)
     for name, copies in learner.copies.items():
         for k in range(learner.capacity):
             mean = sum(copies[d, k].double() for d in devices) / len(devices)
+            size[name] += float((mean**2).sum())
             for d in devices:
-                brute[name] += float((copies[d, k].double() - mean).pow(2).sum()) / len(devices)
-    np.testing.assert_allclose(res.disagreement, _per_group(learner, brute), rtol=1e-6)
+                spread[name] += float((copies[d, k].double() - mean).pow(2).sum()) / len(devices)
+    np.testing.assert_allclose(res.disagreement, _per_group(learner, spread), rtol=1e-6)
     assert res.disagreement.sum() == pytest.approx(learner.consensus_distance(devices), rel=1e-5)
-
-
-def test_magnitude_is_the_squared_size_of_the_mean_copy(setup):
-    learner, samples = setup
-    devices = [0, 2, 3]
-    res = compute_residuals(learner, devices=devices, samples=samples, adjacency=_ring(3))
-    brute: dict[str, float] = dict.fromkeys(learner.layers, 0.0)
-    for name, copies in learner.copies.items():
-        for k in range(learner.capacity):
-            mean = sum(copies[d, k].double() for d in devices) / len(devices)
-            brute[name] += float((mean**2).sum())
-    np.testing.assert_allclose(res.magnitude, _per_group(learner, brute), rtol=1e-6)
+    np.testing.assert_allclose(res.magnitude, _per_group(learner, size), rtol=1e-6)
     assert (res.magnitude > 0).all()
+
+
+def test_the_size_of_equal_copies_is_each_copy_s_own(setup):
+    learner, _ = setup
     # Equal copies: no disagreement, and the size is each copy's own.
     same = {n: c[:1].expand(3, *c.shape[1:]) for n, c in learner.copies.items()}
     np.testing.assert_allclose(
@@ -427,6 +423,7 @@ def test_magnitude_is_the_squared_size_of_the_mean_copy(setup):
         _per_group(learner, {n: float(c[0].double().pow(2).sum()) for n, c in learner.copies.items()}),
         rtol=1e-9,
     )
+    np.testing.assert_array_equal(disagreement(same, learner.group_of, learner.model_spec.layer_groups), 0.0)
 
 
 @pytest.mark.parametrize("exchanges", [0, 1, 2, (1, 3)])
