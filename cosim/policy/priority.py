@@ -35,7 +35,12 @@ budget too small for the copies to agree), which no multiple of its own level ca
 
 The rounds-to-consensus test keeps the spec's ``log(sum R_cons / eps) / gamma``, about
 twice the ``log(.) / (-2 log(1 - gamma))`` that the exchange count uses: conservative
-on purpose, since it decides whether the graph itself must change.
+on purpose, since it decides whether the graph itself must change.  Its ``eps`` is the
+level tolerance (``consensus_total``, or ``tol_cons`` per group) and ignores
+``consensus_share``: when the share is the tighter tolerance the exchanges may need
+more rounds than the test counts, and are capped per round (``max_syncs``) instead of
+calling for new links.  The share asks the copies to agree; whether the graph mixes
+fast enough stays the question of the spectral gap and the split.
 
 numpy only: the terms arrive as any object with the attributes of
 :class:`ResidualTerms` (``cosim.learning.residuals.Residuals`` has them).
@@ -254,18 +259,17 @@ def consensus_tolerance(tolerances: Tolerances, magnitude: np.ndarray) -> np.nda
 
 def decide(terms: ResidualTerms, tolerances: Tolerances, budget: Budget) -> Decision:
     """Topology refinement first when its condition holds; else per group the dominant term's action."""
-    shape = np.shape(terms.consensus)
-    cons_tol = consensus_tolerance(
-        tolerances, np.broadcast_to(np.asarray(terms.magnitude, dtype=float), shape)
-    )
+    n_groups = len(np.asarray(terms.learn))
+    size = np.asarray(terms.magnitude, dtype=float)
+    lengths = [len(np.asarray(terms.drift)), len(np.asarray(terms.consensus))]
+    if any(n != n_groups for n in lengths) or size.size not in (1, n_groups):
+        raise ValueError("learn, drift, consensus and magnitude must have one entry per layer group")
+    cons_tol = consensus_tolerance(tolerances, np.broadcast_to(size, (n_groups,)))
     normalised = {
         "learn": np.asarray(terms.learn, dtype=float) / tolerances.learn,
         "drift": np.asarray(terms.drift, dtype=float) / tolerances.drift,
         "consensus": np.asarray(terms.consensus, dtype=float) / cons_tol,
     }
-    n_groups = len(normalised["learn"])
-    if any(len(v) != n_groups for v in normalised.values()):
-        raise ValueError("learn, drift and consensus must have one entry per layer group")
     stacked = np.stack([normalised[t] for t in TERMS])  # (terms, groups)
     names = list(TERMS)
     top = stacked.argmax(axis=0)

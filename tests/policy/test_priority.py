@@ -172,9 +172,35 @@ def test_the_consensus_share_sees_a_disagreement_the_level_tolerance_passes(make
 
 
 def test_without_a_share_the_consensus_tolerance_is_the_level(make_terms):
+    # A tiny copy size would make any share bind; without one the level tolerance (1.0)
+    # alone decides: gamma 0.5, so one exchange quarters D.
     terms = make_terms(consensus=[0.8, 2.0, 3.0], magnitude=np.array([1e-3, 1e-3, 1e-3]))
-    assert decide(terms, TOL, BUDGET) == decide(make_terms(consensus=[0.8, 2.0, 3.0]), TOL, BUDGET)
+    d = decide(terms, TOL, BUDGET)
+    assert d.normalised_consensus == pytest.approx((0.8, 2.0, 3.0))
+    assert d.actions == (Action.NONE, Action.SYNC_SCHEDULING, Action.SYNC_SCHEDULING)
+    assert d.exchanges == (0, 1, 1)
     np.testing.assert_array_equal(consensus_tolerance(TOL, terms.magnitude), [1.0, 1.0, 1.0])
+
+
+def test_the_rounds_to_consensus_test_keeps_the_level_tolerance(make_terms):
+    # The share may need more exchanges than the budget's rounds; the rounds test, which
+    # decides whether the graph must change, still counts against the level tolerance.
+    terms = make_terms(
+        learn=[0.1, 0.1], drift=[0.1, 0.1], consensus=[0.8, 0.8], magnitude=np.array([1.0, 1.0])
+    )
+    shared = Tolerances(learn=1.0, drift=1.0, consensus=1.0, consensus_share=0.001)
+    d = decide(terms, shared, Budget(rounds=2))
+    assert d.rounds_to_consensus == 0.0 and not d.topology
+    assert d.exchanges == (5, 5)  # 0.8 / 4^5 <= 0.001 < 0.8 / 4^4
+    assert d.actions == (Action.SYNC_SCHEDULING, Action.SYNC_SCHEDULING)
+
+
+def test_every_term_needs_one_entry_per_group(make_terms):
+    with pytest.raises(ValueError, match="learn, drift, consensus and magnitude must have one entry"):
+        decide(make_terms(consensus=[1.0, 1.0]), TOL, BUDGET)
+    with pytest.raises(ValueError, match="learn, drift, consensus and magnitude must have one entry"):
+        decide(make_terms(magnitude=np.array([1.0, 1.0])), TOL, BUDGET)
+    assert decide(make_terms(magnitude=2.0), TOL, BUDGET).n_groups == 3  # one size for every group
 
 
 # --------------------------------------------------------------------------- sizes
