@@ -2,36 +2,32 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 
-def _run(directory: Path, name: str, decisions: list[dict]) -> None:
-    (directory / name).mkdir(parents=True)
-    rows = [{"round": 3, "kind": "leave", "detail": "{}"}]
-    rows += [{"round": 3 + i, "kind": "correction", "detail": json.dumps(d)} for i, d in enumerate(decisions)]
-    pd.DataFrame(rows).to_parquet(directory / name / "events.parquet")
-
-
-def test_the_share_sums_over_groups_at_the_first_decision(tmp_path: Path, analysis_script) -> None:
+def test_the_share_sums_over_groups_at_the_first_decision(
+    tmp_path: Path, analysis_script, write_decisions
+) -> None:
     first = {
         "residuals": {"consensus": [1.0, 3.0], "magnitude": [10.0, 30.0]},  # 4 / 40
         "baseline": {"consensus": [2.0, 2.0], "magnitude": [5.0, 5.0]},  # 4 / 10
         "syncs": 2,
     }
     later = {"residuals": {"consensus": [9.0, 9.0], "magnitude": [1.0, 1.0]}, "syncs": 0}
-    _run(tmp_path / "a", "regime_x-leave-priority-s1", [first, later])
+    write_decisions(tmp_path / "a", "regime_x-leave-priority-s1", [first, later])
     second = {
         "residuals": {"consensus": [0.0, 2.0], "magnitude": [5.0, 5.0]},  # 0.2
         "baseline": {"consensus": [1.0, 0.0], "magnitude": [0.0, 0.0]},  # no size: NaN
         "syncs": 0,
     }
-    _run(tmp_path / "b", "regime_x-leave-priority-s2", [second])
-    _run(tmp_path / "b", "regime_x-leave-priority-s3", [{"residuals": {"consensus": [1.0, 1.0]}}])  # older
-    _run(tmp_path / "b", "regime_x-leave-none-s1", [first])  # another policy: not read
+    write_decisions(tmp_path / "b", "regime_x-leave-priority-s2", [second])
+    write_decisions(
+        tmp_path / "b", "regime_x-leave-priority-s3", [{"residuals": {"consensus": [1.0, 1.0]}}]
+    )  # older
+    write_decisions(tmp_path / "b", "regime_x-leave-none-s1", [first])  # another policy: not read
     module = analysis_script("consensus_share_experiment")
     df = module.shares([tmp_path / "a", tmp_path / "b"])
     assert len(df) == 2

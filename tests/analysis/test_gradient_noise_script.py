@@ -2,31 +2,27 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 
-def _run(directory: Path, name: str, decisions: list[dict]) -> None:
-    (directory / name).mkdir(parents=True)
-    rows = [{"round": 3, "kind": "join", "detail": "{}"}]
-    rows += [{"round": 3 + i, "kind": "correction", "detail": json.dumps(d)} for i, d in enumerate(decisions)]
-    pd.DataFrame(rows).to_parquet(directory / name / "events.parquet")
-
-
-def test_the_share_is_read_from_the_first_decision_of_each_run(tmp_path: Path, analysis_script) -> None:
+def test_the_share_is_read_from_the_first_decision_of_each_run(
+    tmp_path: Path, analysis_script, write_decisions
+) -> None:
     first = {"residuals": {"energy": [4.0, 2.0], "energy_unbiased": [1.0, -0.5]}}
     later = {"residuals": {"energy": [4.0, 2.0], "energy_unbiased": [4.0, 2.0]}}
-    _run(tmp_path, "regime_x-join-priority-s1", [first, later])
-    _run(
+    write_decisions(tmp_path, "regime_x-join-priority-s1", [first, later], "join")
+    write_decisions(
         tmp_path,
         "regime_x-join-priority-s2",
         [{"residuals": {"energy": [2.0, 1.0], "energy_unbiased": [0.0, 0.5]}}],
+        "join",
     )
-    _run(tmp_path, "regime_x-join-none-s1", [])  # another policy: not read
-    _run(tmp_path, "regime_x-join-priority-shared-s1", [first])  # shared adapters: not read
+    write_decisions(tmp_path, "regime_x-join-none-s1", [], "join")  # another policy: not read
+    write_decisions(
+        tmp_path, "regime_x-join-priority-shared-s1", [first], "join"
+    )  # shared adapters: not read
     (tmp_path / "regime_x-join-priority-s3").mkdir()  # unfinished, no events: skipped
     module = analysis_script("gradient_noise_experiment")
     df = module.shares(tmp_path)

@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import pandas as pd
 import pytest
-
-
-def _run(directory: Path, name: str, event: dict, decisions: list[dict]) -> None:
-    (directory / name).mkdir(parents=True)
-    rows = [{"round": 3, "kind": event["kind"], "device": event["device"], "detail": "{}"}]
-    rows += [
-        {"round": 3 + i, "kind": "correction", "device": -1, "detail": json.dumps(d)}
-        for i, d in enumerate(decisions)
-    ]
-    pd.DataFrame(rows).to_parquet(directory / name / "events.parquet")
-
 
 BASE = {"devices": [0, 1, 2], "loss_devices": [0.5, 1.0, 1.5]}
 
 
 def test_a_leave_compares_the_shock_with_the_retained_devices_loss_jump(
-    tmp_path: Path, analysis_script
+    tmp_path: Path, analysis_script, write_decisions
 ) -> None:
     first = {
         "event": "leave",
@@ -33,8 +20,8 @@ def test_a_leave_compares_the_shock_with_the_retained_devices_loss_jump(
         "baseline": BASE,
     }
     later = {**first, "baseline": {}, "actions": ["none", "none"]}
-    _run(tmp_path, "regime_x-leave-priority-s1", {"kind": "leave", "device": 1}, [first, later])
-    _run(tmp_path, "regime_x-leave-none-s1", {"kind": "leave", "device": 1}, [first])  # not read
+    write_decisions(tmp_path, "regime_x-leave-priority-s1", kind="leave", device=1, decisions=[first, later])
+    write_decisions(tmp_path, "regime_x-leave-none-s1", kind="leave", device=1, decisions=[first])  # not read
     (tmp_path / "regime_x-leave-priority-s2").mkdir()  # unfinished: skipped
     module = analysis_script("learning_residual_experiment")
     df = module.first_decisions(tmp_path)
@@ -53,7 +40,7 @@ def test_a_leave_compares_the_shock_with_the_retained_devices_loss_jump(
 
 
 def test_a_join_compares_the_newcomer_s_loss_with_the_devices_before_it(
-    tmp_path: Path, analysis_script
+    tmp_path: Path, analysis_script, write_decisions
 ) -> None:
     for seed, newcomer_loss in ((1, 3.0), (2, 1.0)):
         first = {
@@ -63,7 +50,7 @@ def test_a_join_compares_the_newcomer_s_loss_with_the_devices_before_it(
             "residuals": {"learn": [4.0, 4.0], "shock": [0.0, 0.0], "loss_devices": [1.0, newcomer_loss]},
             "baseline": BASE,
         }
-        _run(tmp_path, f"regime_x-join-priority-s{seed}", {"kind": "join", "device": 3}, [first])
+        write_decisions(tmp_path, f"regime_x-join-priority-s{seed}", kind="join", device=3, decisions=[first])
     module = analysis_script("learning_residual_experiment")
     df = module.first_decisions(tmp_path)
     # The devices' mean loss before the join is 1.0.
