@@ -289,16 +289,23 @@ def decide(terms: ResidualTerms, tolerances: Tolerances, budget: Budget) -> Deci
 
     actions: list[Action] = []
     reasons: list[str] = []
-    for term, value in zip(dominant, dominant_value, strict=True):
+    # Where the share of the copies' size is the tighter consensus tolerance, say so.
+    share_binds = cons_tol < tolerances.consensus
+    for g, (term, value) in enumerate(zip(dominant, dominant_value, strict=True)):
+        by_share = term == "consensus" and bool(share_binds[g])
+        share = f"{tolerances.consensus_share:.3g} of the copies' size" if by_share else ""
         if topology_reason:
             actions.append(Action.TOPOLOGY_REFINEMENT)
             reasons.append(f"topology: {topology_reason}")
         elif value > 1.0:
             actions.append(TERMS[term])
-            reasons.append(f"{term} dominates at {value:.3g}x its tolerance")
+            reasons.append(
+                f"{term} dominates at {value:.3g}x its tolerance" + (f" ({share})" if by_share else "")
+            )
         else:
             actions.append(Action.NONE)
-            reasons.append(f"all terms within tolerance (largest: {term} at {value:.3g}x)")
+            of = f"; tolerance {share}" if by_share else ""
+            reasons.append(f"all terms within tolerance (largest: {term} at {value:.3g}x{of})")
 
     kappa = np.asarray(terms.kappa, dtype=float)
     d_g = np.asarray(terms.disagreement, dtype=float)

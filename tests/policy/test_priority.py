@@ -162,7 +162,18 @@ def test_the_consensus_share_sees_a_disagreement_the_level_tolerance_passes(make
     d = decide(terms, shared, BUDGET)
     assert d.normalised_consensus == pytest.approx((0.8 / 0.5, 0.8, 3.0))
     assert d.actions == (Action.SYNC_SCHEDULING, Action.NONE, Action.SYNC_SCHEDULING)
-    assert d.reasons[0] == "consensus dominates at 1.6x its tolerance"
+    # The reason names the bound that binds: the share in group 0, the level in group 2.
+    assert d.reasons[0] == "consensus dominates at 1.6x its tolerance (0.05 of the copies' size)"
+    assert d.reasons[2] == "consensus dominates at 3x its tolerance"
+    assert d.reasons[1] == "all terms within tolerance (largest: consensus at 0.8x)"
+    within = decide(
+        make_terms(consensus=[0.3, 0.3, 0.3], magnitude=np.array([10.0, 1000.0, 0.0])), shared, BUDGET
+    )
+    assert within.reasons == (
+        "all terms within tolerance (largest: consensus at 0.6x; tolerance 0.05 of the copies' size)",
+        "all terms within tolerance (largest: consensus at 0.3x)",
+        "all terms within tolerance (largest: consensus at 0.3x)",
+    )
     # Exchanges meet both tolerances: 0.8 * 0.25 = 0.2 <= 0.5 after one.
     assert d.exchanges == (1, 0, 1)
     # A tight share needs more: the fewest u with 0.8 * 0.25^u <= 0.001 * 10 is 4 (0.8 / 256).
