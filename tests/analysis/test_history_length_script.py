@@ -60,3 +60,28 @@ def test_each_directory_is_read_against_its_own_replay(analysis_script, tmp_path
     early = script.early_table([a, b]).splitlines()
     assert f"| regime_x | 14 | {b} | priority | 0.50 ± 0.00 | 0.00 ± 0.00 | 60 |" in early
     assert f"| regime_x | 14 | {a} | priority | 0.50 ± 0.00 | 0.00 ± 0.00 | 240 |" in early
+
+
+def test_the_factor_is_counted_seed_by_seed_against_the_same_seeds_replay(
+    analysis_script, tmp_path: Path
+) -> None:
+    script = analysis_script("history_length_experiment")
+    d = _write(
+        tmp_path / "regimes",
+        [
+            _row("retrain", 1, correction_seconds=10.0, correction_bits=100e6),
+            _row("retrain", 2, correction_seconds=30.0, correction_bits=300e6),
+            _row("retrain", 3, correction_seconds=10.0, correction_bits=100e6),
+            _row("retrain", 4, correction_seconds=10.0, correction_bits=100e6),
+            # seed 1: 5x and 5x exactly; seed 2: 6x seconds but 4x bits; seed 3 already there;
+            # seed 4 never caught up
+            _row("priority", 1, caught_up_s=2.0, caught_up_bits=20e6),
+            _row("priority", 2, caught_up_s=5.0, caught_up_bits=75e6),
+            _row("priority", 3, caught_up_s=0.0, caught_up_bits=0.0),
+            _row("priority", 4, caught_up=False, caught_up_s=float("nan"), caught_up_bits=float("nan")),
+        ],
+    )
+    row = next(line for line in script.table([d]).splitlines() if "| priority |" in line)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    # caught up 3/4; ratio of the means over those: 15 s / (7/3 s) = 6.4x, 150 / (95/3) = 4.7x
+    assert cells[8:12] == ["3/4", "6.4x", "4.7x", "2/4"]
