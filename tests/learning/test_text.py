@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -111,3 +112,80 @@ def test_user_data_scenario_runs_on_a_local_model(tiny_model_dir: Path, tmp_path
     rounds = pq.read_table(tmp_path / "run" / "rounds.parquet").to_pandas()
     loss = rounds.groupby("round").loss.mean()
     assert loss[1] < loss[0]
+
+
+def test_residual_gradients_on_text_are_those_of_the_model_s_own_loss(
+    tiny_model_dir: Path, random_views
+) -> None:
+    """The residual estimates' per-sample slot gradients on a text task (a real-model path):
+    one sample at a time, through the model's own causal-LM loss (``labels``), independently of
+    the learner's masking of the answer tokens."""
+    from cosim.learning.residuals import diagonal_fisher, draw_samples, per_sample_slot_grads_and_losses
+
+    learner = _learner(tiny_model_dir)
+    learner.add_device(0, 3)
+    learner.add_device(1, 1)
+    random_views(learner, seed=5)
+    split = draw_samples(learner, [0], 3, (0,))[0]
+    own, other = learner.slot_of[0], learner.slot_of[1]
+    for slot in (own, other):
+        grads, losses = per_sample_slot_grads_and_losses(learner, 0, split.inputs, split.answers, slot)
+
+        saved = learner.copies
+        leaves = {n: c.clone().requires_grad_(True) for n, c in saved.items()}
+        learner.copies = leaves
+        try:
+            for i in range(len(split.inputs)):
+                learner._set_views([0], train=False)
+                x, y = (torch.as_tensor(a[i : i + 1]) for a in (split.inputs, split.answers))
+                loss = learner.base(input_ids=x, labels=y).loss
+                brute = torch.autograd.grad(loss, list(leaves.values()))
+                learner._clear_views()
+                assert float(losses[i]) == pytest.approx(float(loss.detach()), rel=1e-5)
+                for name, g in zip(leaves, brute, strict=True):
+                    torch.testing.assert_close(
+                        grads[name][i].double(), g[0, slot].double(), rtol=1e-4, atol=1e-6
+                    )
+        finally:
+            learner.copies = saved
+            learner._clear_views()
+        fisher = diagonal_fisher(grads)
+        assert max(float(f.max()) for f in fisher.values()) > 0  # the slot matters to the loss
+
+
+def test_the_correction_policy_runs_on_a_text_task_and_a_local_model(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """priority after a leave on user text data and a local Hugging Face model: the residuals are
+    estimated, and a learning tolerance every residual exceeds makes it train the cap of extra steps."""
+    from cosim.engine.simulation import run_scenario
+
+    spec = load_scenario(
+        REPO / "scenarios" / "real" / "profiles_dirichlet.yaml",
+        [
+            f"model.base={tiny_model_dir}",
+            "model.rank=4",
+            "training.rounds=3",
+            "training.local_steps=2",
+            "events.0.round=2",
+            "correction.policy=priority",
+            "correction.tolerances.mode=absolute",
+            "correction.tolerances.learn=1e-9",
+            "correction.budget.rounds=1",
+            "correction.budget.max_local_steps=3",
+        ],
+    )
+    run_scenario(spec, tmp_path / "run")
+    events = pq.read_table(tmp_path / "run" / "events.parquet").to_pandas()
+    (decision,) = [json.loads(d) for d in events[events.kind == "correction"].detail]
+    residuals = decision["residuals"]
+    assert all(k > 0 and np.isfinite(k) for k in residuals["kappa"])
+    assert all(e > 0 and np.isfinite(e) for e in residuals["energy"])
+    assert all(np.isfinite(v) and v > 0 for v in residuals["loss_devices"])
+    assert decision["actions"] == ["local_correction"] * spec.model.layer_groups
+    assert sorted(decision["local_devices"]) == [0, 1, 3]  # the retained devices
+    rounds = pq.read_table(tmp_path / "run" / "rounds.parquet").to_pandas()
+    steps = rounds[rounds["round"] == 2].set_index("device")["steps"]
+    assert steps.to_dict() == {0: 2 + 3, 1: 2 + 3, 3: 2 + 3}
+    (end,) = [json.loads(d) for d in events[events.kind == "correction_end"].detail]
+    assert end["extra_local_steps"] == 3 * 3
