@@ -22,7 +22,9 @@ runs that differ in a correction setting (e.g. ``max_local_steps``) side by side
     .venv/bin/cosim experiments scenarios/regimes --out runs/regimes --event leave --jobs 2
     .venv/bin/cosim experiments scenarios/regimes --out runs/regimes-late --event leave --jobs 2 \\
         --policy none --policy priority --policy retrain --set events.0.round=28 --set training.rounds=38
-    .venv/bin/python analysis/history_length_experiment.py runs/regimes runs/regimes-late
+    .venv/bin/cosim experiments scenarios/regimes --out runs/regimes-later --event leave --jobs 2 \\
+        --policy none --policy priority --policy retrain --set events.0.round=56 --set training.rounds=66
+    .venv/bin/python analysis/history_length_experiment.py runs/regimes runs/regimes-late runs/regimes-later
 """
 
 from __future__ import annotations
