@@ -34,22 +34,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cosim.analysis import experiment_arguments, mean_spread, saving
+from cosim.analysis import beside_replay, experiment_arguments, mean_spread, saving
 
 POLICIES = ("none", "priority")
 FACTOR = 5.0
-
-
-def _cheaper(row: pd.Series, replay: pd.Series | None) -> bool:
-    """Whether ``row`` caught up at least ``FACTOR`` times cheaper than ``replay`` (same seed),
-    in seconds and in bits (a run already there after the deletion costs nothing)."""
-    if replay is None or not row["caught_up"]:
-        return False
-    pairs = (
-        (row["caught_up_s"], replay["correction_seconds"]),
-        (row["caught_up_bits"], replay["correction_bits"]),
-    )
-    return all(cost == 0 or reference / cost >= FACTOR for cost, reference in pairs)
 
 
 def table(directories: list[Path]) -> str:
@@ -71,13 +59,12 @@ def table(directories: list[Path]) -> str:
             continue
         replay_s = float(retrain["correction_seconds"].mean())
         replay_bits = float(retrain["correction_bits"].mean())
-        replay_of = {int(r["seed"]): r for _, r in retrain.iterrows()}
         for policy in POLICIES:
             rows = runs[runs["policy"] == policy]
             if rows.empty:
                 continue
             caught = rows[rows["caught_up"] > 0]
-            cheaper = sum(_cheaper(r, replay_of.get(int(r["seed"]))) for _, r in rows.iterrows())
+            cheaper = int(beside_replay(runs, (policy,), FACTOR, ("seed",))["meets"].sum())
             cells = [
                 mean_spread(retrain["correction_seconds"], 1),
                 mean_spread(retrain["correction_bits"], 0, 1e-6),

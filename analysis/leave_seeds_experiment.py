@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from cosim.analysis import experiment_arguments, saving
+from cosim.analysis import beside_replay, experiment_arguments, saving
 
 POLICIES = ("none", "priority")
 FACTOR = 5.0  # the cost saving asked of a correction against the replay
@@ -95,19 +95,7 @@ def against_retrain(df: pd.DataFrame) -> str:
 
 def cost_rows(df: pd.DataFrame) -> pd.DataFrame:
     """Per regime, policy and seed: the catch-up's cost beside the same seed's replay."""
-    replay = (
-        df[df["policy"] == "retrain"]
-        .set_index(["regime", "seed"])[["correction_seconds", "correction_bits"]]
-        .add_suffix("_replay")
-    )
-    rows = df[df["policy"].isin(POLICIES)].join(replay, on=["regime", "seed"])
-    caught = rows["caught_up"] > 0
-    rows["meets"] = (
-        caught
-        & (rows["caught_up_s"] * FACTOR <= rows["correction_seconds_replay"])
-        & (rows["caught_up_bits"] * FACTOR <= rows["correction_bits_replay"])
-    )
-    return rows
+    return beside_replay(df, POLICIES, FACTOR)
 
 
 def against_replay(df: pd.DataFrame) -> str:

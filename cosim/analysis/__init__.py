@@ -14,7 +14,7 @@ from cosim.analysis.breakdown import (
     latency_breakdown,
     round_breakdown,
 )
-from cosim.analysis.compare import compare_runs, mean_spread, saving
+from cosim.analysis.compare import beside_replay, compare_runs, mean_spread, saving
 from cosim.analysis.load import Run, experiment_arguments, load_run, load_runs
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "PHASES",
     "Run",
     "accuracy_timeline",
+    "beside_replay",
     "communication_totals",
     "compare_runs",
     "event_recovery",

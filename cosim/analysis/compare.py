@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["compare_runs", "mean_spread", "saving"]
+__all__ = ["beside_replay", "compare_runs", "mean_spread", "saving"]
 
 
 def mean_spread(values: Any, digits: int, scale: float = 1.0, empty: str = "–") -> str:
@@ -32,6 +32,28 @@ def saving(reference: float, cost: float) -> str:
     if np.isnan(cost):
         return "–"
     return "already there" if cost == 0 else f"{reference / cost:.1f}x"
+
+
+def beside_replay(
+    df: pd.DataFrame, policies: tuple[str, ...], factor: float, keys: tuple[str, ...] = ("regime", "seed")
+) -> pd.DataFrame:
+    """The rows of ``policies`` in a ``cosim experiments`` results table, each beside the retrain
+    run with the same ``keys`` (its replay's cost as ``correction_seconds_replay`` and
+    ``correction_bits_replay``), with ``meets``: caught up at least ``factor`` times cheaper than
+    that replay in seconds and in bits both (a run already there after the event costs 0; a run
+    without a retrain run to compare with does not meet it)."""
+    replay = (
+        df[df["policy"] == "retrain"]
+        .set_index(list(keys))[["correction_seconds", "correction_bits"]]
+        .add_suffix("_replay")
+    )
+    rows = df[df["policy"].isin(policies)].join(replay, on=list(keys))
+    rows["meets"] = (
+        (rows["caught_up"] > 0)
+        & (rows["caught_up_s"] * factor <= rows["correction_seconds_replay"])
+        & (rows["caught_up_bits"] * factor <= rows["correction_bits_replay"])
+    )
+    return rows
 
 
 def compare_runs(
