@@ -13,7 +13,7 @@ import torch
 from cosim.learning.bases import load_local
 from cosim.learning.learner import SlotLearner
 from cosim.learning.text import IGNORE, TextTask, encode_examples
-from cosim.scenario import load_scenario, parse_scenario
+from cosim.scenario import Scenario, load_scenario, parse_scenario
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -88,19 +88,18 @@ def test_exact_match_is_greedy_generation(tiny_model_dir: Path) -> None:
     assert float(losses[0]) == pytest.approx(float(reference), rel=1e-5)
 
 
+def _profiles_on(model_dir: Path, *overrides: str) -> Scenario:
+    """scenarios/real/profiles_dirichlet.yaml on a local model directory, 3 short rounds, the leave at 2."""
+    base = [f"model.base={model_dir}", "model.rank=4", "training.rounds=3", "training.local_steps=2"]
+    return load_scenario(
+        REPO / "scenarios" / "real" / "profiles_dirichlet.yaml", [*base, "events.0.round=2", *overrides]
+    )
+
+
 def test_user_data_scenario_runs_on_a_local_model(tiny_model_dir: Path, tmp_path: Path) -> None:
     from cosim.engine.simulation import run_scenario
 
-    spec = load_scenario(
-        REPO / "scenarios" / "real" / "profiles_dirichlet.yaml",
-        [
-            f"model.base={tiny_model_dir}",
-            "model.rank=4",
-            "training.rounds=3",
-            "training.local_steps=2",
-            "events.0.round=2",
-        ],
-    )
+    spec = _profiles_on(tiny_model_dir)
     summary = run_scenario(spec, tmp_path / "run")
     assert summary["copy_bytes_per_device"] == spec.model.copy_bytes() == 4 * 8 * (64 + 32) * 4 * 2
     ev = pq.read_table(tmp_path / "run" / "evaluations.parquet").to_pandas()
@@ -160,20 +159,13 @@ def test_the_correction_policy_runs_on_a_text_task_and_a_local_model(
     estimated, and a learning tolerance every residual exceeds makes it train the cap of extra steps."""
     from cosim.engine.simulation import run_scenario
 
-    spec = load_scenario(
-        REPO / "scenarios" / "real" / "profiles_dirichlet.yaml",
-        [
-            f"model.base={tiny_model_dir}",
-            "model.rank=4",
-            "training.rounds=3",
-            "training.local_steps=2",
-            "events.0.round=2",
-            "correction.policy=priority",
-            "correction.tolerances.mode=absolute",
-            "correction.tolerances.learn=1e-9",
-            "correction.budget.rounds=1",
-            "correction.budget.max_local_steps=3",
-        ],
+    spec = _profiles_on(
+        tiny_model_dir,
+        "correction.policy=priority",
+        "correction.tolerances.mode=absolute",
+        "correction.tolerances.learn=1e-9",
+        "correction.budget.rounds=1",
+        "correction.budget.max_local_steps=3",
     )
     run_scenario(spec, tmp_path / "run")
     events = pq.read_table(tmp_path / "run" / "events.parquet").to_pandas()
