@@ -296,7 +296,14 @@ class SlotLearner:
 
         Minibatches are drawn from each device's training data with its own
         generator.  ``mu`` adds the proximal term ``mu/2 |B - B_start|^2``: one value
-        for every module, or one per layer group (proximal damping per group).
+        for every module, or one per layer group (proximal damping per group).  It is
+        applied by its proximal step after each optimizer step,
+        ``B <- (B + eta mu B_start) / (1 + eta mu)`` with ``eta`` the learning rate, not as
+        a gradient: the optimizer's state sees the loss alone (as AdamW decouples weight
+        decay).  Through Adam's gradient the term would fill the second moments with its
+        own ``mu (B - B_start)`` (slowing the group for hundreds of steps after the
+        damping ends) and, normalised away, hold the group only to within about ``eta``
+        per coordinate whatever ``mu`` is.
         ``group_steps`` (one count per layer group, each at most ``steps``) trains a group
         in the first that many steps only and leaves it as it is after them (the optimizer
         skips it); None trains every group in every step.
@@ -346,10 +353,6 @@ class SlotLearner:
             per_device = losses.view(len(devices), batch).mean(dim=1)
             loss = per_device.sum()
             for d in devices:
-                for n, p in self.own[d].items():
-                    if mu_of[n] > 0:
-                        loss = loss + 0.5 * mu_of[n] * (p - anchors[d][n]).pow(2).sum()
-            for d in devices:
                 self.optimizers[d].zero_grad(set_to_none=True)
             loss.backward()
             for d in devices:
@@ -357,6 +360,12 @@ class SlotLearner:
                     if step >= until[n]:
                         p.grad = None  # past its steps: the optimizer leaves it as it is
                 self.optimizers[d].step()
+            with torch.no_grad():
+                for d in devices:
+                    for n, p in self.own[d].items():
+                        if mu_of[n] > 0 and step < until[n]:
+                            shrink = self.training.learning_rate * mu_of[n]
+                            p.add_(anchors[d][n], alpha=shrink).div_(1.0 + shrink)
             for d, value in zip(devices, per_device.detach().tolist(), strict=True):
                 totals[d] += value
         self._drop_mask = None

@@ -77,7 +77,8 @@ def train_one_by_one_peft(
     optimizer has the type and learning rate of ``learner.training``; with
     ``resume_optimizer`` it starts from the state of the learner's optimizer of
     this device (Adam's moments and step count), so the reference also matches
-    after earlier rounds.  ``mu`` adds the proximal term ``mu/2 |B - B_start|^2``.
+    after earlier rounds.  ``mu`` applies the proximal term ``mu/2 |B - B_start|^2`` by its
+    proximal step after each optimizer step (the optimizer sees the loss alone).
     ``group_steps`` (one count per layer group) stops training a group's modules after
     that many steps: they take no gradient and no optimizer update from then on.
 
@@ -133,9 +134,6 @@ def train_one_by_one_peft(
         targets = torch.as_tensor(data.answers[idx] - first_value)
         logits = model(input_ids=inputs, logits_to_keep=1).logits[:, -1, value_tokens]
         loss = F.cross_entropy(logits, targets)
-        if mu > 0:
-            for name, w in weights.items():
-                loss = loss + 0.5 * mu * (w[:, own] - start[name][:, own]).pow(2).sum()
         optimizer.zero_grad(set_to_none=True)
         if not loss.requires_grad:
             continue  # every group past its steps: the batch is drawn, nothing trains
@@ -145,6 +143,12 @@ def train_one_by_one_peft(
                 assert w.grad is not None
                 w.grad.mul_(masks[name])
         optimizer.step()
+        if mu > 0:  # the proximal step of mu/2 |B - B_start|^2 on the own slot
+            shrink = training.learning_rate * mu
+            with torch.no_grad():
+                for name, w in weights.items():
+                    if w.requires_grad:
+                        w[:, own] = (w[:, own] + shrink * start[name][:, own]) / (1.0 + shrink)
 
     result = {}
     for name, w in weights.items():

@@ -16,12 +16,14 @@ tolerance), come from the same simple models that define the terms:
   (the same model that makes ``E / (2 kappa)`` a loss gap), capped at
   ``Budget.max_local_steps``.  With Adam the real rate is faster than ``eta kappa``
   suggests, so in practice the cap decides.
-* **proximal strength** ``mu``: with ``mu`` a device's displacement after ``tau``
-  steps of a constant gradient is ``eta |g| h(mu)``, with the horizon
-  ``h(mu) = (1 - (1 - eta mu)^tau) / (eta mu)`` (``h(0) = tau``), so the drift term
+* **proximal strength** ``mu``: the term ``mu/2 |B - B_start|^2`` is applied by its
+  proximal step after each gradient step, ``B <- (B + eta mu B_start) / (1 + eta mu)``
+  (:meth:`cosim.learning.learner.SlotLearner.train`), so a device's displacement after
+  ``tau`` steps of a constant gradient is ``eta |g| h(mu)``, with the horizon
+  ``h(mu) = (1 - (1 + eta mu)^-tau) / (eta mu)`` (``h(0) = tau``), and the drift term
   scales as ``(h(mu) / tau)^2``.  ``mu`` solves ``R_drift (h(mu) / tau)^2 = tol_drift``
-  (bisection; ``h`` falls from ``tau`` to 1 as ``eta mu`` goes from 0 to 1); when
-  even ``eta mu = 1`` (one step's worth of drift) is not enough, ``mu = 1 / eta``.
+  (bisection; ``h`` falls from ``tau`` towards 0 as ``eta mu`` grows, so any drift can
+  be brought to its tolerance).
 * **exchanges** ``u_g``: the fewest with ``(1 - gamma)^(2 u) D_g <= tol_cons``;
   ``None`` when ``gamma = 0`` (no number of exchanges converges on a split graph).
 
@@ -216,21 +218,21 @@ def local_steps_needed(r_learn: float, tol: float, eta: float, kappa: float, cap
 
 
 def damped_horizon(eta: float, mu: float, tau: int) -> float:
-    """``h(mu) = sum_{s<tau} (1 - eta mu)^s``: the steps' worth of displacement after ``tau`` damped steps."""
+    """``h(mu) = sum_{s=1..tau} (1 + eta mu)^-s``: the steps' worth of displacement after ``tau``
+    gradient steps, each followed by the proximal step of ``mu/2 |B - B_start|^2``."""
     a = eta * mu
     if a == 0:
         return float(tau)
-    return (1.0 - (1.0 - a) ** tau) / a
+    return (1.0 - (1.0 + a) ** -tau) / a
 
 
 def proximal_strength(r_drift: float, tol: float, eta: float, tau: int) -> float:
-    """The ``mu`` with ``r_drift (h(mu) / tau)^2 = tol`` (0 when ``r_drift <= tol``; at most ``1 / eta``)."""
+    """The ``mu`` with ``r_drift (h(mu) / tau)^2 = tol`` (0 when ``r_drift <= tol``)."""
     if r_drift <= tol or tau <= 1:
         return 0.0
     target = tau * math.sqrt(tol / r_drift)
-    if target <= 1.0:
-        return 1.0 / eta
-    lo, hi = 0.0, 1.0 / eta  # h(lo) > target >= h(hi)
+    # h < 1 / (eta mu) everywhere, so at eta mu = 1 / target the horizon is below the target.
+    lo, hi = 0.0, 1.0 / (eta * target)  # h(lo) > target >= h(hi)
     for _ in range(200):
         mid = 0.5 * (lo + hi)
         if damped_horizon(eta, mid, tau) > target:

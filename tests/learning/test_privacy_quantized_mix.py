@@ -90,8 +90,8 @@ def test_one_proximal_strength_per_group_equal_to_a_scalar_one(make_learner) -> 
 
 
 def test_a_proximal_term_on_one_group_holds_that_group_back(make_learner) -> None:
-    """SGD with ``eta mu = 1``: each step restarts from the anchor, so a damped slot moves one
-    step's worth in total instead of ``steps`` of them."""
+    """SGD with ``eta mu = 1``: the proximal step halves the displacement after every step, so a
+    damped slot moves ``1 - 2^-steps`` steps' worth in total instead of ``steps`` of them."""
     eta, steps = 0.05, 4
     free = make_learner(learning_rate=eta, optimizer="sgd")
     damped = make_learner(learning_rate=eta, optimizer="sgd")
@@ -105,6 +105,31 @@ def test_a_proximal_term_on_one_group_holds_that_group_back(make_learner) -> Non
         moved[g][1] += float(damped.copies[name].norm())
     assert moved[1][1] < 0.5 * moved[1][0]  # group 1 damped: about 1/steps of the free path
     assert moved[0][1] > 0.8 * moved[0][0]  # group 0 undamped
+
+
+def test_proximal_damping_leaves_the_optimizer_state_to_the_loss(make_learner, random_views) -> None:
+    """Damping as strong as ``eta mu = 1e8`` holds every slot at its start (to float32 rounding),
+    and Adam's moments are those of the loss alone at the start: equal to a learner's whose
+    learning rate is too small to move (through the gradient, the term would put
+    ``mu (B - B_start)`` in them)."""
+    eta, steps = 0.01, 3
+    damped = make_learner(learning_rate=eta, optimizer="adam", slot_dropout=0.0)
+    still = make_learner(learning_rate=1e-12, optimizer="adam", slot_dropout=0.0)
+    random_views(damped, seed=5)
+    random_views(still, seed=5)
+    devices = [0, 1, 2, 3]
+    start = damped.own_state(devices)
+    rngs = lambda: {d: np.random.default_rng(d) for d in devices}  # noqa: E731
+    damped.train(devices, steps, rngs(), mu=1e8 / eta)
+    still.train(devices, steps, rngs())
+    for d in devices:
+        for name, p in damped.own[d].items():
+            torch.testing.assert_close(p.detach(), start[d][name], rtol=0, atol=1e-8)
+            moments, reference = damped.optimizers[d].state[p], still.optimizers[d].state[still.own[d][name]]
+            assert float(reference["exp_avg_sq"].max()) > 0
+            for key in ("exp_avg", "exp_avg_sq"):
+                scale = float(reference[key].abs().max())
+                torch.testing.assert_close(moments[key], reference[key], rtol=0, atol=1e-4 * scale)
 
 
 def test_reset_gives_every_device_the_base_model(make_learner) -> None:

@@ -242,27 +242,33 @@ def test_local_steps_shrink_the_gap_to_tolerance_at_the_linear_rate(eta, kappa, 
 
 
 @pytest.mark.parametrize(
-    ("eta", "mu", "tau"), [(0.1, 0.0, 5), (0.1, 2.0, 5), (0.01, 30.0, 20), (0.5, 2.0, 3)]
+    ("eta", "mu", "tau"), [(0.1, 0.0, 5), (0.1, 2.0, 5), (0.01, 30.0, 20), (0.5, 2.0, 3), (0.003, 1e4, 5)]
 )
 def test_damped_horizon_matches_damped_steps(eta, mu, tau):
-    # B <- B - eta (g + mu (B - anchor)) from the anchor, with a constant gradient g.
+    # B <- B - eta g, then the proximal step B <- (B + eta mu anchor) / (1 + eta mu), from the
+    # anchor 0, with a constant gradient g.
     b, g = 0.0, 1.0
     for _ in range(tau):
-        b -= eta * (g + mu * b)
+        b = (b - eta * g) / (1 + eta * mu)
     assert damped_horizon(eta, mu, tau) == pytest.approx(-b / (eta * g), rel=1e-12)
 
 
-@pytest.mark.parametrize(("eta", "tau", "r_drift"), [(0.1, 5, 4.0), (0.01, 20, 100.0), (0.003, 10, 1.2)])
+# The last two: tol / R below 1 / tau^2, less than one step's worth of drift is allowed.
+@pytest.mark.parametrize(
+    ("eta", "tau", "r_drift"),
+    [(0.1, 5, 4.0), (0.01, 20, 100.0), (0.003, 10, 1.2), (0.1, 5, 30.0), (0.003, 5, 8000.0)],
+)
 def test_proximal_strength_brings_the_drift_to_tolerance(eta, tau, r_drift):
     mu = proximal_strength(r_drift, 1.0, eta, tau)
-    assert 0 < mu < 1 / eta
+    assert mu > 0
     assert r_drift * (damped_horizon(eta, mu, tau) / tau) ** 2 == pytest.approx(1.0, rel=1e-9)
 
 
 def test_proximal_strength_in_the_limits():
     assert proximal_strength(0.9, 1.0, 0.1, 5) == 0.0
-    # tol / R below 1 / tau^2: even one step's worth of drift is too much; the strongest stable damping.
-    assert proximal_strength(30.0, 1.0, 0.1, 5) == pytest.approx(10.0)
+    assert proximal_strength(4.0, 1.0, 0.1, 1) == 0.0  # one step: nothing to damp
+    # h(mu) / tau = 1/2 at tau = 2: (1 - (1 + a)^-2) / a = 1 gives a = (sqrt(5) - 1) / 2.
+    assert proximal_strength(4.0, 1.0, 0.1, 2) == pytest.approx((5**0.5 - 1) / 2 / 0.1, rel=1e-12)
 
 
 def test_decision_sizes_come_from_the_size_models(make_terms):
