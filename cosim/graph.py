@@ -26,11 +26,20 @@ def metropolis_hastings(adjacency: np.ndarray) -> np.ndarray:
 
 
 def spectral_gap(weights: np.ndarray) -> float:
-    """``1 - max(|lambda_2|, |lambda_n|)`` of a symmetric mixing matrix (0 for a single node)."""
+    """``1 - max(|lambda_2|, |lambda_n|)`` of a symmetric mixing matrix (0 for a single node).
+
+    A modulus within the eigen-solver's rounding (``8 n eps``) of 0 is 0: the complete
+    graph's ``W = J / n`` has the gap 1 exactly, not ``1 - 1e-16``, whose ``(1 - gamma)^(2u)``
+    of 1e-32 would make a consensus residual of float noise (and a ratio of 1e30 against
+    it when a link drops).
+    """
     if len(weights) < 2:
         return 0.0
     eig = np.sort(np.linalg.eigvalsh(weights))
-    return float(1.0 - max(abs(eig[-2]), abs(eig[0])))
+    second = max(abs(eig[-2]), abs(eig[0]))
+    if second <= 8 * len(weights) * np.finfo(float).eps:
+        second = 0.0
+    return float(1.0 - second)
 
 
 def components(adjacency: np.ndarray) -> list[list[int]]:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from cosim.graph import components, hop_distances, metropolis_hastings, spectral_gap
+from cosim.learning.residuals import consensus_residual
 
 SEEDS = range(12)
 
@@ -113,13 +114,15 @@ def test_spectral_gap_matches_a_dense_eigenvalue_computation(seed: int) -> None:
     assert spectral_gap(w) == pytest.approx(1.0 - moduli[1], abs=1e-12)
 
 
-def test_spectral_gap_of_the_complete_graph() -> None:
-    # K_n: every weight 1/n, W = J/n, eigenvalues 1 and 0 (n - 1 times): gap 1.
-    n = 5
+@pytest.mark.parametrize("n", [2, 5, 6, 7, 16])
+def test_spectral_gap_of_the_complete_graph(n: int) -> None:
+    # K_n: every weight 1/n, W = J/n, eigenvalues 1 and 0 (n - 1 times): gap 1, exactly, so
+    # one exchange leaves no disagreement: (1 - gamma)^(2u) D is 0, not float noise.
     adjacency = ~np.eye(n, dtype=bool)
     w = metropolis_hastings(adjacency)
     np.testing.assert_allclose(w, np.full((n, n), 1 / n), atol=1e-15)
-    assert spectral_gap(w) == pytest.approx(1.0, abs=1e-12)
+    assert spectral_gap(w) == 1.0
+    assert consensus_residual(spectral_gap(w), np.array([1.0]), np.array([3.0]))[0] == 0.0
 
 
 def test_spectral_gap_of_the_path_of_four() -> None:
