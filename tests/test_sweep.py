@@ -126,6 +126,7 @@ def test_a_run_made_by_other_source_is_reported_and_rerun_on_request(
     path = out / plan[0].name / "manifest.json"
     manifest = json.loads(path.read_text())
     assert manifest["versions"]["cosim_source"] == source_digest()
+    assert manifest["versions"]["torch_threads"] == "1"  # a sweep runs each run on one thread
 
     statuses: list[str] = []
     ran, _ = run_sweep(plan, out, on_done=lambda run, status: statuses.append(status))
@@ -172,3 +173,17 @@ def test_source_digest_follows_the_files(tmp_path: Path) -> None:
     (tmp_path / "pkg" / "a.py").rename(tmp_path / "pkg" / "c.py")
     source_digest.cache_clear()
     assert source_digest(tmp_path) not in (first, edited)  # a renamed file changes it too
+
+
+def test_the_versions_record_the_torch_thread_count() -> None:
+    import torch
+
+    from cosim.trace.writer import package_versions
+
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            assert package_versions()["torch_threads"] == str(threads)
+    finally:
+        torch.set_num_threads(before)

@@ -301,9 +301,8 @@ class SlotLearner:
         ``B <- (B + eta mu B_start) / (1 + eta mu)`` with ``eta`` the learning rate, not as
         a gradient: the optimizer's state sees the loss alone (as AdamW decouples weight
         decay).  Through Adam's gradient the term would fill the second moments with its
-        own ``mu (B - B_start)`` (slowing the group for hundreds of steps after the
-        damping ends) and, normalised away, hold the group only to within about ``eta``
-        per coordinate whatever ``mu`` is.
+        own ``mu (B - B_start)``, slowing the group for hundreds of steps after the
+        damping ends.
         ``group_steps`` (one count per layer group, each at most ``steps``) trains a group
         in the first that many steps only and leaves it as it is after them (the optimizer
         skips it); None trains every group in every step.

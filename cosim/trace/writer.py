@@ -23,7 +23,15 @@ _PACKAGES = ("cosim", "torch", "transformers", "peft", "simpy", "numpy", "pandas
 
 
 def package_versions() -> dict[str, str]:
-    """Python's and the main packages' versions, and ``cosim_source``: :func:`source_digest` of cosim."""
+    """Python's and the main packages' versions, ``cosim_source`` (:func:`source_digest` of cosim)
+    and ``torch_threads``, the threads PyTorch splits its products across.
+
+    The thread count belongs with the versions: a sum split across threads rounds
+    differently, and training carries the difference on, so the same scenario and seed
+    give identical tables only with the same count.
+    """
+    import torch
+
     out = {"python": platform.python_version()}
     for name in _PACKAGES:
         try:
@@ -31,6 +39,7 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[name] = "not installed"
     out["cosim_source"] = source_digest()
+    out["torch_threads"] = str(torch.get_num_threads())
     return out
 
 
