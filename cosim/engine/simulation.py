@@ -58,7 +58,7 @@ from cosim.engine.correction import (
     parallel_step_scale,
     plan_round,
 )
-from cosim.graph import hop_distances, metropolis_hastings, spectral_gap
+from cosim.graph import hop_distances, metropolis_hastings
 from cosim.learning.history import UpdateHistory, calibrate, difference
 from cosim.learning.learner import FULL_PRECISION_BITS, SlotLearner
 from cosim.learning.privacy import mia_auc
@@ -885,7 +885,6 @@ class Simulation:
                 round_end_s=round_end,
                 sync_s=sync_end - t0,
             )
-        self._gap = spectral_gap(weights) if len(members) > 1 else 0.0
         return losses
 
     def _exchange(
