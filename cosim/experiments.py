@@ -223,7 +223,7 @@ def _figures(run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
     early = means[(means["stage"] == "round") & (means["round"] == row["event_round"] + EARLY_ROUNDS)]
     for split, acc in early.groupby("split")["accuracy"].last().items():
         row[f"{split}_acc_early"] = float(acc)
-    row["transfers"] = transfers[["round", "time_s", "bits"]]
+    row["transfers"] = transfers[["round", "time_s", "delivered_bits"]]
     row["history_bytes_per_device"] = summary.get("history_bytes_per_device", 0)
     return row
 
@@ -248,7 +248,7 @@ def _to_target(fig: dict[str, Any], split: str, target: float, tol: float) -> tu
     first = hit.iloc[0]
     tr = fig["transfers"]
     window = tr["round"].between(r0, int(first["round"]))
-    return float(first["time_s"]) - fig["event_s"], float(tr.loc[window, "bits"].sum())
+    return float(first["time_s"]) - fig["event_s"], float(tr.loc[window, "delivered_bits"].sum())
 
 
 def _level_at(fig: dict[str, Any], split: str, r: int) -> float:

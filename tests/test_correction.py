@@ -168,7 +168,7 @@ def test_local_correction_adds_the_decided_steps_to_the_affected_devices(run_tin
     end = [c for c in corrections(run) if c["kind"] == "correction_end"][-1]
     assert end["extra_local_steps"] == sum(d["local_steps"] * len(d["local_devices"]) for d in decisions)
     start = min(row["time_s"] for row in run.rows("rounds") if row["round"] == 2)
-    bits = sum(t["bits"] for t in run.rows("transfers") if t["round"] >= 2)
+    bits = sum(t["delivered_bits"] for t in run.rows("transfers") if t["round"] >= 2)
     assert end["bits"] == bits and end["rounds"] == 2  # rounds 2 and 3, to the end of the run
     assert end["seconds"] == pytest.approx(run.summary["simulated_s"] - start)
 

@@ -144,6 +144,25 @@ def test_message_bits_are_slots_times_slot_bits_plus_header(run_tiny, scenario: 
         assert row["bits"] == row["slots"] * slot_bits + HEADER_BITS
 
 
+def test_a_message_costs_the_bits_that_got_through_by_the_deadline(run_tiny) -> None:
+    # A slot of 5 ms: each sender's messages queue one after the other and most miss the
+    # deadline, some before their first packet is out.
+    run = run_tiny("network.slot_s=0.005")
+    transfers = run.rows("transfers")
+    late = [t for t in transfers if not t["delivered"]]
+    packet = run.sim.scenario.network.radio.packet_bits
+    assert any(t["delivered_bits"] == 0 for t in late)
+    assert any(0 < t["delivered_bits"] < t["bits"] for t in late)
+    for t in late:
+        assert t["delivered_bits"] % packet == 0 and t["delivered_bits"] < t["bits"]
+    sent = sum(t["delivered_bits"] for t in transfers)
+    assert run.summary["bits_sent"] == sent < sum(t["bits"] for t in transfers)
+    gossip = [t for t in transfers if t["purpose"] == "gossip"]
+    for row in run.rows("rounds"):
+        own = [t for t in gossip if t["round"] == row["round"] and t["src"] == row["device"]]
+        assert row["bits_sent"] == sum(t["delivered_bits"] for t in own)
+
+
 @pytest.mark.parametrize(
     "scenario",
     sorted(SCENARIOS),
@@ -155,7 +174,7 @@ def test_the_rounds_table_adds_up_the_transfers(run_tiny, scenario: str) -> None
         sent = [t for t in transfers if t["round"] == row["round"]]
         own = [t for t in sent if t["src"] == row["device"]]
         received = [t for t in sent if t["dst"] == row["device"] and t["delivered"]]
-        assert row["bits_sent"] == sum(t["bits"] for t in own)
+        assert row["bits_sent"] == sum(t["delivered_bits"] for t in own)
         assert row["messages_sent"] == len(own)
         assert row["messages_delivered"] == sum(t["delivered"] for t in own), (row["round"], row["device"])
         assert row["bits_received"] == sum(t["bits"] for t in received)

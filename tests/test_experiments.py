@@ -178,7 +178,7 @@ def test_time_to_target_counts_from_the_event_to_the_end_of_the_first_round_that
         columns=["round", "stage", "time_s", "split", "accuracy"],
     )
     transfers = pd.DataFrame(
-        {"round": [1, 2, 2, 3, 4], "time_s": [8, 10, 10, 12, 15], "bits": [1, 2, 3, 4, 5]}
+        {"round": [1, 2, 2, 3, 4], "time_s": [8, 10, 10, 12, 15], "delivered_bits": [1, 2, 3, 4, 5]}
     )
     fig = {"timeline": timeline, "transfers": transfers, "event_round": 2, "event_s": 10.0}
     assert _to_target(fig, "retain", 0.86, 0.01) == (5.0, 2 + 3 + 4)  # round 3 ends at 15 s

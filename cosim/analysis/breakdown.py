@@ -157,9 +157,11 @@ def round_breakdown(run: Run, how: Literal["critical", "mean"] = "critical") -> 
 
 def communication_totals(run: Run) -> pd.DataFrame:
     """Bits sent per round, sending device (``device`` = ``transfers.src``) and ``purpose``
-    (gossip or pull): ``messages``, ``messages_delivered``, ``bits``, ``bits_delivered``
-    (bits of the messages delivered and used) and ``delivered_ratio`` = bits_delivered / bits
-    (NaN where nothing was sent).  Sum over ``device`` or ``round`` for other totals."""
+    (gossip or pull): ``messages``, ``messages_delivered``, ``bits`` (what got through by the
+    deadline, ``transfers.delivered_bits``: a message cut off at the deadline counts the
+    packets it got out), ``bits_delivered`` (bits of the messages delivered whole and used)
+    and ``delivered_ratio`` = bits_delivered / bits (NaN where nothing was sent).  Sum over
+    ``device`` or ``round`` for other totals."""
     t = run.transfers.assign(
         delivered_int=run.transfers["delivered"].astype("int64"),
         bits_delivered=run.transfers["bits"].where(run.transfers["delivered"], 0).astype("int64"),
@@ -170,7 +172,7 @@ def communication_totals(run: Run) -> pd.DataFrame:
             time_s=("time_s", "first"),
             messages=("bits", "size"),
             messages_delivered=("delivered_int", "sum"),
-            bits=("bits", "sum"),
+            bits=("delivered_bits", "sum"),
             bits_delivered=("bits_delivered", "sum"),
         )
         .rename(columns={"src": "device"})
@@ -224,7 +226,8 @@ def event_recovery(
       round - r + 1 (rounds played since the event, the event's own round included; so at
       least 1).  NaN (and ``recovered`` False) if it never does.  With ``eval_every`` > 1 the
       answer is only as fine as the evaluations.
-    * ``recovery_bits``: every bit sent in the rounds from ``r`` to the recovery round (both
+    * ``recovery_bits``: every bit sent (``delivered_bits``: what got through by each
+      deadline) in the rounds from ``r`` to the recovery round (both
       included; gossip, a correction's extra exchanges and pulls); NaN without a
       :class:`Run` (no transfers) or without recovery.
 
@@ -286,7 +289,7 @@ def event_recovery(
             )
             if transfers is not None:
                 window = transfers["round"].between(r, int(first["round"]))
-                row["recovery_bits"] = float(transfers.loc[window, "bits"].sum())
+                row["recovery_bits"] = float(transfers.loc[window, "delivered_bits"].sum())
         rows.append(row)
     columns = [
         "round",

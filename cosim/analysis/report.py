@@ -82,7 +82,7 @@ def write_report(
         lines.append(
             f"| `{run.path.name}` | {run.name} | {run.seed} | {run.manifest.get('status')} "
             f"| {run.manifest.get('backend')} | {rounds} | {_num(summary.get('simulated_s', math.nan))} "
-            f"| {_num(run.transfers['bits'].sum() / 1e6)} |"
+            f"| {_num(run.transfers['delivered_bits'].sum() / 1e6)} |"
         )
     lines.append("")
     for run, slug in zip(runs, slugs, strict=True):

@@ -989,7 +989,7 @@ class Simulation:
         for res, ok in zip(results, arrived, strict=True):
             if res.src in sent:
                 s = sent[res.src]
-                s[0] += res.bits
+                s[0] += res.delivered_bits
                 s[1] += 1
                 s[2] += int(ok)
                 s[3] = max(s[3], min(res.finish_s, deadline))
@@ -1228,7 +1228,7 @@ class Simulation:
         groups_sent: int | None = None,
     ) -> None:
         i, j = links.index(res.src), links.index(res.dst)
-        self._bits_total += res.bits
+        self._bits_total += res.delivered_bits  # what went through: what the message cost
         self.trace.add(
             "transfers",
             round=self._round,
@@ -1263,7 +1263,7 @@ class Simulation:
             "rounds": self._round + 1,
             "simulated_s": float(self.env.now),
             "final_accuracy": final,
-            "bits_sent": int(sum(t["bits"] for t in transfers)),
+            "bits_sent": int(sum(t["delivered_bits"] for t in transfers)),
             "live_devices": len(self.members.active),
             "copy_bytes_per_device": self.learner.copy_bytes(),
             **(

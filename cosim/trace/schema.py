@@ -30,7 +30,7 @@ TABLES: dict[str, list[tuple[str, pa.DataType, str]]] = {
         ("compute_s", _F, "simulated compute time of the steps"),
         ("tx_start_s", _F, "when the device started sending (after computing)"),
         ("tx_end_s", _F, "when its last message finished (or the deadline)"),
-        ("bits_sent", _I, "payload bits it sent"),
+        ("bits_sent", _I, "payload bits it got through by the deadline (its messages' delivered_bits)"),
         ("bits_received", _I, "payload bits delivered to it"),
         ("messages_sent", _I, "messages it sent"),
         ("messages_delivered", _I, "of those, delivered by the deadline"),
@@ -59,7 +59,7 @@ TABLES: dict[str, list[tuple[str, pa.DataType, str]]] = {
             "slots in the message (full: those that changed; uniform, proportional, random: every "
             "live slot; priority: those with at least one layer group sent)",
         ),
-        ("bits", _I, "payload bits, headers included"),
+        ("bits", _I, "the message's size: payload bits, headers included"),
         ("rate_bps", _F, "PHY rate of the link"),
         ("goodput_bps", _F, "rate after MAC efficiency and packet loss"),
         ("loss", _F, "packet error rate of the link"),
@@ -69,7 +69,12 @@ TABLES: dict[str, list[tuple[str, pa.DataType, str]]] = {
         ("start_s", _F, "when sending began"),
         ("finish_s", _F, "when the last bit arrived"),
         ("delivered", _B, "arrived whole by the deadline and was used"),
-        ("delivered_bits", _I, "bits through by the deadline"),
+        (
+            "delivered_bits",
+            _I,
+            "bits through by the deadline (the whole message when delivered; 0 without a link): "
+            "what the message cost",
+        ),
         ("budget_bits", _F, "the link's bit budget for the message (goodput x slot); null: no budget"),
         (
             "groups_sent",

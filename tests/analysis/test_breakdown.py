@@ -108,7 +108,7 @@ def test_round_totals_match_the_raw_tables(tiny_run: Run) -> None:
     sent = gossip.groupby(["round", "device"])["bits"].sum()
     raw = tiny_run.rounds.set_index(["round", "device"])["bits_sent"]
     pd.testing.assert_series_equal(sent.sort_index(), raw.sort_index(), check_names=False, check_dtype=False)
-    assert comm["bits"].sum() == tiny_run.transfers["bits"].sum()
+    assert comm["bits"].sum() == tiny_run.transfers["delivered_bits"].sum()
     delivered = tiny_run.transfers.loc[tiny_run.transfers["delivered"], "bits"].sum()
     assert comm["bits_delivered"].sum() == delivered
     assert ((comm["delivered_ratio"] >= 0) & (comm["delivered_ratio"] <= 1)).all()
@@ -288,7 +288,7 @@ def test_event_recovery_on_the_tiny_run(tiny_run: Run) -> None:
         window = transfers[
             (transfers["round"] >= row["round"]) & (transfers["round"] <= row["recovery_round"])
         ]
-        assert row["recovery_bits"] == float(window["bits"].sum()) > 0
+        assert row["recovery_bits"] == float(window["delivered_bits"].sum()) > 0
     assert got[~got["recovered"]]["recovery_bits"].isna().all()
 
 
