@@ -256,6 +256,24 @@ def test_sync_scheduling_exchanges_the_lagging_groups_before_computing(run_tiny)
     assert pairs(run, 2, "sync") == pairs(run, 2)
 
 
+@pytest.mark.parametrize("policy", ["sync", "local"])
+def test_each_exchange_of_a_correction_round_goes_over_the_links_of_its_own_time(run_tiny, policy) -> None:
+    # Fading redraws the channel at every instant: the exchanges that follow a correction's
+    # extra exchange or steps see the links of their start, not those of the round's start.
+    run = run_tiny(LEAVE, f"correction.policy={policy}", *EAGER)
+    network, live = run.sim.network, [0, 2, 3]
+    start = min(row["time_s"] for row in run.rows("rounds") if row["round"] == 2)
+    rows = [t for t in run.rows("transfers") if t["round"] == 2]
+    stamps = sorted({t["time_s"] for t in rows})
+    assert stamps[0] == start and len(stamps) >= 2  # the extra exchange, then the round's gossip
+    assert {t["time_s"] for t in rows if t["purpose"] == "gossip"} == {stamps[-1]} != {start}
+    for t in rows:
+        links = network.links(t["time_s"], live)
+        i, j = links.index(t["src"]), links.index(t["dst"])
+        assert t["rate_bps"] == links.rate_bps[i, j] > 0 and t["mcs"] == links.mcs[i, j]
+        assert t["goodput_bps"] == links.goodput_bps[i, j]
+
+
 def test_proximal_damping_sets_a_strength_per_group(run_tiny) -> None:
     damped = run_tiny(LEAVE, "correction.policy=proximal", *EAGER)
     first = first_decision(damped)

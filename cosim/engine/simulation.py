@@ -816,8 +816,20 @@ class Simulation:
             if self.scenario.allocation.method == "priority"
             else np.ones(n_groups)
         )
+
+        def graph_now() -> tuple[LinkState, np.ndarray, np.ndarray]:
+            # An exchange goes over the channel at its own start: after a correction's extra
+            # exchanges or steps the round's later exchanges see the links of their time, and
+            # gossip on the graph those links give (fading may have dropped or added a link).
+            if links.time_s == env.now:
+                return links, adjacency, weights
+            later = self.network.links(env.now, members)
+            graph = self._graph(later)
+            return later, graph, metropolis_hastings(graph)
+
         for _ in range(plan.syncs):
             now = env.now
+            links, adjacency, weights = graph_now()
             yield from self._exchange(
                 r, links, adjacency, weights, dict.fromkeys(active, now),
                 now + self.scenario.network.slot_s, plan.sync_groups, "sync", group_weights,
@@ -848,6 +860,7 @@ class Simulation:
                 # The corrected slots travel before the round's regular steps: trained on
                 # against copies that lack the correction, the devices would undo it.
                 start = {d: sync_end + extra_s.get(d, 0.0) for d in active}
+                links, adjacency, weights = graph_now()
                 yield from self._exchange(
                     r, links, adjacency, weights, start, max(start.values()) + self.scenario.network.slot_s,
                     tuple(range(n_groups)), "sync", group_weights,
@@ -861,6 +874,7 @@ class Simulation:
         # The extra steps were computed before the correction's exchange, within sync_s.
         tx_start = {d: ready[d] + compute_s[d] - extra_s.get(d, 0.0) for d in active}
         deadline = (max(tx_start.values()) if tx_start else sync_end) + self.scenario.network.slot_s
+        links, adjacency, weights = graph_now()
         sent, received = yield from self._exchange(
             r, links, adjacency, weights, tx_start, deadline, tuple(range(n_groups)), "gossip", group_weights
         )
