@@ -30,9 +30,14 @@ TABLES: dict[str, list[tuple[str, pa.DataType, str]]] = {
         ("compute_s", _F, "simulated compute time of the steps"),
         ("tx_start_s", _F, "when the device started sending (after computing)"),
         ("tx_end_s", _F, "when its last message finished (or the deadline)"),
-        ("bits_sent", _I, "payload bits it got through by the deadline (its messages' delivered_bits)"),
-        ("bits_received", _I, "payload bits delivered to it"),
-        ("messages_sent", _I, "messages it sent"),
+        (
+            "bits_sent",
+            _I,
+            "payload bits of its gossip messages through by the deadline (their delivered_bits; a "
+            "correction's extra exchanges are transfers rows with purpose sync)",
+        ),
+        ("bits_received", _I, "payload bits of the gossip delivered to it"),
+        ("messages_sent", _I, "gossip messages it sent"),
         ("messages_delivered", _I, "of those, delivered by the deadline"),
         ("round_end_s", _F, "simulated time the round ended (all needed transfers or the deadline)"),
         (
