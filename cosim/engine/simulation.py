@@ -773,6 +773,12 @@ class Simulation:
                 graph[index[a], index[b]] = graph[index[b], index[a]] = True
         return graph
 
+    def _gossip_graph(self, time_s: float, members: list[int]) -> tuple[LinkState, np.ndarray, np.ndarray]:
+        """The links among ``members`` at ``time_s``, the gossip graph on them and its mixing weights."""
+        links = self.network.links(time_s, members)
+        adjacency = self._graph(links)
+        return links, adjacency, metropolis_hastings(adjacency)
+
     def _refine(self, k: int) -> int:
         """Topology refinement: add up to ``k`` feasible links that most raise the spectral gap."""
         live = self.members.active
@@ -807,29 +813,20 @@ class Simulation:
         tau = self.scenario.training.local_steps
         members = self.members.live
         active = self.members.active
-        links = self.network.links(t0, members)
-        adjacency = self._graph(links)
-        weights = metropolis_hastings(adjacency)
+        links, adjacency, weights = self._gossip_graph(t0, members)
         n_groups = self.scenario.model.layer_groups
         group_weights = (
             self._group_weights(active)
             if self.scenario.allocation.method == "priority"
             else np.ones(n_groups)
         )
-
-        def graph_now() -> tuple[LinkState, np.ndarray, np.ndarray]:
-            # An exchange goes over the channel at its own start: after a correction's extra
-            # exchanges or steps the round's later exchanges see the links of their time, and
-            # gossip on the graph those links give (fading may have dropped or added a link).
-            if links.time_s == env.now:
-                return links, adjacency, weights
-            later = self.network.links(env.now, members)
-            graph = self._graph(later)
-            return later, graph, metropolis_hastings(graph)
-
+        # An exchange goes over the channel at its own start: after a correction's extra
+        # exchanges or steps the round's later exchanges see the links of their time, and
+        # gossip on the graph those links give (fading may have dropped or added a link).
         for _ in range(plan.syncs):
             now = env.now
-            links, adjacency, weights = graph_now()
+            if links.time_s != now:
+                links, adjacency, weights = self._gossip_graph(now, members)
             yield from self._exchange(
                 r, links, adjacency, weights, dict.fromkeys(active, now),
                 now + self.scenario.network.slot_s, plan.sync_groups, "sync", group_weights,
@@ -860,7 +857,8 @@ class Simulation:
                 # The corrected slots travel before the round's regular steps: trained on
                 # against copies that lack the correction, the devices would undo it.
                 start = {d: sync_end + extra_s.get(d, 0.0) for d in active}
-                links, adjacency, weights = graph_now()
+                if links.time_s != env.now:
+                    links, adjacency, weights = self._gossip_graph(env.now, members)
                 yield from self._exchange(
                     r, links, adjacency, weights, start, max(start.values()) + self.scenario.network.slot_s,
                     tuple(range(n_groups)), "sync", group_weights,
@@ -874,7 +872,8 @@ class Simulation:
         # The extra steps were computed before the correction's exchange, within sync_s.
         tx_start = {d: ready[d] + compute_s[d] - extra_s.get(d, 0.0) for d in active}
         deadline = (max(tx_start.values()) if tx_start else sync_end) + self.scenario.network.slot_s
-        links, adjacency, weights = graph_now()
+        if links.time_s != env.now:
+            links, adjacency, weights = self._gossip_graph(env.now, members)
         sent, received = yield from self._exchange(
             r, links, adjacency, weights, tx_start, deadline, tuple(range(n_groups)), "gossip", group_weights
         )
