@@ -29,9 +29,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from cosim.analysis import beside_replay, experiment_arguments, saving
+from cosim.analysis import (
+    beside_replay,
+    difference_cell,
+    experiment_arguments,
+    p_cell,
+    paired_difference,
+    saving,
+)
 
 POLICIES = ("none", "priority")
 FACTOR = 5.0  # the cost saving asked of a correction against the replay
@@ -50,33 +56,6 @@ def load(directories: list[Path]) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def paired(values: pd.Series) -> dict[str, float]:
-    """Mean, 95 % t interval and paired t test p value of per-seed differences (NaN left out)."""
-    d = pd.Series(values, dtype=float).dropna().to_numpy()
-    n = len(d)
-    mean = float(d.mean()) if n else float("nan")
-    if n < 2:
-        return {"n": n, "mean": mean, "low": float("nan"), "high": float("nan"), "p": float("nan")}
-    sd = float(d.std(ddof=1))
-    half = float(stats.t.ppf(0.975, n - 1)) * sd / np.sqrt(n)
-    # Differences equal up to rounding do not vary: no test (it would report p near 0).
-    p = float(stats.ttest_1samp(d, 0.0).pvalue) if sd > 1e-12 * max(1.0, abs(mean)) else float("nan")
-    return {"n": n, "mean": mean, "low": mean - half, "high": mean + half, "p": p}
-
-
-def _cell(r: dict[str, float], digits: int = 2) -> str:
-    if np.isnan(r["mean"]):
-        return "–"
-    text = f"{r['mean']:+.{digits}f}"
-    if not np.isnan(r["low"]):
-        text += f" [{r['low']:+.{digits}f}, {r['high']:+.{digits}f}]"
-    return text
-
-
-def _p(r: dict[str, float]) -> str:
-    return "–" if np.isnan(r["p"]) else f"{r['p']:.2f}"
-
-
 def against_retrain(df: pd.DataFrame) -> str:
     lines = [
         "| regime | policy | seeds | retain − retrain [95 % CI] | p | forget − retrain [95 % CI] | p "
@@ -85,10 +64,10 @@ def against_retrain(df: pd.DataFrame) -> str:
     ]
     for (regime, policy), rows in df[df["policy"].isin(POLICIES)].groupby(["regime", "policy"], sort=True):
         columns = ("retain_acc_vs_retrain", "forget_acc_vs_retrain", "mia_auc_vs_retrain")
-        results = [paired(rows[c]) for c in columns]
+        results = [paired_difference(rows[c]) for c in columns]
         cells = [str(max(r["n"] for r in results))]  # the seeds with a retrain run to pair with
         for r in results:
-            cells += [_cell(r), _p(r)]
+            cells += [difference_cell(r), p_cell(r)]
         lines.append(f"| {regime} | {policy} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -146,15 +125,15 @@ def priority_against_none(df: pd.DataFrame) -> str:
         if seeds.empty:
             continue
         pri, non = pri.loc[seeds], non.loc[seeds]
-        early = paired(pri["retain_acc_early"] - non["retain_acc_early"])
-        final = paired(pri["retain_acc"] - non["retain_acc"])
+        early = paired_difference(pri["retain_acc_early"] - non["retain_acc_early"])
+        final = paired_difference(pri["retain_acc"] - non["retain_acc"])
         cells = [
             str(len(seeds)),
             f"{int(acted(pri).sum())}/{len(seeds)}",
-            _cell(early),
-            _p(early),
-            _cell(final),
-            _p(final),
+            difference_cell(early),
+            p_cell(early),
+            difference_cell(final),
+            p_cell(final),
         ]
         lines.append(f"| {regime} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

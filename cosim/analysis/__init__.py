@@ -14,7 +14,15 @@ from cosim.analysis.breakdown import (
     latency_breakdown,
     round_breakdown,
 )
-from cosim.analysis.compare import beside_replay, compare_runs, mean_spread, saving
+from cosim.analysis.compare import (
+    beside_replay,
+    compare_runs,
+    difference_cell,
+    mean_spread,
+    p_cell,
+    paired_difference,
+    saving,
+)
 from cosim.analysis.load import Run, experiment_arguments, load_run, load_runs
 
 __all__ = [
@@ -25,6 +33,7 @@ __all__ = [
     "beside_replay",
     "communication_totals",
     "compare_runs",
+    "difference_cell",
     "event_recovery",
     "experiment_arguments",
     "group_bits",
@@ -32,6 +41,8 @@ __all__ = [
     "load_run",
     "load_runs",
     "mean_spread",
+    "p_cell",
+    "paired_difference",
     "round_breakdown",
     "saving",
 ]

@@ -8,7 +8,15 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["beside_replay", "compare_runs", "mean_spread", "saving"]
+__all__ = [
+    "beside_replay",
+    "compare_runs",
+    "difference_cell",
+    "mean_spread",
+    "p_cell",
+    "paired_difference",
+    "saving",
+]
 
 
 def mean_spread(values: Any, digits: int, scale: float = 1.0, empty: str = "–") -> str:
@@ -32,6 +40,39 @@ def saving(reference: float, cost: float) -> str:
     if np.isnan(cost):
         return "–"
     return "already there" if cost == 0 else f"{reference / cost:.1f}x"
+
+
+def paired_difference(values: Any) -> dict[str, float]:
+    """Mean, 95 % t interval and paired t test p value of per-seed differences (NaN left out).
+
+    ``n`` is how many differences are left.  With fewer than two there is no interval
+    (NaN); differences equal up to rounding do not vary, so there is no test either (the
+    t test would report p near 0 for them).
+    """
+    d = pd.Series(values, dtype=float).dropna().to_numpy()
+    n = len(d)
+    mean = float(d.mean()) if n else float("nan")
+    if n < 2:
+        return {"n": n, "mean": mean, "low": float("nan"), "high": float("nan"), "p": float("nan")}
+    sd = float(d.std(ddof=1))
+    half = float(stats.t.ppf(0.975, n - 1)) * sd / np.sqrt(n)
+    p = float(stats.ttest_1samp(d, 0.0).pvalue) if sd > 1e-12 * max(1.0, abs(mean)) else float("nan")
+    return {"n": n, "mean": mean, "low": mean - half, "high": mean + half, "p": p}
+
+
+def difference_cell(r: dict[str, float], digits: int = 2) -> str:
+    """A :func:`paired_difference` as a table cell: ``"+0.05 [+0.03, +0.07]"`` (``"–"`` when empty)."""
+    if np.isnan(r["mean"]):
+        return "–"
+    text = f"{r['mean']:+.{digits}f}"
+    if not np.isnan(r["low"]):
+        text += f" [{r['low']:+.{digits}f}, {r['high']:+.{digits}f}]"
+    return text
+
+
+def p_cell(r: dict[str, float]) -> str:
+    """A :func:`paired_difference`'s p value as a table cell (``"–"`` without a test)."""
+    return "–" if np.isnan(r["p"]) else f"{r['p']:.2f}"
 
 
 def beside_replay(

@@ -1,9 +1,11 @@
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
 
-from cosim.analysis.compare import compare_runs, mean_spread
+from cosim.analysis.compare import compare_runs, difference_cell, mean_spread, p_cell, paired_difference
 
 
 def test_means_intervals_and_differences_match_scipy() -> None:
@@ -64,3 +66,19 @@ def test_experiment_arguments_exit_2_naming_directories_without_results(
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert f"no results.parquet in {tmp_path / 'empty'};" in err and "done" not in err.split("in ", 1)[1]
+
+
+def test_paired_difference_gives_the_t_interval_and_p_value_of_the_differences() -> None:
+    r = paired_difference(pd.Series([1.0, 2.0, 3.0, float("nan")]))
+    # mean 2, sd 1, n 3: half width t(0.975, 2) / sqrt(3) = 4.302653 / 1.732051; t = 2 sqrt(3).
+    assert r["n"] == 3 and r["mean"] == pytest.approx(2.0)
+    assert r["high"] - r["mean"] == pytest.approx(4.302653 / math.sqrt(3), rel=1e-6)
+    assert r["low"] == pytest.approx(2.0 - 4.302653 / math.sqrt(3), rel=1e-6)
+    assert r["p"] == pytest.approx(0.07418, abs=1e-4)  # two-sided, t = 3.4641 on 2 degrees of freedom
+    same = paired_difference(pd.Series([0.0, 0.0, 0.0]))
+    assert same["mean"] == 0.0 and math.isnan(same["p"])  # no spread: no test
+    rounding = paired_difference(pd.Series([0.86 - 0.80, 0.96 - 0.90, 0.66 - 0.60]))  # 0.06 up to rounding
+    assert rounding["mean"] == pytest.approx(0.06) and math.isnan(rounding["p"])
+    assert math.isnan(paired_difference(pd.Series([0.5]))["low"])
+    assert difference_cell(r) == "+2.00 [-0.48, +4.48]" and p_cell(r) == "0.07"
+    assert difference_cell(paired_difference(pd.Series([], dtype=float))) == "–" and p_cell(same) == "–"
