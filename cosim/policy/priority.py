@@ -296,18 +296,20 @@ def decide(terms: ResidualTerms, tolerances: Tolerances, budget: Budget) -> Deci
     for g, (term, value) in enumerate(zip(dominant, dominant_value, strict=True)):
         by_share = term == "consensus" and bool(share_binds[g])
         share = f"{tolerances.consensus_share:.3g} of the copies' size" if by_share else ""
-        if topology_reason:
-            actions.append(Action.TOPOLOGY_REFINEMENT)
-            reasons.append(f"topology: {topology_reason}")
-        elif value > 1.0:
-            actions.append(TERMS[term])
-            reasons.append(
-                f"{term} dominates at {value:.3g}x its tolerance" + (f" ({share})" if by_share else "")
-            )
+        if value > 1.0:
+            action = TERMS[term]
+            reason = f"{term} dominates at {value:.3g}x its tolerance" + (f" ({share})" if by_share else "")
         else:
-            actions.append(Action.NONE)
+            action = Action.NONE
             of = f"; tolerance {share}" if by_share else ""
-            reasons.append(f"all terms within tolerance (largest: {term} at {value:.3g}x{of})")
+            reason = f"all terms within tolerance (largest: {term} at {value:.3g}x{of})"
+        if topology_reason:
+            # The group's own term still decides what priority does with it in the same
+            # round (after the links), so the reason names both.
+            action = Action.TOPOLOGY_REFINEMENT
+            reason = f"topology: {topology_reason}; {reason}"
+        actions.append(action)
+        reasons.append(reason)
 
     kappa = np.asarray(terms.kappa, dtype=float)
     d_g = np.asarray(terms.disagreement, dtype=float)

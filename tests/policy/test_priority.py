@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -113,7 +114,12 @@ def test_topology_refinement_comes_first(make_terms, overrides, reason):
     assert decision.topology
     assert decision.topology_reason == reason
     assert decision.actions == (Action.TOPOLOGY_REFINEMENT,) * 3
-    assert decision.reasons == (f"topology: {reason}",) * 3
+    # Each reason also names what the group's own terms call for: priority acts on them in
+    # the same round, after the links.
+    plain = decide(replace(terms, n_components=1, gamma=0.5), TOL, Budget(rounds=100))
+    assert not plain.topology
+    assert plain.reasons[:2] == ("learn dominates at 5x its tolerance", "drift dominates at 4x its tolerance")
+    assert decision.reasons == tuple(f"topology: {reason}; {r}" for r in plain.reasons)
     assert decision.dominant[:2] == ("learn", "drift")  # the terms are still reported
 
 
