@@ -27,13 +27,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from cosim.analysis import (
     beside_replay,
     difference_cell,
-    experiment_arguments,
+    experiment_report,
+    one_run_each,
     p_cell,
     paired_difference,
     saving,
@@ -47,13 +47,7 @@ def load(directories: list[Path]) -> pd.DataFrame:
     """The leaves of none, priority and retrain from every directory, one row per regime, policy and seed."""
     df = pd.concat([pd.read_parquet(d / "results.parquet") for d in directories], ignore_index=True)
     df = df[(df["event"] == "leave") & df["policy"].isin([*POLICIES, "retrain"])]
-    twice = df[df.duplicated(["regime", "policy", "seed"], keep=False)]
-    if not twice.empty:
-        first = twice.iloc[0]
-        raise ValueError(
-            f"{first['regime']} {first['policy']} seed {first['seed']} is in more than one directory"
-        )
-    return df.reset_index(drop=True)
+    return one_run_each(df, ["regime", "policy", "seed"])
 
 
 def against_retrain(df: pd.DataFrame) -> str:
@@ -140,15 +134,7 @@ def priority_against_none(df: pd.DataFrame) -> str:
 
 
 def main() -> None:
-    parser, directories = experiment_arguments(__doc__.splitlines()[0])
-    try:
-        df = load(directories)
-    except ValueError as err:
-        parser.exit(2, f"error: {err}\n")
-    with np.errstate(all="ignore"):
-        print(against_retrain(df), end="\n\n")
-        print(against_replay(df), end="\n\n")
-        print(priority_against_none(df))
+    experiment_report(__doc__.splitlines()[0], load, against_retrain, against_replay, priority_against_none)
 
 
 if __name__ == "__main__":

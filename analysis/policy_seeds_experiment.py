@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cosim.analysis import difference_cell, experiment_arguments, p_cell, paired_difference
+from cosim.analysis import difference_cell, experiment_report, one_run_each, p_cell, paired_difference
 from cosim.experiments import TARGET_SPLIT
 
 SINGLE = ("local", "proximal", "sync", "topology")
@@ -42,15 +42,7 @@ def load(directories: list[Path]) -> pd.DataFrame:
     """Every run of the policies above from every directory, one row per regime, event, policy and seed."""
     df = pd.concat([pd.read_parquet(d / "results.parquet") for d in directories], ignore_index=True)
     df = df[df["policy"].isin(POLICIES)]
-    key = ["regime", "event", "policy", "seed"]
-    twice = df[df.duplicated(key, keep=False)]
-    if not twice.empty:
-        first = twice.iloc[0]
-        raise ValueError(
-            f"{first['regime']} {first['event']} {first['policy']} seed {first['seed']} "
-            "is in more than one directory"
-        )
-    return df.reset_index(drop=True)
+    return one_run_each(df, ["regime", "event", "policy", "seed"])
 
 
 def target(rows: pd.DataFrame, event: str, suffix: str) -> pd.Series:
@@ -138,14 +130,7 @@ def against_none(df: pd.DataFrame) -> str:
 
 
 def main() -> None:
-    parser, directories = experiment_arguments(__doc__.splitlines()[0])
-    try:
-        df = load(directories)
-    except ValueError as err:
-        parser.exit(2, f"error: {err}\n")
-    with np.errstate(all="ignore"):
-        print(against_best_single(df), end="\n\n")
-        print(against_none(df))
+    experiment_report(__doc__.splitlines()[0], load, against_best_single, against_none)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,14 @@ from cosim.analysis.compare import (
     paired_difference,
     saving,
 )
-from cosim.analysis.load import Run, experiment_arguments, load_run, load_runs
+from cosim.analysis.load import (
+    Run,
+    experiment_arguments,
+    experiment_report,
+    load_run,
+    load_runs,
+    one_run_each,
+)
 
 __all__ = [
     "MEMBERSHIP_KINDS",
@@ -36,11 +43,13 @@ __all__ = [
     "difference_cell",
     "event_recovery",
     "experiment_arguments",
+    "experiment_report",
     "group_bits",
     "latency_breakdown",
     "load_run",
     "load_runs",
     "mean_spread",
+    "one_run_each",
     "p_cell",
     "paired_difference",
     "round_breakdown",

@@ -10,14 +10,23 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-__all__ = ["TABLE_NAMES", "Run", "experiment_arguments", "load_run", "load_runs"]
+__all__ = [
+    "TABLE_NAMES",
+    "Run",
+    "experiment_arguments",
+    "experiment_report",
+    "load_run",
+    "load_runs",
+    "one_run_each",
+]
 
 TABLE_NAMES = ("rounds", "transfers", "events", "evaluations")
 
@@ -143,3 +152,31 @@ def experiment_arguments(description: str) -> tuple[argparse.ArgumentParser, lis
         names = ", ".join(map(str, missing))
         parser.exit(2, f"error: no results.parquet in {names}; run cosim experiments first\n")
     return parser, directories
+
+
+def one_run_each(df: pd.DataFrame, key: list[str]) -> pd.DataFrame:
+    """``df`` (rows of ``cosim experiments`` results, stacked from several directories) with a
+    fresh index; a ``ValueError`` naming the first run whose ``key`` (ending in ``seed``)
+    appears twice."""
+    twice = df[df.duplicated(key, keep=False)]
+    if not twice.empty:
+        first = twice.iloc[0]
+        named = " ".join(str(first[k]) for k in key[:-1])
+        raise ValueError(f"{named} seed {first[key[-1]]} is in more than one directory")
+    return df.reset_index(drop=True)
+
+
+def experiment_report(
+    description: str,
+    load: Callable[[list[Path]], pd.DataFrame],
+    *tables: Callable[[pd.DataFrame], str],
+) -> None:
+    """An analysis script's whole run: read its directories with ``load`` (a ``ValueError``
+    exits with status 2 and the message) and print each table, a blank line between."""
+    parser, directories = experiment_arguments(description)
+    try:
+        df = load(directories)
+    except ValueError as err:
+        parser.exit(2, f"error: {err}\n")
+    with np.errstate(all="ignore"):
+        print("\n\n".join(table(df) for table in tables))
