@@ -48,9 +48,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from cosim.scenario import SHARED_POLICIES, ScenarioError, apply_overrides, parse_scenario
+from cosim.scenario import SHARED_POLICIES, ScenarioError, apply_overrides, parse_scenario, read_yaml
 from cosim.sweep import SweepRun
 
 __all__ = [
@@ -75,7 +74,12 @@ def _regimes(directory: Path, overrides: tuple[str, ...] = ()) -> dict[str, dict
         raise ScenarioError(f"{directory}: no regime scenarios (*.yaml) found")
     out = {}
     for path in files:
-        raw = apply_overrides(yaml.safe_load(path.read_text(encoding="utf-8")), list(overrides))
+        raw = read_yaml(path, if_empty="; a scenario needs at least 'name'")
+        if not isinstance(raw, dict):
+            raise ScenarioError(
+                f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}"
+            )
+        raw = apply_overrides(raw, list(overrides))
         scenario = parse_scenario(raw, source=str(path), base_dir=directory)
         leaves = [e for e in scenario.events if e.kind == "leave"]
         if len(scenario.events) != 1 or not leaves or leaves[0].round is None:
@@ -108,12 +112,12 @@ def plan_experiments(
     """
     unknown = [p for p in policies if p not in POLICIES]
     if unknown:
-        raise ScenarioError(f"policies: unknown {unknown}; allowed: {', '.join(POLICIES)}")
+        raise ScenarioError(f"--policy: {', '.join(unknown)} not a policy; allowed: {', '.join(POLICIES)}")
     if adapters not in ("orthogonal", "shared"):
         raise ScenarioError(f"adapters: {adapters!r} is not an adapter kind; allowed: orthogonal, shared")
     if adapters == "shared" and (bad := [p for p in policies if p not in SHARED_POLICIES]):
         raise ScenarioError(
-            f"policies: {bad} need orthogonal slots; allowed with shared adapters: "
+            f"--policy: {', '.join(bad)} need orthogonal slots; allowed with shared adapters: "
             f"{', '.join(SHARED_POLICIES)}"
         )
     found = _regimes(directory, overrides)

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import types
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -27,6 +28,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 __all__ = [
     "Scenario",
@@ -34,6 +36,8 @@ __all__ = [
     "apply_overrides",
     "load_scenario",
     "parse_scenario",
+    "parse_yaml",
+    "read_yaml",
     "scenario_hash",
 ]
 
@@ -42,8 +46,37 @@ class ScenarioError(ValueError):
     """A scenario that cannot be run; the message is meant for the user."""
 
 
+def _scalar_types(annotation: Any) -> set[Any]:
+    """The types a field's annotation admits at its top level (through ``Annotated`` and unions)."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _scalar_types(get_args(annotation)[0])
+    if origin is Union or origin is types.UnionType:
+        return set().union(*(_scalar_types(a) for a in get_args(annotation)))
+    return {annotation}
+
+
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, data: Any) -> Any:
+        # pydantic reads true as 1 and false as 0, and YAML reads yes and on as true: a
+        # number field given a boolean is a mistake, not a count of one.
+        if isinstance(data, dict):
+            for key, value in data.items():
+                field = cls.model_fields.get(key) if isinstance(key, str) else None
+                if field is None or not isinstance(value, bool):
+                    continue
+                admitted = _scalar_types(field.annotation)
+                if admitted & {int, float} and bool not in admitted:
+                    raise PydanticCustomError(
+                        "bool_for_number",
+                        "a number is needed, not a boolean",
+                        {"field": key, "value": value},
+                    )
+        return data
 
 
 # --------------------------------------------------------------------------- network
@@ -999,6 +1032,7 @@ class Scenario(_Spec):
         duplicates = sorted({d for d in leaving if leaving.count(d) > 1})
         if duplicates:
             raise ValueError(f"events: device(s) {duplicates} leave more than once")
+        self._check_membership_order(count, total)
         policy = self.correction.policy
         if self.model.adapters == "shared" and policy not in SHARED_POLICIES:
             raise ValueError(
@@ -1022,6 +1056,40 @@ class Scenario(_Spec):
                 f"{total} devices; give one [x, y] per device"
             )
         return self
+
+    def _check_membership_order(self, count: int, total: int) -> None:
+        """A newcomer leaves after it joins, and some device is live in every round.
+
+        Events given by ``time_s`` are compared where both are (a leave against its join);
+        the rounds without any device are found among the events given by round.
+        """
+        events = self.resolved_events()
+        join_of = {e.device: e for e in events if isinstance(e, JoinEvent)}
+        for i, event in enumerate(events):
+            join = join_of.get(event.device) if not isinstance(event, JoinEvent) else None
+            if join is None:
+                continue
+            for unit, mine, theirs in (
+                ("round", event.round, join.round),
+                ("time_s", event.time_s, join.time_s),
+            ):
+                if mine is not None and theirs is not None and mine < theirs:
+                    raise ValueError(
+                        f"events.{i}.{unit}: device {event.device} leaves at {unit} {mine} but joins at "
+                        f"{unit} {theirs}; allowed: >= {theirs}"
+                    )
+        if len(self.leavers) >= total:
+            raise ValueError(
+                f"events: every one of the {total} devices leaves; at least one must stay to the end"
+            )
+        live = count
+        for r in sorted({e.round for e in events if e.round is not None}):
+            live += sum(isinstance(e, JoinEvent) for e in events if e.round == r)
+            live -= sum(not isinstance(e, JoinEvent) for e in events if e.round == r)
+            if live <= 0:
+                raise ValueError(
+                    f"events: no device is left after the events of round {r}; at least one must stay"
+                )
 
 
 # --------------------------------------------------------------------------- loading
@@ -1085,9 +1153,16 @@ def _tags_of(cls: type[BaseModel]) -> list[str]:
     return []
 
 
+def validation_errors(err: ValidationError) -> list[Any]:
+    """``err``'s errors, less the echoes: a sequence whose items failed also reports being too short."""
+    errors = err.errors(include_url=False)
+    deeper = {e["loc"][:n] for e in errors for n in range(len(e["loc"]))}
+    return [e for e in errors if not (e["type"] == "too_short" and e["loc"] in deeper)]
+
+
 def _format_validation_error(err: ValidationError) -> str:
     lines = []
-    for item in err.errors(include_url=False):
+    for item in validation_errors(err):
         loc = tuple(p for p in item["loc"] if not str(p).startswith("function-"))
         # Discriminated unions add the tag to the path ("network.builtin.slot_s"); drop it.
         path = ".".join(str(p) for p in loc if p not in _UNION_TAGS)
@@ -1097,6 +1172,11 @@ def _format_validation_error(err: ValidationError) -> str:
             if owner is not None:
                 msg = f"unknown field; allowed: {', '.join(owner.model_fields)}"
         value = item.get("input")
+        if item["type"] == "bool_for_number":  # raised for the whole section: name the field
+            path, value = (
+                f"{path}.{item['ctx']['field']}" if path else item["ctx"]["field"],
+                item["ctx"]["value"],
+            )
         if item["type"] == "union_tag_invalid" and isinstance(value, dict):
             key = "backend" if "backend" in value else "kind"
             path, msg, value = (
@@ -1133,7 +1213,7 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
     if not all(path):
         raise ScenarioError(f"--set {text!r}: empty field name in {key!r}")
     try:
-        value = yaml.safe_load(value_text) if value_text.strip() else ""
+        value = parse_yaml(value_text) if value_text.strip() else ""
     except yaml.YAMLError as err:
         raise ScenarioError(f"--set {text!r}: the value is not valid YAML ({err})") from None
     return path, value
@@ -1167,13 +1247,39 @@ def _list_index(node: list[Any], part: str, where: str, text: str) -> int:
     return int(part)
 
 
-def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scenario:
-    """Read, override and validate a scenario file."""
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, but a key given twice in one mapping is an error (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                line = first.setdefault(key, key_node.start_mark.line)
+            except TypeError:  # an unhashable key: the safe loader says so itself
+                continue
+            if line != key_node.start_mark.line:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first given at line {line + 1})", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse YAML text as the scenario and sweep files are read (safe, no duplicate keys)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
+
+
+def read_yaml(path: str | Path, what: str = "scenario", if_empty: str = "") -> Any:
+    """Read a ``what`` file (scenario, sweep, ...) as YAML; a missing, binary, malformed or empty
+    file is a :class:`ScenarioError` that names it (``if_empty`` is added to the last message)."""
     path = Path(path)
+    if path.is_dir():
+        raise ScenarioError(f"{path}: is a directory, not a {what} file")
     if not path.is_file():
-        raise ScenarioError(f"{path}: no such scenario file")
+        raise ScenarioError(f"{path}: no such {what} file")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = parse_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -1182,7 +1288,14 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scena
     except UnicodeDecodeError:
         raise ScenarioError(f"{path}: not a text file (UTF-8 expected)") from None
     if raw is None:
-        raise ScenarioError(f"{path}: the file is empty; a scenario needs at least 'name'")
+        raise ScenarioError(f"{path}: the file is empty{if_empty}")
+    return raw
+
+
+def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scenario:
+    """Read, override and validate a scenario file."""
+    path = Path(path)
+    raw = read_yaml(path, if_empty="; a scenario needs at least 'name'")
     if overrides:
         if not isinstance(raw, dict):
             raise ScenarioError(f"{path}: the top level must be a mapping of sections")

@@ -30,10 +30,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from cosim.scenario import Scenario, ScenarioError, apply_overrides, parse_scenario, scenario_hash
+from cosim.scenario import (
+    Scenario,
+    ScenarioError,
+    apply_overrides,
+    parse_scenario,
+    read_yaml,
+    scenario_hash,
+    validation_errors,
+)
 
 __all__ = ["SweepRun", "SweepSpec", "load_sweep", "plan_sweep", "run_status", "run_sweep"]
 
@@ -47,6 +54,13 @@ class SweepSpec(BaseModel):
     grid: dict[str, tuple[Any, ...]] = Field(default_factory=dict)
     runs: tuple[dict[str, Any], ...] = ()
     set: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("grid")
+    @classmethod
+    def _axes_have_values(cls, grid: dict[str, tuple[Any, ...]]) -> dict[str, tuple[Any, ...]]:
+        if empty := [key for key, values in grid.items() if not values]:
+            raise ValueError(f"axis {empty[0]!r} is an empty list; give it at least one value")
+        return grid
 
 
 @dataclass(frozen=True)
@@ -65,20 +79,28 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, dict[str, Any], Path]:
     from that directory, as ``cosim run`` takes them from the scenario file's.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ScenarioError(f"{path}: no such sweep file")
+    raw = read_yaml(path, "sweep", if_empty="; a sweep needs at least 'name' and 'base'")
+    if not isinstance(raw, dict):
+        raise ScenarioError(
+            f"{path}: the top level must be a mapping (name, base, ...), got {type(raw).__name__}"
+        )
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
         spec = SweepSpec.model_validate(raw)
-    except yaml.YAMLError as err:
-        raise ScenarioError(f"{path}: malformed YAML: {err}") from None
     except ValidationError as err:
-        lines = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors(include_url=False)]
+        lines = []
+        for e in validation_errors(err):
+            msg = e["msg"].removeprefix("Value error, ")
+            if e["type"] == "extra_forbidden":
+                msg = f"unknown field; allowed: {', '.join(SweepSpec.model_fields)}"
+            shown = (
+                "" if isinstance(e.get("input"), dict) or e["type"] == "missing" else f" (got {e['input']!r})"
+            )
+            lines.append(f"{'.'.join(map(str, e['loc']))}: {msg}{shown}")
         raise ScenarioError(f"{path}: invalid sweep\n" + "\n".join(lines)) from None
     base_path = (path.parent / spec.base).resolve()
     if not base_path.is_file():
         raise ScenarioError(f"{path}: base: no such scenario file {base_path}")
-    base = yaml.safe_load(base_path.read_text(encoding="utf-8"))
+    base = read_yaml(base_path, if_empty="; a scenario needs at least 'name'")
     if not isinstance(base, dict):
         raise ScenarioError(f"{base_path}: the top level must be a mapping of sections")
     return spec, base, base_path.parent
@@ -111,7 +133,12 @@ def plan_sweep(spec: SweepSpec, base: dict[str, Any], base_dir: Path | None = No
         for seed in spec.seeds:
             texts = [f"{key}={json.dumps(value)}" for key, value in overrides.items()] + [f"seed={seed}"]
             name = _run_name(varying, seed)
-            raw = apply_overrides(base, texts) | {"name": name}
+            try:
+                raw = apply_overrides(base, texts) | {"name": name}
+            except ScenarioError as err:  # its message speaks of --set; here the sweep file set it
+                raise ScenarioError(
+                    f"sweep run {name}: {str(err).replace('--set ', 'override ', 1)}"
+                ) from None
             scenario = parse_scenario(raw, source=f"sweep run {name}", base_dir=base_dir)
             if name in seen:
                 raise ScenarioError(f"sweep: two runs would share the directory {name!r}")
@@ -126,8 +153,11 @@ def run_status(run_dir: Path, scenario: Scenario) -> str:
     path = run_dir / "manifest.json"
     if not path.is_file():
         return "missing"
-    manifest = json.loads(path.read_text())
-    if manifest.get("status") != "complete":
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):  # unreadable: not a finished run
+        return "missing"
+    if not isinstance(manifest, dict) or manifest.get("status") != "complete":
         return "missing"
     return "complete" if manifest.get("scenario_hash") == scenario_hash(scenario) else "stale"
 

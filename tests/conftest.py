@@ -192,6 +192,42 @@ BAD_INPUTS: dict[str, tuple[str | None, list[str], list[str]]] = {
     "missing_file": (None, [], ["no such scenario file"]),
     "empty_file": ("", [], ["the file is empty; a scenario needs at least 'name'"]),
     "bad_override": ("tiny", ["training.rounds"], ["--set 'training.rounds': expected the form a.b.c=value"]),
+    "boolean_for_a_count": (
+        "tiny",
+        ["training.rounds=true"],
+        ["training.rounds: a number is needed, not a boolean (got True)"],
+    ),
+    "boolean_for_a_device": (
+        "tiny",
+        ["events=[{kind: leave, device: yes, round: 1}]"],
+        ["events.0.device: a number is needed, not a boolean (got True)"],
+    ),
+    "duplicate_key": (
+        "name: tiny\ntraining: {rounds: 3}\ntraining: {local_steps: 2}\n",
+        [],
+        ["malformed YAML at line 3, column 1: duplicate key 'training' (first given at line 2)"],
+    ),
+    "everyone_leaves": (
+        "tiny",
+        [
+            "events=[{kind: leave, device: 0, round: 1}, {kind: leave, device: 1, round: 1}, "
+            "{kind: leave, device: 2, round: 2}, {kind: leave, device: 3, round: 2}]"
+        ],
+        ["events: every one of the 4 devices leaves; at least one must stay to the end"],
+    ),
+    "nobody_left_before_a_join": (
+        "tiny",
+        [
+            "events=[{kind: leave, device: 0, round: 1}, {kind: leave, device: 1, round: 1}, "
+            "{kind: leave, device: 2, round: 1}, {kind: leave, device: 3, round: 1}, {kind: join, round: 2}]"
+        ],
+        ["events: no device is left after the events of round 1; at least one must stay"],
+    ),
+    "leave_before_join": (
+        "tiny",
+        ["events=[{kind: join, round: 2}, {kind: leave, device: 4, round: 1}]"],
+        ["events.1.round: device 4 leaves at round 1 but joins at round 2; allowed: >= 2"],
+    ),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -217,3 +218,21 @@ def test_relative_paths_in_a_regime_start_at_its_directory(
     monkeypatch.chdir(tmp_path)  # not the regime's directory
     plan = plan_experiments(directory, seeds=(1,), policies=("none",), events=("leave",))
     assert plan[0].scenario.data.file.path == str((directory / "data" / "facts.jsonl").resolve())
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("name: [x\n", "a.yaml: malformed YAML at line 2, column 1"),
+        ("", "a.yaml: the file is empty; a scenario needs at least 'name'"),
+        ("- 1\n", "a.yaml: the top level must be a mapping of sections, got list"),
+    ],
+    ids=["malformed", "empty", "list"],
+)
+def test_a_bad_regime_file_is_a_scenario_error_with_or_without_overrides(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    (tmp_path / "a.yaml").write_text(text)
+    for overrides in [(), ("training.rounds=3",)]:
+        with pytest.raises(ScenarioError, match=re.escape(message)):
+            plan_experiments(tmp_path, (1,), ("none",), overrides=overrides)

@@ -203,7 +203,7 @@ def test_a_top_level_that_is_not_a_mapping_is_rejected(write_yaml) -> None:
 
 
 def test_a_directory_is_not_a_scenario_file(tmp_path) -> None:
-    with pytest.raises(ScenarioError, match=r": no such scenario file$"):
+    with pytest.raises(ScenarioError, match=r": is a directory, not a scenario file$"):
         load_scenario(tmp_path)
 
 

@@ -12,7 +12,7 @@ import yaml
 
 from cosim.engine.simulation import run_scenario
 from cosim.scenario import ScenarioError
-from cosim.sweep import load_sweep, plan_sweep, run_sweep
+from cosim.sweep import load_sweep, plan_sweep, run_status, run_sweep
 
 TABLES = ("rounds", "transfers", "events", "evaluations")
 
@@ -70,6 +70,66 @@ def test_a_bad_combination_fails_before_anything_runs(sweep_file: Path) -> None:
     bad = spec.model_copy(update={"grid": {"training.local_steps": [1, -3]}})
     with pytest.raises(ScenarioError, match=r"training\.local_steps"):
         plan_sweep(bad, base)
+
+
+@pytest.mark.parametrize(
+    ("sweep", "base", "message"),
+    [
+        (
+            "name: s\nbase: base.yaml\ngrid: {training.rounds: []}\n",
+            None,
+            "invalid sweep\ngrid: axis 'training.rounds' is an empty list; give it at least one value",
+        ),
+        (
+            "name: s\nbase: base.yaml\nbogus: 1\nseeds: [a]\n",
+            None,
+            "invalid sweep\nseeds.0: Input should be a valid integer, unable to parse string as an integer "
+            "(got 'a')\nbogus: unknown field; allowed: name, base, seeds, grid, runs, set (got 1)",
+        ),
+        ("name: s\nname: t\nbase: base.yaml\n", None, "duplicate key 'name' (first given at line 1)"),
+        ("- name: s\n", None, "the top level must be a mapping (name, base, ...), got list"),
+        ("name: s\nbase: bad.yaml\n", "name: [x\n", "bad.yaml: malformed YAML at line 2, column 1"),
+        ("name: s\nbase: bad.yaml\n", b"\xff\xfe\x00", "bad.yaml: not a text file (UTF-8 expected)"),
+        ("name: s\nbase: bad.yaml\n", "", "bad.yaml: the file is empty; a scenario needs at least 'name'"),
+        (
+            "name: s\nbase: base.yaml\ngrid: {training.rounds.x: [1]}\n",
+            None,
+            "sweep run x-1_seed-0: override 'training.rounds.x=1': training.rounds is a value, not a section",
+        ),
+    ],
+    ids=[
+        "empty-axis",
+        "fields",
+        "duplicate-key",
+        "not-a-mapping",
+        "base-malformed",
+        "base-binary",
+        "base-empty",
+        "grid-path",
+    ],
+)
+def test_a_bad_sweep_file_is_a_scenario_error(
+    tmp_path: Path, tiny_scenario: dict[str, Any], sweep: str, base: str | bytes | None, message: str
+) -> None:
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(tiny_scenario))
+    if isinstance(base, bytes):
+        (tmp_path / "bad.yaml").write_bytes(base)
+    elif base is not None:
+        (tmp_path / "bad.yaml").write_text(base)
+    (tmp_path / "sweep.yaml").write_text(sweep)
+    with pytest.raises(ScenarioError) as err:
+        spec, raw, base_dir = load_sweep(tmp_path / "sweep.yaml")
+        plan_sweep(spec, raw, base_dir)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("text", ["{bad", "[]", '{"status": "complete"'])
+def test_an_unreadable_manifest_is_not_a_finished_run(sweep_file: Path, tmp_path: Path, text: str) -> None:
+    spec, base, base_dir = load_sweep(sweep_file)
+    run = plan_sweep(spec, base, base_dir)[0]
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "manifest.json").write_text(text)
+    assert run_status(tmp_path / "run", run.scenario) == "missing"
 
 
 def test_parallel_runs_equal_single_runs_and_resume(sweep_file: Path, tmp_path: Path) -> None:
