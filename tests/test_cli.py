@@ -196,3 +196,119 @@ def test_export_of_an_unfinished_run_exits_2(tiny_run, tmp_path: Path) -> None:
     (tmp_path / "manifest.json").write_text(json.dumps({**manifest, "status": "running"}))
     result = invoke("export", tmp_path, tmp_path / "adapter", "--device", "0")
     assert_user_error(result, [f"{tmp_path}: the run is not complete (status 'running')"])
+
+
+# --------------------------------------------------------------------------- what is already written
+
+
+def test_run_into_a_directory_that_holds_a_run_exits_2_and_leaves_it_alone(
+    tiny_file: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "previous"
+    run_dir.mkdir()
+    (run_dir / "manifest.json").write_text('{"status": "complete", "scenario": {"name": "older"}}\n')
+    (run_dir / "state.json").write_text("{}\n")
+    before = snapshot(run_dir)
+    result = invoke("run", tiny_file, "--out", run_dir, "-q")
+    assert_user_error(
+        result,
+        [
+            f"--out {run_dir}: already holds a complete run of scenario 'older'; "
+            "pass --overwrite to replace it"
+        ],
+    )
+    assert snapshot(run_dir) == before
+
+
+def test_run_with_overwrite_replaces_every_file_of_the_earlier_run(
+    tmp_path: Path, quickstart: Path, tiny_overrides: list[str]
+) -> None:
+    run_dir = tmp_path / "previous"
+    run_dir.mkdir()
+    (run_dir / "manifest.json").write_text('{"status": "interrupted", "scenario": {"name": "older"}}\n')
+    (run_dir / "state.json").write_text('{"older": true}\n')
+    (run_dir / "transfers.parquet").write_bytes(b"older")
+    (run_dir / "notes.txt").write_text("not a run's file\n")
+    args = [arg for text in tiny_overrides for arg in ("--set", text)]
+    result = invoke("run", quickstart, "--out", run_dir, "-q", "--overwrite", *args)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert (manifest["status"], manifest["name"]) == ("complete", "quickstart")
+    assert "older" not in json.loads((run_dir / "state.json").read_text())
+    assert pq.read_metadata(run_dir / "transfers.parquet").num_rows == manifest["tables"]["transfers"] > 0
+    assert (run_dir / "notes.txt").read_text() == "not a run's file\n"
+
+
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [("run", "--out"), ("sweep", "--out"), ("experiments", "--out"), ("report", "--out"), ("export", "DIR")],
+)
+def test_an_output_directory_that_is_a_file_exits_2(
+    tiny_run, tiny_file: Path, tmp_path: Path, command: str, option: str
+) -> None:
+    taken = tmp_path / "taken"
+    taken.write_text("a file\n")
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(f"name: s\nbase: {tiny_file.name}\n")
+    run_dir, _ = tiny_run
+    args = {
+        "run": [tiny_file, "--out", taken, "-q"],
+        "sweep": [sweep, "--out", taken],
+        "experiments": [REGIMES, "--out", taken, "--no-run"],
+        "report": [run_dir, "--out", taken],
+        "export": [run_dir, taken, "--device", "0"],
+    }[command]
+    result = invoke(command, *args)
+    assert_user_error(result, [f"{option} {taken}: exists and is not a directory"])
+    assert taken.read_text() == "a file\n"
+
+
+def test_validate_prints_the_resolved_scenario_as_yaml(tiny_file: Path, tmp_path: Path) -> None:
+    result = invoke("validate", tiny_file, "--set", "training.rounds=6")
+    assert result.exit_code == 0, result.output
+    resolved = tmp_path / "resolved.yaml"
+    resolved.write_text(result.stdout)
+    printed = load_scenario(resolved)
+    assert printed.training.rounds == 6
+    assert scenario_hash(printed) == scenario_hash(load_scenario(tiny_file, ["training.rounds=6"]))
+
+
+def test_experiments_names_a_run_given_twice_once(tmp_path: Path) -> None:
+    args = ["--seed", "1", "--seed", "1", "--policy", "none", "--policy", "none", "--event", "leave"]
+    result = invoke(
+        "experiments", REGIMES, "--out", tmp_path / "runs", *args, "--regime", "regime_learning", "--no-run"
+    )
+    assert result.exit_code == 2
+    assert f"cosim experiments {REGIMES}: 1 runs -> {tmp_path / 'runs'}" in flat(result.stderr)
+
+
+@pytest.mark.parametrize(
+    ("manifest", "fragment"),
+    [("{bad", "manifest.json: not valid JSON"), ("[]", "manifest.json: not a run manifest")],
+    ids=["not-json", "not-an-object"],
+)
+@pytest.mark.parametrize("command", ["report", "export"])
+def test_a_corrupt_manifest_exits_2(tmp_path: Path, command: str, manifest: str, fragment: str) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "manifest.json").write_text(manifest)
+    args = (
+        [run_dir, "--out", tmp_path / "report"]
+        if command == "report"
+        else [run_dir, tmp_path / "adapter", "--device", "0"]
+    )
+    result = invoke(command, *args)
+    assert_user_error(result, [fragment])
+
+
+def test_export_of_a_run_without_its_final_state_exits_2(tiny_run, tmp_path: Path) -> None:
+    out, _ = tiny_run
+    (tmp_path / "manifest.json").write_text((out / "manifest.json").read_text())
+    (tmp_path / "state.json").write_text((out / "state.json").read_text())
+    result = invoke("export", tmp_path, tmp_path / "adapter", "--device", "0")
+    assert_user_error(result, [f"{tmp_path}: the run's final state is missing (state.safetensors)"])
+    (tmp_path / "state.safetensors").write_bytes((out / "state.safetensors").read_bytes()[:100])
+    result = invoke("export", tmp_path, tmp_path / "adapter", "--device", "0")
+    assert_user_error(
+        result, [f"{tmp_path}: the run's final state (state.safetensors, state.json) cannot be read"]
+    )

@@ -104,10 +104,13 @@ def load_run(path: str | Path, *, allow_incomplete: bool = False) -> Run:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ValueError(f"{manifest_path}: not valid JSON ({err})") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{manifest_path}: not a run manifest (a JSON object expected)")
     status = manifest.get("status")
     if status != "complete" and not allow_incomplete:
         raise ValueError(
-            f"{path}: the run is not complete (status {status!r}); pass allow_incomplete=True to read it"
+            f"{path}: the run is not complete (status {status!r}); read it anyway with "
+            "allow_incomplete=True (cosim report --allow-incomplete)"
         )
     missing = [name for name in TABLE_NAMES if not (path / f"{name}.parquet").is_file()]
     if missing:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -57,16 +58,50 @@ def validate(
     scenario: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
     set_: SetOption = None,
 ) -> None:
-    """Check a scenario file and print its resolved form."""
+    """Check a scenario file and print its resolved form (every default filled in) as YAML."""
+    import yaml
+
     try:
         spec = load_scenario(scenario, set_ or [])
         _check_inputs(spec)
     except ScenarioError as err:
         fail(str(err))
+    typer.echo(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), nl=False)
     console.print(
         f"[green]ok[/] {scenario}: scenario '{spec.name}', {spec.devices.count} devices, "
         f"{spec.training.rounds} rounds, {len(spec.events)} events"
     )
+
+
+def _not_a_file(path: Path, option: str) -> None:
+    """Exit 2 when ``path``, a directory to write into, is an existing file."""
+    if path.exists() and not path.is_dir():
+        fail(f"{option} {path}: exists and is not a directory")
+
+
+def _make_room(out_dir: Path, overwrite: bool) -> None:
+    """Leave an earlier run in ``out_dir`` alone (exit 2), or with ``overwrite`` remove its files first.
+
+    Removing them before the run starts means a run that then fails leaves its own
+    files only, never a mix of two runs.
+    """
+    from cosim.trace.writer import RUN_FILES
+
+    _not_a_file(out_dir, "--out")
+    found = [out_dir / name for name in RUN_FILES if (out_dir / name).exists()]
+    if not found:
+        return
+    if not overwrite:
+        try:
+            manifest = json.loads((out_dir / "manifest.json").read_text())
+            what = f"a {manifest['status']} run of scenario '{manifest['scenario']['name']}'"
+        except (OSError, ValueError, KeyError, TypeError):
+            what = "the files of a run"
+        fail(
+            f"--out {out_dir}: already holds {what}; pass --overwrite to replace it, or choose another --out"
+        )
+    for path in found:
+        path.unlink()
 
 
 @app.command()
@@ -75,6 +110,9 @@ def run(
     out: Annotated[Path | None, typer.Option("--out", help="Run directory (default: runs/<name>).")] = None,
     set_: SetOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a run already in the run directory.")
+    ] = False,
 ) -> None:
     """Run a scenario and write its trace to runs/<name>/ (or --out)."""
     from cosim.cli.run import run_command
@@ -84,8 +122,10 @@ def run(
         _check_inputs(spec)
     except ScenarioError as err:
         fail(str(err))
+    out_dir = out or Path("runs") / spec.name
+    _make_room(out_dir, overwrite)
     try:
-        run_command(spec, out or Path("runs") / spec.name, quiet=quiet, console=console)
+        run_command(spec, out_dir, quiet=quiet, console=console)
     except ScenarioError as err:
         fail(str(err))
 
@@ -99,6 +139,7 @@ def export(
     """Write one device's final model as a PEFT adapter directory (base model included)."""
     from cosim.learning.export import ExportError, export_device
 
+    _not_a_file(out_dir, "DIR")
     try:
         export_device(run_dir, device, out_dir)
     except ExportError as err:
@@ -122,6 +163,7 @@ def report(
     """Write a Markdown report with latency breakdowns, accuracy timelines and plots."""
     from cosim.analysis.report import write_report
 
+    _not_a_file(out, "--out")
     try:
         path = write_report(runs, out, allow_incomplete=allow_incomplete)
     except (FileNotFoundError, ValueError) as err:
@@ -153,6 +195,7 @@ def sweep(
     except ScenarioError as err:
         fail(str(err))
     out_dir = out or Path("runs") / spec.name
+    _not_a_file(out_dir, "--out")
     console.print(f"[bold]cosim sweep[/] '{spec.name}': {len(plan)} runs -> {out_dir}")
     summary = _run_plan(plan, out_dir, jobs, executor, address, rerun_outdated)
     console.print(f"summary: {summary}")
@@ -169,7 +212,16 @@ def _run_plan(
     """Run (or resume) a list of runs with a progress bar; exit 1 naming the runs that failed."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from cosim.sweep import run_sweep
+    from cosim.sweep import run_status, run_sweep
+
+    stale = [run.name for run in plan if run_status(out_dir / run.name, run.scenario) == "stale"]
+    if stale:
+        names = ", ".join(stale[:3]) + (f" and {len(stale) - 3} more" if len(stale) > 3 else "")
+        console.print(
+            f"[yellow]{len(stale)} complete runs in {out_dir} were made from another version of their "
+            f"scenario[/] ({names}): they are run again and replaced",
+            highlight=False,
+        )
 
     progress = Progress(
         TextColumn("runs"),
@@ -269,7 +321,9 @@ def experiments(
 
     if executor not in ("local", "ray"):
         fail(f"--executor: {executor!r} is not an executor; allowed: local, ray")
-    events = tuple(event or EVENTS)
+    _not_a_file(out, "--out")
+    # A value given twice names one run once (two runs into one directory would clash).
+    events = tuple(dict.fromkeys(event or EVENTS))
     bad = [e for e in events if e not in EVENTS]
     if bad:
         fail(f"--event: {bad[0]!r} is not an event; allowed: {', '.join(EVENTS)}")
@@ -279,12 +333,12 @@ def experiments(
         default = POLICIES if adapters != "shared" else SHARED_POLICIES
         plan = plan_experiments(
             regimes,
-            tuple(seeds or (1, 2, 3)),
-            tuple(policy or default),
+            tuple(dict.fromkeys(seeds or (1, 2, 3))),
+            tuple(dict.fromkeys(policy or default)),
             events,
             adapters,
             tuple(overrides or ()),
-            tuple(regime or ()),
+            tuple(dict.fromkeys(regime or ())),
         )
     except ScenarioError as err:
         fail(str(err))

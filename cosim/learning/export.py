@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from transformers import PreTrainedModel
 
@@ -28,9 +29,17 @@ def load_learner(run_dir: Path) -> SlotLearner:
     state_path = run_dir / "state.safetensors"
     if not manifest_path.is_file():
         raise ExportError(f"{run_dir}: not a run directory (no manifest.json)")
-    manifest = json.loads(manifest_path.read_text())
-    if manifest.get("status") != "complete" or not state_path.is_file():
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError) as err:
+        raise ExportError(f"{manifest_path}: not valid JSON ({err})") from None
+    if not isinstance(manifest, dict) or "scenario" not in manifest:
+        raise ExportError(f"{manifest_path}: not a run manifest (no scenario in it)")
+    if manifest.get("status") != "complete":
         raise ExportError(f"{run_dir}: the run is not complete (status {manifest.get('status')!r})")
+    missing = [p.name for p in (state_path, run_dir / "state.json") if not p.is_file()]
+    if missing:
+        raise ExportError(f"{run_dir}: the run's final state is missing ({', '.join(missing)})")
     try:
         scenario = parse_scenario(manifest["scenario"], source=str(manifest_path))
     except ScenarioError as err:
@@ -43,12 +52,18 @@ def load_learner(run_dir: Path) -> SlotLearner:
         leavers=scenario.leavers,
         newcomers=scenario.newcomers,
     )
-    tensors = load_file(str(state_path))
-    for name in learner.copies:
-        learner.copies[name] = tensors[name]
-    meta = json.loads((run_dir / "state.json").read_text())
-    learner.slot_of = {int(d): int(s) for d, s in meta["slot_of"].items()}
-    learner.tombstoned = {int(d): set(s) for d, s in meta["tombstoned"].items()}
+    try:
+        tensors = load_file(str(state_path))
+        for name in learner.copies:
+            learner.copies[name] = tensors[name]
+        meta = json.loads((run_dir / "state.json").read_text())
+        learner.slot_of = {int(d): int(s) for d, s in meta["slot_of"].items()}
+        learner.tombstoned = {int(d): set(s) for d, s in meta["tombstoned"].items()}
+    except (SafetensorError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise ExportError(
+            f"{run_dir}: the run's final state (state.safetensors, state.json) cannot be read: "
+            f"{type(err).__name__}: {err}"
+        ) from None
     return learner
 
 

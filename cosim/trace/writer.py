@@ -17,7 +17,10 @@ import pyarrow.parquet as pq
 
 from cosim.trace.schema import TABLES
 
-__all__ = ["TraceWriter", "package_versions", "source_digest"]
+__all__ = ["RUN_FILES", "TraceWriter", "package_versions", "source_digest"]
+
+RUN_FILES = ("manifest.json", *(f"{name}.parquet" for name in TABLES), "state.json", "state.safetensors")
+"""The files a run writes into its directory (the engine writes the two ``state`` files)."""
 
 _PACKAGES = ("cosim", "torch", "transformers", "peft", "simpy", "numpy", "pandas", "pyarrow", "pydantic")
 
