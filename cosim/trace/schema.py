@@ -49,7 +49,13 @@ TABLES: dict[str, list[tuple[str, pa.DataType, str]]] = {
     ],
     "transfers": [
         ("round", _I, "round index"),
-        ("time_s", _F, "simulated time the round started (link state time)"),
+        (
+            "time_s",
+            _F,
+            "simulated time of the link state the message used: when its exchange began (the "
+            "round's start, or the end of the correction's last exchange before it in the round; "
+            "the message itself starts at start_s, after any computing); for a pull, the join",
+        ),
         (
             "purpose",
             _S,
@@ -80,7 +86,11 @@ TABLES: dict[str, list[tuple[str, pa.DataType, str]]] = {
             "bits through by the deadline (the whole message when delivered; 0 without a link): "
             "what the message cost",
         ),
-        ("budget_bits", _F, "the link's bit budget for the message (goodput x slot); null: no budget"),
+        (
+            "budget_bits",
+            _F,
+            "the link's bit budget for the message (goodput x slot_s x budget_fraction); null: no budget",
+        ),
         (
             "groups_sent",
             _I,
@@ -115,8 +125,21 @@ TABLES: dict[str, list[tuple[str, pa.DataType, str]]] = {
         ),
         ("split", _S, "retain, forget, test, newcomer or heldout (unseen facts, when a device leaves)"),
         ("device", _I, "evaluated device's own model; null for the mean over live devices"),
-        ("accuracy", _F, "highest-likelihood answer is right"),
-        ("loss", _F, "cross-entropy over the candidate answers"),
+        (
+            "accuracy",
+            _F,
+            "mean over the split's rows of: facts on the tiny model, 1 when the highest-likelihood "
+            "candidate answer is right, else 0; a real model (facts in words or a data file), 1 when "
+            "greedy decoding generates the answer exactly, else 0, or with text_field the row's "
+            "share of tokens, from the second on, that are the top-1 next-token prediction",
+        ),
+        (
+            "loss",
+            _F,
+            "mean over the split's rows: facts on the tiny model, cross-entropy over the candidate "
+            "answers; a real model, the mean cross-entropy over the row's answer tokens (with "
+            "text_field: over its tokens from the second on)",
+        ),
         ("n", _I, "questions in the split"),
         (
             "consensus_distance",
@@ -148,7 +171,13 @@ TABLES: dict[str, list[tuple[str, pa.DataType, str]]] = {
             "quantization error; the others, weight x (1 - 2^(-2 precision)) shared equally among "
             "the group's slots",
         ),
-        ("weight", _F, "the group's weight (residual terms during a correction, else its disagreement)"),
+        (
+            "weight",
+            _F,
+            "the group's weight: with allocation priority, the sum of its normalised residual terms "
+            "during a correction, else its copies' disagreement / tolerances.consensus (floored at "
+            "1e-6 of the largest group's; 1 for every group when all are 0); the other methods, 1",
+        ),
         ("budget_bits", _F, "the link's budget for the whole message; null: no budget (full)"),
         ("delivered", _B, "the message arrived by the deadline"),
         (
