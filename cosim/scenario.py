@@ -1055,6 +1055,13 @@ class Scenario(_Spec):
                 f"network.placement.positions_m: {len(placement.positions_m or ())} positions for "
                 f"{total} devices; give one [x, y] per device"
             )
+        area = self.network.area
+        for i, (x, y) in enumerate(placement.positions_m or ()):
+            if not (0 <= x <= area.width_m and 0 <= y <= area.height_m):
+                raise ValueError(
+                    f"network.placement.positions_m.{i}: [{x:g}, {y:g}] lies outside the area; allowed: "
+                    f"0 <= x <= {area.width_m:g}, 0 <= y <= {area.height_m:g} (network.area)"
+                )
         return self
 
     def _check_membership_order(self, count: int, total: int) -> None:

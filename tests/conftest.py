@@ -223,6 +223,11 @@ BAD_INPUTS: dict[str, tuple[str | None, list[str], list[str]]] = {
         ],
         ["events: no device is left after the events of round 1; at least one must stay"],
     ),
+    "position_outside_the_area": (
+        "tiny",
+        ["network.placement={kind: explicit, positions_m: [[0, 0], [1000, 5], [3, 3], [4, 4]]}"],
+        ["network.placement.positions_m.1: [1000, 5] lies outside the area; allowed: 0 <= x <= "],
+    ),
     "leave_before_join": (
         "tiny",
         ["events=[{kind: join, round: 2}, {kind: leave, device: 4, round: 1}]"],

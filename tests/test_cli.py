@@ -312,3 +312,14 @@ def test_export_of_a_run_without_its_final_state_exits_2(tiny_run, tmp_path: Pat
     assert_user_error(
         result, [f"{tmp_path}: the run's final state (state.safetensors, state.json) cannot be read"]
     )
+
+
+def test_run_says_which_events_did_not_happen(tiny_file: Path, tmp_path: Path) -> None:
+    late = "events=[{kind: leave, device: 2, time_s: 1.0e9}]"
+    result = invoke("run", tiny_file, "--out", tmp_path / "run", "-q", "--set", late)
+    assert result.exit_code == 0, result.output
+    simulated = json.loads((tmp_path / "run" / "manifest.json").read_text())["summary"]["simulated_s"]
+    assert (
+        f"events.0 (leave at time_s 1e+09) did not happen: the run ended at {simulated:.2f} simulated s"
+        in flat(result.stderr)
+    )

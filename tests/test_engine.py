@@ -451,3 +451,11 @@ def test_the_splits_have_the_scenario_sizes(run_tiny) -> None:
     # retain: 3 stayers x 4 private + 2 shared; forget: 1 leaver x 4; test: 8 rule questions;
     # heldout: at least as many unseen facts as forget has, and 32 where there are enough.
     assert sizes == {"retain": 14, "forget": 4, "test": 8, "heldout": 32}
+
+
+def test_an_event_after_the_last_round_began_is_reported_as_not_reached(run_tiny) -> None:
+    late = run_tiny("events=[{kind: leave, device: 1, round: 1}, {kind: leave, device: 2, time_s: 1.0e9}]")
+    assert late.summary["events_not_reached"] == [{"index": 1, "kind": "leave", "time_s": 1.0e9, "device": 2}]
+    assert late.summary["live_devices"] == 3
+    assert [e["device"] for e in late.rows("events") if e["kind"] == "leave"] == [1]
+    assert "events_not_reached" not in run_tiny("events=[{kind: leave, device: 1, round: 1}]").summary

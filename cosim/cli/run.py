@@ -71,6 +71,13 @@ def run_command(spec: Scenario, out_dir: Path, *, quiet: bool, console: Console)
     for split, acc in summary["final_accuracy"].items():
         table.add_row(f"final {split} accuracy", f"{acc:.3f}")
     console.print(table)
+    for event in summary.get("events_not_reached", []):
+        when = f"round {event['round']}" if "round" in event else f"time_s {event['time_s']:g}"
+        console.print(
+            f"[yellow]events.{event['index']} ({event['kind']} at {when}) did not happen:[/] the run "
+            f"ended at {summary['simulated_s']:.2f} simulated s, after its last round began",
+            highlight=False,
+        )
     for entry in summary["around_events"]:
         before, after = entry["before_event"], entry["after_event"]
         changes = "  ".join(f"{k} {before[k]:.2f}->{after[k]:.2f}" for k in after if k in before)

@@ -145,6 +145,7 @@ class Simulation:
         self.env = simpy.Environment()
         events = scenario.resolved_events()
         self.events = events
+        self._not_reached = list(events)  # scheduled events the run has not reached yet
         self.network: NetworkBackend = create_network(scenario.network, scenario.device_ids, scenario.seed)
         self.learner = SlotLearner(
             model=scenario.model,
@@ -269,6 +270,7 @@ class Simulation:
     def _membership_changes(self, r: int) -> None:
         due = [e for e in self.events if e.round == r] + self._queued
         self._queued = []
+        self._not_reached = [e for e in self._not_reached if all(e is not d for d in due)]
         now = self.env.now
         timeout = self.scenario.training.silence_timeout_s
         # Neighbours can only observe silence: it counts from the last message heard.
@@ -1284,7 +1286,16 @@ class Simulation:
                 if self._history is not None
                 else {}
             ),
+            **({"events_not_reached": self._events_not_reached()} if self._not_reached else {}),
         }
+
+    def _events_not_reached(self) -> list[dict[str, Any]]:
+        """The scheduled events the run ended before (a ``time_s`` after its last round began)."""
+        return [
+            {"index": i, **event.model_dump(mode="json", exclude_none=True)}
+            for i, event in enumerate(self.events)
+            if any(event is e for e in self._not_reached)
+        ]
 
     def _around_events(self) -> list[dict[str, Any]]:
         """Network-wide accuracy per split just before and just after each membership change."""
