@@ -404,3 +404,21 @@ def test_newcomers_get_the_next_ids_in_file_order() -> None:
     )
     assert spec.device_ids == (0, 1, 2, 3, 4, 5)
     assert [e.device for e in spec.joins] == [None, None], "resolving must not change the scenario"
+
+
+@pytest.mark.parametrize(
+    ("override", "line"),
+    [
+        ("model.target_modules=[foo_proj]", "model.target_modules.0: Input should be 'q_proj', 'k_proj'"),
+        (
+            "allocation.precisions_bits=[3]",
+            "allocation.precisions_bits.0: Input should be 4, 8, 16 or 32 (got 3)",
+        ),
+    ],
+)
+def test_a_sequence_whose_item_fails_is_reported_once(tiny_file, override: str, line: str) -> None:
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(tiny_file, [override])
+    header, *lines = str(err.value).splitlines()
+    assert header.endswith("invalid scenario")
+    assert len(lines) == 1 and lines[0].startswith(line)

@@ -379,7 +379,7 @@ def doctor() -> None:
     for name, version in package_versions().items():
         versions.add_row(name, version)
     console.print(versions)
-    console.print("importing ns-3 (about 20 s the first time in a process) ...")
+    console.print("importing ns-3 (5-30 s, once per process) ...")
     report = ns3_report()
     if not report["available"]:
         console.print(f"[red]ns-3 unavailable:[/] {escape(str(report['error']))}")
