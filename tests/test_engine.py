@@ -163,6 +163,23 @@ def test_a_message_costs_the_bits_that_got_through_by_the_deadline(run_tiny) -> 
         assert row["bits_sent"] == sum(t["delivered_bits"] for t in own)
 
 
+def test_a_round_with_a_message_cut_off_lasts_until_the_deadline(run_tiny) -> None:
+    # The receiver cannot tell that a message will not arrive, and a cut-off message is on
+    # the air until the deadline: the next round starts no earlier.
+    run = run_tiny("network.slot_s=0.005")
+    slot_s = run.sim.scenario.network.slot_s
+    transfers = run.rows("transfers")
+    cut = 0
+    for r, rows in by_round(run.rows("rounds")).items():
+        deadline = max(row["tx_start_s"] for row in rows) + slot_s
+        messages = [t for t in transfers if t["round"] == r and t["purpose"] == "gossip"]
+        assert max(t["finish_s"] for t in messages if t["delivered"]) <= rows[0]["round_end_s"], r
+        if not all(t["delivered"] for t in messages):
+            cut += 1
+            assert rows[0]["round_end_s"] == pytest.approx(deadline, rel=0, abs=1e-12), r
+    assert cut == len(by_round(run.rows("rounds")))
+
+
 @pytest.mark.parametrize(
     "scenario",
     sorted(SCENARIOS),
@@ -459,3 +476,24 @@ def test_an_event_after_the_last_round_began_is_reported_as_not_reached(run_tiny
     assert late.summary["live_devices"] == 3
     assert [e["device"] for e in late.rows("events") if e["kind"] == "leave"] == [1]
     assert "events_not_reached" not in run_tiny("events=[{kind: leave, device: 1, round: 1}]").summary
+
+
+def test_an_event_at_time_zero_happens_in_round_zero(run_tiny) -> None:
+    run = run_tiny("events=[{kind: leave, device: 1, time_s: 0.0}]")
+    (leave,) = events_of(run, "leave")
+    assert (leave["round"], leave["time_s"]) == (0, 0.0)
+    assert 1 not in {row["device"] for row in run.rows("rounds")}
+
+
+def test_a_newcomer_does_not_pull_from_a_device_that_has_gone_silent(run_tiny) -> None:
+    # Device 1 falls silent at round 1 and is not detected before the join at round 2; it
+    # sits next to the newcomer, so the best link would be its.
+    run = run_tiny(
+        "training.silence_timeout_s=100.0",
+        "network.placement={kind: explicit, positions_m: [[0, 0], [20, 20], [0, 25], [25, 0], [20, 21]]}",
+        "events=[{kind: leave_silent, device: 1, round: 1}, {kind: join, round: 2}]",
+    )
+    (pull,) = [t for t in run.rows("transfers") if t["purpose"] == "pull"]
+    assert pull["dst"] == 4 and pull["src"] != 1 and pull["delivered"]
+    links = {t["src"]: t["goodput_bps"] for t in run.rows("transfers") if t["round"] == 2 and t["dst"] == 4}
+    assert pull["src"] == max((g, s) for s, g in links.items() if s not in (1, 4))[1]

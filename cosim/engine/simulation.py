@@ -218,7 +218,9 @@ class Simulation:
                 self._take_slot(d)
                 self.members.last_heard[d] = 0.0
             for event in self.events:
-                if event.time_s is not None:
+                if event.time_s == 0:  # due with round 0, before the round's process starts
+                    self._queued.append(event)
+                elif event.time_s is not None:
                     self.env.process(self._timed_event(event))
             self._evaluate("initial")
             main = self.env.process(self._rounds())
@@ -321,7 +323,9 @@ class Simulation:
         self.members.last_heard[device] = now
         links = self.network.links(now, self.members.live)
         i = links.index(device)
-        rates = np.where(links.adjacency()[i], links.goodput_bps[i], 0.0)
+        # A device that has gone silent sends nothing, though its neighbours do not know yet.
+        silent = np.array([d in self.members.silent_since for d in links.devices])
+        rates = np.where(links.adjacency()[i] & ~silent, links.goodput_bps[i], 0.0)
         self._event("join", device, slot)
         if rates.max() <= 0:
             self._event("isolated", device, slot, {"reason": "no neighbour to pull copies from"})
@@ -960,6 +964,10 @@ class Simulation:
                 delivered[links.index(res.dst), links.index(res.src)] = True
                 self.members.last_heard[res.src] = res.finish_s
                 needed.append(env.timeout(max(res.finish_s - now, 0.0)))
+            else:
+                # Its receiver cannot tell that it will not arrive (one cut off by the deadline
+                # is still on the air until then): it waits until the deadline.
+                needed.append(env.event())
             n_slots, sent_groups = carries[(msg.src, msg.dst)]
             self._transfer_row(
                 purpose, res, links, n_slots, delivered=ok,
