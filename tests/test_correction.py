@@ -517,3 +517,24 @@ def test_a_second_retrain_replays_only_the_rounds_since_the_first(run_tiny) -> N
     assert [d["replay_rounds"] for d in starts] == [2, 1]
     # 5 rounds + 2 replayed; the join comes at round 3 of the replayed timeline and replays 1.
     assert max(row["round"] for row in run.rows("rounds")) == 5 + 2 + 1 - 1
+
+
+def test_a_correction_that_a_join_supersedes_does_not_pay_for_the_join_s_pull(run_tiny) -> None:
+    run = run_tiny(
+        # Tolerances no term can meet: the leave's correction still runs when the join comes.
+        "correction={policy: local, budget: {rounds: 5}, "
+        "tolerances: {mode: absolute, learn: 1.0e-12, drift: 1.0e-12, consensus: 1.0e-12}}",
+        "events=[{kind: leave, device: 1, round: 1}, {kind: join, round: 2}]",
+    )
+    ends = [json.loads(e["detail"]) for e in run.rows("events") if e["kind"] == "correction_end"]
+    leave_end, join_end = ends[0], ends[-1]
+    assert (leave_end["event"], leave_end["reason"], join_end["event"]) == (
+        "leave",
+        "superseded by a new event",
+        "join",
+    )
+    transfers = run.rows("transfers")
+    (pull,) = [t for t in transfers if t["purpose"] == "pull"]
+    assert pull["round"] == 2 and pull["delivered_bits"] > 0
+    # The leave's correction spent round 1; round 2, the join's pull included, is not its.
+    assert leave_end["bits"] == sum(t["delivered_bits"] for t in transfers if t["round"] == 1)

@@ -194,6 +194,7 @@ class Simulation:
         self._extra_links: set[tuple[int, int]] = set()  # added by topology refinement
         self._last_arrival: dict[tuple[int, int, int, int], int] = {}  # (src, dst, slot, group) -> round
         self._bits_total = 0
+        self._bits_before_events = 0
         self._extra_rounds = 0  # rounds a retrain adds (it replays the rounds before the event)
         self._last_reset = 0  # the round training last started from scratch
         self._correction: CorrectionState | None = None
@@ -272,6 +273,7 @@ class Simulation:
     def _membership_changes(self, r: int) -> None:
         due = [e for e in self.events if e.round == r] + self._queued
         self._queued = []
+        self._bits_before_events = self._bits_total  # a correction these events supersede ends here
         self._not_reached = [e for e in self._not_reached if all(e is not d for d in due)]
         now = self.env.now
         timeout = self.scenario.training.silence_timeout_s
@@ -426,11 +428,11 @@ class Simulation:
                 if self._correction is not None:
                     state = self._correction
                     self._extra_rounds -= (state.replay_rounds or 0) - state.rounds
-                    self._end_correction("superseded by a new event")
+                    self._end_correction("superseded by a new event", self._bits_before_events)
                 self._start_calibration(r, kind, now, active)
             return
         if self._correction is not None:
-            self._end_correction("superseded by a new event")
+            self._end_correction("superseded by a new event", self._bits_before_events)
         if spec.policy == "retrain":
             self.learner.reset()
             self._extra_rounds += r - self._last_reset
@@ -737,7 +739,9 @@ class Simulation:
         elif budget.bits is not None and spent_bits >= budget.bits:
             self._end_correction("bit budget spent")
 
-    def _end_correction(self, reason: str) -> None:
+    def _end_correction(self, reason: str, bits_total: int | None = None) -> None:
+        """Log the correction's cost: bits up to ``bits_total`` (default: all sent so far; when
+        new events supersede it, the total before their pulls, which belong to them)."""
         state = self._correction
         assert state is not None
         self._correction = None
@@ -751,7 +755,7 @@ class Simulation:
                 "reason": reason,
                 "rounds": state.rounds,
                 "seconds": self.env.now - state.start_s,
-                "bits": self._bits_total - state.start_bits,
+                "bits": (self._bits_total if bits_total is None else bits_total) - state.start_bits,
                 "extra_local_steps": state.local_steps,
                 "syncs": state.syncs,
                 "links_added": state.links_added,
