@@ -4,9 +4,12 @@ Latency breakdown.  A round starts at ``time_s`` and ends at ``round_end_s`` (ev
 needed transfer arrived, or the deadline).  Each live device's share of it is cut,
 in this order along its own timeline, into::
 
-    pull_s            a newcomer waiting for the copies it pulls (start of the round
-                      until its pull arrived; 0 for everyone else)
-    compute_s         its local steps
+    correction_s      a correction's work before the round's regular steps: its extra
+                      exchanges, its extra local steps and the exchange of the corrected
+                      slots (``rounds.sync_s``; 0 outside a correction)
+    pull_s            a newcomer waiting for the copies it pulls (until its pull
+                      arrived; 0 for everyone else)
+    compute_s         its regular local steps
     access_s          the fixed per-message delay (``access_delay_s``), per message sent
     transmission_s    the message's bits at the loss-free rate, bits / (rate * mac_efficiency)
     retransmission_s  the rest of the message's airtime: bits / goodput - bits / (rate * mac_eff),
@@ -15,7 +18,7 @@ in this order along its own timeline, into::
 
 Every phase is the part of its interval inside the round that no earlier phase already
 covers, so the phases are disjoint and ``waiting_s`` (the remainder) is never negative:
-the six add up to ``round_end_s - time_s`` to rounding (1e-12 s).  Messages are sent one
+the seven add up to ``round_end_s - time_s`` to rounding (1e-12 s).  Messages are sent one
 after another from ``transfers.start_s`` to ``transfers.finish_s``; within one, the
 access delay comes first and the data time is split between transmission and
 retransmission in the ratio ``(1 - loss) : loss`` (packets are lost and resent
@@ -47,7 +50,15 @@ __all__ = [
     "round_breakdown",
 ]
 
-PHASES = ("pull_s", "compute_s", "access_s", "transmission_s", "retransmission_s", "waiting_s")
+PHASES = (
+    "correction_s",
+    "pull_s",
+    "compute_s",
+    "access_s",
+    "transmission_s",
+    "retransmission_s",
+    "waiting_s",
+)
 """The phases of a round, in timeline order; they add up to the round's duration."""
 
 MEMBERSHIP_KINDS = ("join", "leave", "leave_silent")
@@ -80,18 +91,31 @@ def latency_breakdown(run: Run) -> pd.DataFrame:
             (float(start), float(finish), float(bits), float(rate))
         )
 
+    rounds = run.rounds.copy()
+    if "sync_s" not in rounds:  # a trace without corrections' timing: none took place
+        rounds["sync_s"] = 0.0
+    if "tx_start_s" not in rounds:
+        rounds["tx_start_s"] = np.nan
     rows = []
-    for r, device, t0, end, compute_raw in run.rounds[
-        ["round", "device", "time_s", "round_end_s", "compute_s"]
+    for r, device, t0, end, compute_raw, sync_raw, tx_start in rounds[
+        ["round", "device", "time_s", "round_end_s", "compute_s", "sync_s", "tx_start_s"]
     ].itertuples(False):
         key = (int(r), int(device))
         t0, duration = float(t0), float(end) - float(t0)
         # Offsets from the round start keep the rounding small.
+        correction = min(max(float(sync_raw), 0.0), duration)
         pull_raw = max(pull_end.get(key, float(t0)) - t0, 0.0)
-        pull = min(pull_raw, duration)
-        compute = min(float(compute_raw), duration - pull)
-        cursor = pull + compute
-        clipped = (pull_raw - pull) + (float(compute_raw) - compute)
+        pull = _overlap(0.0, pull_raw, correction, duration)
+        # compute_s counts a correction's extra steps too, which run within sync_s: the
+        # regular steps are what lies between being ready and starting to send.
+        ready = max(float(sync_raw), pull_raw)
+        regular_raw = float(compute_raw)
+        if not np.isnan(tx_start):
+            regular_raw = min(max(float(tx_start) - t0 - ready, 0.0), regular_raw)
+        cursor = max(correction, min(pull_raw, duration))
+        compute = _overlap(cursor, cursor + regular_raw, cursor, duration)
+        cursor += compute
+        clipped = (pull_raw - pull) + (regular_raw - compute)
         access = transmission = retransmission = 0.0
         for start, finish, bits, rate in sent.get(key, []):
             s, f = start - t0, finish - t0
@@ -106,7 +130,7 @@ def latency_breakdown(run: Run) -> pd.DataFrame:
             retransmission += data_part - tx_part
             clipped += (f - s) - access_part - data_part
             cursor = max(cursor, min(f, duration))
-        waiting = duration - (pull + compute + access + transmission + retransmission)
+        waiting = duration - (correction + pull + compute + access + transmission + retransmission)
         rows.append(
             {
                 "round": key[0],
@@ -114,6 +138,7 @@ def latency_breakdown(run: Run) -> pd.DataFrame:
                 "time_s": t0,
                 "round_end_s": float(end),
                 "duration_s": duration,
+                "correction_s": correction,
                 "pull_s": pull,
                 "compute_s": compute,
                 "access_s": access,

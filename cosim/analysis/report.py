@@ -32,6 +32,7 @@ from cosim.analysis.load import Run, load_run
 __all__ = ["write_report"]
 
 _PHASE_LABELS = {
+    "correction_s": "correction (extra exchanges and steps)",
     "pull_s": "pull (newcomer)",
     "compute_s": "compute",
     "access_s": "channel access",
@@ -40,6 +41,7 @@ _PHASE_LABELS = {
     "waiting_s": "waiting",
 }
 _PHASE_COLORS = {
+    "correction_s": "#ff7f0e",
     "pull_s": "#8c564b",
     "compute_s": "#1f77b4",
     "access_s": "#9467bd",

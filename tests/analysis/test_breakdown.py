@@ -342,3 +342,33 @@ def test_group_bits_of_a_budgeted_run_follow_its_allocations(run_tiny) -> None:
     # Under this budget, less than every slot copy at 32 bits (what the pull-only count gives).
     full = run.transfers["slots"].sum() * sum(tiny.sim.learner.slot_bits().values())
     assert per_group["bits"].sum() < full
+
+
+def test_a_correction_round_splits_into_the_correction_and_the_regular_steps(run_tiny) -> None:
+    # Local correction after the leave at round 1: the three stayers take extra steps, then
+    # the corrected slots travel, then every device takes its regular steps.
+    # (Tolerances no term meets, so that it acts.)
+    correction = (
+        "correction={policy: local, tolerances: {mode: absolute, learn: 1.0e-12, drift: 1.0e-12, "
+        "consensus: 1.0e-12}}"
+    )
+    run = load_run(run_tiny(correction, "events=[{kind: leave, device: 1, round: 1}]").out_dir)
+    decision = json.loads(run.events[run.events["kind"] == "correction"].iloc[0]["detail"])
+    extra, trainees = decision["local_steps"], decision["local_devices"]
+    assert extra > 0 and trainees == [0, 2, 3]
+    table = latency_breakdown(run).set_index(["round", "device"])
+    np.testing.assert_allclose(table[list(PHASES)].sum(axis=1), table["duration_s"], rtol=0, atol=1e-9)
+    rounds = run.rounds.set_index(["round", "device"])
+    for device in trainees:
+        row, got = rounds.loc[(1, device)], table.loc[(1, device)]
+        assert row["sync_s"] > 0 and got["correction_s"] == pytest.approx(row["sync_s"], abs=1e-12)
+        # Compute time is proportional to the steps: the regular ones are steps - extra of them.
+        regular = row["compute_s"] * (row["steps"] - extra) / row["steps"]
+        assert got["compute_s"] == pytest.approx(regular, rel=1e-9)
+        assert row["time_s"] + got["correction_s"] + got["compute_s"] == pytest.approx(
+            row["tx_start_s"], abs=1e-12
+        )
+    # Every round's correction phase is its sync_s (the correction goes on: no term can meet
+    # its tolerance), and the round before the leave has none.
+    np.testing.assert_allclose(table["correction_s"], rounds.loc[table.index, "sync_s"], rtol=0, atol=1e-12)
+    assert (table.loc[0, "correction_s"] == 0).all()
