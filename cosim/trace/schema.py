@@ -39,7 +39,11 @@ TABLES: dict[str, list[tuple[str, pa.DataType, str]]] = {
         ("bits_received", _I, "payload bits of the gossip delivered to it"),
         ("messages_sent", _I, "gossip messages it sent"),
         ("messages_delivered", _I, "of those, delivered by the deadline"),
-        ("round_end_s", _F, "simulated time the round ended (all needed transfers or the deadline)"),
+        (
+            "round_end_s",
+            _F,
+            "simulated time the round ended (every message arrived, or the deadline when one did not)",
+        ),
         (
             "sync_s",
             _F,
