@@ -31,10 +31,9 @@ import pandas as pd
 
 from cosim.analysis import (
     beside_replay,
-    difference_cell,
+    difference_cells,
     experiment_report,
     one_run_each,
-    p_cell,
     paired_difference,
     saving,
 )
@@ -61,7 +60,7 @@ def against_retrain(df: pd.DataFrame) -> str:
         results = [paired_difference(rows[c]) for c in columns]
         cells = [str(max(r["n"] for r in results))]  # the seeds with a retrain run to pair with
         for r in results:
-            cells += [difference_cell(r), p_cell(r)]
+            cells += difference_cells(r)
         lines.append(f"| {regime} | {policy} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -124,10 +123,8 @@ def priority_against_none(df: pd.DataFrame) -> str:
         cells = [
             str(len(seeds)),
             f"{int(acted(pri).sum())}/{len(seeds)}",
-            difference_cell(early),
-            p_cell(early),
-            difference_cell(final),
-            p_cell(final),
+            *difference_cells(early),
+            *difference_cells(final),
         ]
         lines.append(f"| {regime} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

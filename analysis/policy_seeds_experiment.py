@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cosim.analysis import difference_cell, experiment_report, one_run_each, p_cell, paired_difference
+from cosim.analysis import difference_cells, experiment_report, one_run_each, paired_difference
 from cosim.experiments import TARGET_SPLIT
 
 SINGLE = ("local", "proximal", "sync", "topology")
@@ -92,8 +92,7 @@ def against_best_single(df: pd.DataFrame) -> str:
                 str(r["best"]),
                 f"{r['best_mean']:.2f}",
                 f"{r['priority_mean']:.2f}",
-                difference_cell(diff),
-                p_cell(diff),
+                *difference_cells(diff),
                 "yes" if r["within"] else "no",
                 "yes" if r["bounded"] else "no",
             ]
@@ -118,12 +117,9 @@ def against_none(df: pd.DataFrame) -> str:
         seeds = target(of["priority"], ev, "").index.intersection(target(of["none"], ev, "").index)
         cells = [
             str(len(seeds)),
-            difference_cell(gap),
-            p_cell(gap),
-            difference_cell(early),
-            p_cell(early),
-            difference_cell(final),
-            p_cell(final),
+            *difference_cells(gap),
+            *difference_cells(early),
+            *difference_cells(final),
         ]
         lines.append(f"| {regime} | {event} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

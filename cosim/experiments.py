@@ -74,12 +74,7 @@ def _regimes(directory: Path, overrides: tuple[str, ...] = ()) -> dict[str, dict
         raise ScenarioError(f"{directory}: no regime scenarios (*.yaml) found")
     out = {}
     for path in files:
-        raw = read_yaml(path, if_empty="; a scenario needs at least 'name'")
-        if not isinstance(raw, dict):
-            raise ScenarioError(
-                f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}"
-            )
-        raw = apply_overrides(raw, list(overrides))
+        raw = apply_overrides(read_yaml(path), list(overrides))
         scenario = parse_scenario(raw, source=str(path), base_dir=directory)
         leaves = [e for e in scenario.events if e.kind == "leave"]
         if len(scenario.events) != 1 or not leaves or leaves[0].round is None:

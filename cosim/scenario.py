@@ -34,6 +34,7 @@ __all__ = [
     "Scenario",
     "ScenarioError",
     "apply_overrides",
+    "format_validation_error",
     "load_scenario",
     "parse_scenario",
     "parse_yaml",
@@ -1123,9 +1124,10 @@ _UNION_TAGS = {
 }
 
 
-def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The spec class that a validation error location points into (tags of unions followed)."""
-    cls: Any = Scenario
+def _model_at(loc: tuple[Any, ...], root: type[BaseModel]) -> type[BaseModel] | None:
+    """The model class under ``root`` that a validation error location points into (tags of
+    unions followed)."""
+    cls: Any = root
     for part in loc:
         if isinstance(part, int):
             continue
@@ -1160,22 +1162,24 @@ def _tags_of(cls: type[BaseModel]) -> list[str]:
     return []
 
 
-def validation_errors(err: ValidationError) -> list[Any]:
+def _without_echoes(err: ValidationError) -> list[Any]:
     """``err``'s errors, less the echoes: a sequence whose items failed also reports being too short."""
     errors = err.errors(include_url=False)
     deeper = {e["loc"][:n] for e in errors for n in range(len(e["loc"]))}
     return [e for e in errors if not (e["type"] == "too_short" and e["loc"] in deeper)]
 
 
-def _format_validation_error(err: ValidationError) -> str:
+def format_validation_error(err: ValidationError, root: type[BaseModel] = Scenario) -> str:
+    """One line per error of validating ``root``: the field's path, what is wrong (for an unknown
+    field, the fields allowed there) and the value given."""
     lines = []
-    for item in validation_errors(err):
+    for item in _without_echoes(err):
         loc = tuple(p for p in item["loc"] if not str(p).startswith("function-"))
         # Discriminated unions add the tag to the path ("network.builtin.slot_s"); drop it.
         path = ".".join(str(p) for p in loc if p not in _UNION_TAGS)
         msg = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            owner = _model_at(loc[:-1])
+            owner = _model_at(loc[:-1], root)
             if owner is not None:
                 msg = f"unknown field; allowed: {', '.join(owner.model_fields)}"
         value = item.get("input")
@@ -1209,7 +1213,7 @@ def parse_scenario(raw: Any, source: str = "scenario", base_dir: Path | None = N
     try:
         return Scenario.model_validate(raw, context={"base_dir": base_dir})
     except ValidationError as err:
-        raise ScenarioError(f"{source}: invalid scenario\n{_format_validation_error(err)}") from None
+        raise ScenarioError(f"{source}: invalid scenario\n{format_validation_error(err)}") from None
 
 
 def _parse_override(text: str) -> tuple[list[str], Any]:
@@ -1277,10 +1281,18 @@ def parse_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_UniqueKeyLoader)
 
 
-def read_yaml(path: str | Path, what: str = "scenario", if_empty: str = "") -> Any:
-    """Read a ``what`` file (scenario, sweep, ...) as YAML; a missing, binary, malformed or empty
-    file is a :class:`ScenarioError` that names it (``if_empty`` is added to the last message)."""
+_FILE_KINDS = {
+    # what: (what an empty file lacks, what the top-level mapping holds)
+    "scenario": ("a scenario needs at least 'name'", "a mapping of sections"),
+    "sweep": ("a sweep needs at least 'name' and 'base'", "a mapping (name, base, ...)"),
+}
+
+
+def read_yaml(path: str | Path, what: Literal["scenario", "sweep"] = "scenario") -> dict[str, Any]:
+    """Read a scenario or sweep file: its top-level mapping.  A missing, binary, malformed or
+    empty file, or one whose top level is not a mapping, is a :class:`ScenarioError` naming it."""
     path = Path(path)
+    lacks, holds = _FILE_KINDS[what]
     if path.is_dir():
         raise ScenarioError(f"{path}: is a directory, not a {what} file")
     if not path.is_file():
@@ -1295,17 +1307,17 @@ def read_yaml(path: str | Path, what: str = "scenario", if_empty: str = "") -> A
     except UnicodeDecodeError:
         raise ScenarioError(f"{path}: not a text file (UTF-8 expected)") from None
     if raw is None:
-        raise ScenarioError(f"{path}: the file is empty{if_empty}")
+        raise ScenarioError(f"{path}: the file is empty; {lacks}")
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"{path}: the top level must be {holds}, got {type(raw).__name__}")
     return raw
 
 
 def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scenario:
     """Read, override and validate a scenario file."""
     path = Path(path)
-    raw = read_yaml(path, if_empty="; a scenario needs at least 'name'")
+    raw = read_yaml(path)
     if overrides:
-        if not isinstance(raw, dict):
-            raise ScenarioError(f"{path}: the top level must be a mapping of sections")
         raw = apply_overrides(raw, overrides)
     return parse_scenario(raw, source=str(path), base_dir=path.parent)
 

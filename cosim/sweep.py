@@ -36,10 +36,10 @@ from cosim.scenario import (
     Scenario,
     ScenarioError,
     apply_overrides,
+    format_validation_error,
     parse_scenario,
     read_yaml,
     scenario_hash,
-    validation_errors,
 )
 
 __all__ = ["SweepRun", "SweepSpec", "load_sweep", "plan_sweep", "run_status", "run_sweep"]
@@ -79,31 +79,15 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, dict[str, Any], Path]:
     from that directory, as ``cosim run`` takes them from the scenario file's.
     """
     path = Path(path)
-    raw = read_yaml(path, "sweep", if_empty="; a sweep needs at least 'name' and 'base'")
-    if not isinstance(raw, dict):
-        raise ScenarioError(
-            f"{path}: the top level must be a mapping (name, base, ...), got {type(raw).__name__}"
-        )
+    raw = read_yaml(path, "sweep")
     try:
         spec = SweepSpec.model_validate(raw)
     except ValidationError as err:
-        lines = []
-        for e in validation_errors(err):
-            msg = e["msg"].removeprefix("Value error, ")
-            if e["type"] == "extra_forbidden":
-                msg = f"unknown field; allowed: {', '.join(SweepSpec.model_fields)}"
-            shown = (
-                "" if isinstance(e.get("input"), dict) or e["type"] == "missing" else f" (got {e['input']!r})"
-            )
-            lines.append(f"{'.'.join(map(str, e['loc']))}: {msg}{shown}")
-        raise ScenarioError(f"{path}: invalid sweep\n" + "\n".join(lines)) from None
+        raise ScenarioError(f"{path}: invalid sweep\n{format_validation_error(err, SweepSpec)}") from None
     base_path = (path.parent / spec.base).resolve()
     if not base_path.is_file():
         raise ScenarioError(f"{path}: base: no such scenario file {base_path}")
-    base = read_yaml(base_path, if_empty="; a scenario needs at least 'name'")
-    if not isinstance(base, dict):
-        raise ScenarioError(f"{base_path}: the top level must be a mapping of sections")
-    return spec, base, base_path.parent
+    return spec, read_yaml(base_path), base_path.parent
 
 
 def _combinations(spec: SweepSpec) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
@@ -162,10 +146,6 @@ def run_status(run_dir: Path, scenario: Scenario) -> str:
     return "complete" if manifest.get("scenario_hash") == scenario_hash(scenario) else "stale"
 
 
-def _is_complete(run_dir: Path, scenario: Scenario) -> bool:
-    return run_status(run_dir, scenario) == "complete"
-
-
 def made_by(run_dir: Path) -> str | None:
     """The ``cosim_source`` digest recorded in a run's manifest (None: not recorded)."""
     manifest = json.loads((run_dir / "manifest.json").read_text())
@@ -194,6 +174,7 @@ def run_sweep(
     address: str | None = None,
     on_done: Callable[[SweepRun, str], None] | None = None,
     rerun_outdated: bool = False,
+    on_stale: Callable[[list[SweepRun]], None] | None = None,
 ) -> tuple[list[str], Path]:
     """Run every unfinished run of ``plan`` into ``out_dir``; returns (names run now, summary path).
 
@@ -202,16 +183,21 @@ def run_sweep(
     scenario is skipped; one that another version of cosim's source made (its manifest's
     ``cosim_source`` differs from :func:`~cosim.trace.writer.source_digest`, or is not
     recorded) is reported as such in its status, and run again with ``rerun_outdated``.
+    ``on_stale`` is told, before anything runs, the complete runs of another version of their
+    scenario, which are run again and replaced.
     """
     from cosim.trace.writer import source_digest
 
     out_dir.mkdir(parents=True, exist_ok=True)
     current = source_digest()
-    todo, skipped = [], []
+    todo, skipped, stale = [], [], []
     for run in plan:
         run_dir = out_dir / run.name
-        if not _is_complete(run_dir, run.scenario):
+        status = run_status(run_dir, run.scenario)
+        if status != "complete":
             todo.append(run)
+            if status == "stale":
+                stale.append(run)
             continue
         source = made_by(run_dir)
         if source == current:
@@ -221,9 +207,11 @@ def run_sweep(
         else:
             made = "an unrecorded version" if source is None else f"source {source}"
             skipped.append((run, f"skipped (complete; made by {made} of cosim, this is {current})"))
-    for run, status in skipped:
+    if stale and on_stale is not None:
+        on_stale(stale)
+    for run, why in skipped:
         if on_done is not None:
-            on_done(run, status)
+            on_done(run, why)
     if executor == "local":
         _run_local(todo, out_dir, jobs, on_done)
     elif executor == "ray":

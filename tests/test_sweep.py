@@ -247,3 +247,21 @@ def test_the_versions_record_the_torch_thread_count() -> None:
             assert package_versions()["torch_threads"] == str(threads)
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_run_of_another_version_of_its_scenario_is_named_then_run_again(
+    sweep_file: Path, tmp_path: Path
+) -> None:
+    spec, base, base_dir = load_sweep(sweep_file)
+    plan = plan_sweep(spec, base, base_dir)[:2]
+    out = tmp_path / "out"
+    run_sweep(plan, out)
+    # The first run's manifest now says another scenario made it (as after editing the base).
+    path = out / plan[0].name / "manifest.json"
+    manifest = json.loads(path.read_text())
+    path.write_text(json.dumps({**manifest, "scenario_hash": "another"}))
+    told: list[list[str]] = []
+    ran, _ = run_sweep(plan, out, on_stale=lambda runs: told.append([r.name for r in runs]))
+    assert told == [[plan[0].name]]
+    assert ran == [plan[0].name]
+    assert json.loads(path.read_text())["scenario_hash"] == manifest["scenario_hash"]

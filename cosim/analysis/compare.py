@@ -12,6 +12,7 @@ __all__ = [
     "beside_replay",
     "compare_runs",
     "difference_cell",
+    "difference_cells",
     "mean_spread",
     "p_cell",
     "paired_difference",
@@ -73,6 +74,11 @@ def difference_cell(r: dict[str, float], digits: int = 2) -> str:
 def p_cell(r: dict[str, float]) -> str:
     """A :func:`paired_difference`'s p value as a table cell (``"–"`` without a test)."""
     return "–" if np.isnan(r["p"]) else f"{r['p']:.2f}"
+
+
+def difference_cells(r: dict[str, float], digits: int = 2) -> list[str]:
+    """A :func:`paired_difference` as its two table cells: :func:`difference_cell`, :func:`p_cell`."""
+    return [difference_cell(r, digits), p_cell(r)]
 
 
 def beside_replay(

@@ -212,13 +212,12 @@ def _run_plan(
     """Run (or resume) a list of runs with a progress bar; exit 1 naming the runs that failed."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from cosim.sweep import run_status, run_sweep
+    from cosim.sweep import run_sweep
 
-    stale = [run.name for run in plan if run_status(out_dir / run.name, run.scenario) == "stale"]
-    if stale:
-        names = ", ".join(stale[:3]) + (f" and {len(stale) - 3} more" if len(stale) > 3 else "")
+    def on_stale(runs) -> None:  # type: ignore[no-untyped-def]
+        names = ", ".join(r.name for r in runs[:3]) + (f" and {len(runs) - 3} more" if len(runs) > 3 else "")
         console.print(
-            f"[yellow]{len(stale)} complete runs in {out_dir} were made from another version of their "
+            f"[yellow]{len(runs)} complete runs in {out_dir} were made from another version of their "
             f"scenario[/] ({names}): they are run again and replaced",
             highlight=False,
         )
@@ -254,6 +253,7 @@ def _run_plan(
                 address=address,
                 on_done=on_done,
                 rerun_outdated=rerun_outdated,
+                on_stale=on_stale,
             )
         except ScenarioError as err:
             fail(str(err))
