@@ -125,7 +125,7 @@ class _Membership:
     free_slots: list[int] = field(default_factory=list)
     pending_tombstones: dict[int, set[int]] = field(default_factory=dict)  # slot -> devices still to apply
     tombstone_origin: dict[int, list[int]] = field(default_factory=dict)  # slot -> devices that first know
-    tombstone_since: dict[int, float] = field(default_factory=dict)  # slot -> when its owner left
+    tombstone_since: dict[int, float] = field(default_factory=dict)  # slot -> its owner last heard
 
     @property
     def active(self) -> list[int]:
@@ -181,6 +181,8 @@ class Simulation:
         self._just_left: list[int] = []  # slots deleted at this round boundary
         self._just_joined: list[int] = []
         self._ready_at: dict[int, float] = {}  # a newcomer computes once its pull has arrived
+        # A device's radio sends one message at a time: a pull it serves holds up its own messages.
+        self._radio_free: dict[int, float] = {}
         self._round = 0
         self._slot_bits = sum(self.learner.slot_bits().values())
         self._allocation_rng = np.random.default_rng(np.random.SeedSequence([scenario.seed, 0xA110C]))
@@ -334,8 +336,11 @@ class Simulation:
             return
         source = self.members.live[int(np.argmax(rates))]
         live_slots = 1 if self.learner.shared else len(self.learner.slot_of) - 1
-        message = Message(source, device, live_slots * self._slot_bits + HEADER_BITS, now)
-        (result,) = self.network.transfer(now, [message], now + self.scenario.network.slot_s)
+        start = max(now, self._radio_free.get(source, now))
+        message = Message(source, device, live_slots * self._slot_bits + HEADER_BITS, start)
+        deadline = start + self.scenario.network.slot_s
+        (result,) = self.network.transfer(now, [message], deadline)
+        self._radio_free[source] = min(result.finish_s, deadline)
         self._transfer_row("pull", result, links, live_slots)
         if result.delivered:
             self.learner.pull(device, source)
@@ -367,7 +372,8 @@ class Simulation:
         self._event(kind, device, slot, {"tombstone_from": neighbours})
         self.members.pending_tombstones[slot] = set(self.members.live)
         self.members.tombstone_origin[slot] = neighbours
-        self.members.tombstone_since[slot] = self.env.now
+        # Silence counts from the last message anyone heard from it, not from its leave.
+        self.members.tombstone_since[slot] = self.members.last_heard.get(device, self.env.now)
 
     def _flood_tombstones(self) -> None:
         """Flood each pending tombstone over the current graph; apply it where it arrives."""
@@ -388,8 +394,8 @@ class Simulation:
                 # The owner left out of everyone's range: nobody heard it go, but every device
                 # has now gone a whole silence timeout without hearing from the slot's owner.
                 self.members.tombstone_origin[slot] = list(live)
-                left_s = self.members.tombstone_since[slot]
-                self._event("tombstone_by_silence", -1, slot, {"owner_left_s": left_s})
+                heard_s = self.members.tombstone_since[slot]
+                self._event("tombstone_by_silence", -1, slot, {"owner_last_heard_s": heard_s})
             knowing = [d for d in live if d not in waiting] + self.members.tombstone_origin[slot]
             sources = sorted({live.index(d) for d in knowing if d in live})
             dist = hop_distances(adjacency, sources) if sources else np.full(len(live), -1)
@@ -833,15 +839,21 @@ class Simulation:
         # An exchange goes over the channel at its own start: after a correction's extra
         # exchanges or steps the round's later exchanges see the links of their time, and
         # gossip on the graph those links give (fading may have dropped or added a link).
+        # A newcomer acts (sends, computes) only once its pull has arrived.
+        pulled = {d: self._ready_at.pop(d, t0) for d in active}
         for _ in range(plan.syncs):
             now = env.now
             if links.time_s != now:
                 links, adjacency, weights = self._gossip_graph(now, members)
+            start = {d: max(now, pulled[d]) for d in active}
             yield from self._exchange(
-                r, links, adjacency, weights, dict.fromkeys(active, now),
-                now + self.scenario.network.slot_s, plan.sync_groups, "sync", group_weights,
+                r, links, adjacency, weights, start,
+                max(start.values(), default=now) + self.scenario.network.slot_s, plan.sync_groups, "sync",
+                group_weights,
             )  # fmt: skip
         sync_end = env.now
+        # When each device's regular steps can start: after the syncs, its pull and its extra steps.
+        free = {d: max(sync_end, pulled[d]) for d in active}
 
         mu: float | tuple[float, ...] = plan.mu or 0.0
         flops_per_step = self.learner.flops_per_step()
@@ -866,21 +878,21 @@ class Simulation:
                 extra_s = {d: flops_per_step * plan.extra_steps / self.flops_per_s[d] for d in extra}
                 # The corrected slots travel before the round's regular steps: trained on
                 # against copies that lack the correction, the devices would undo it.
-                start = {d: sync_end + extra_s.get(d, 0.0) for d in active}
+                free = {d: free[d] + extra_s.get(d, 0.0) for d in active}
                 if links.time_s != env.now:
                     links, adjacency, weights = self._gossip_graph(env.now, members)
                 yield from self._exchange(
-                    r, links, adjacency, weights, start, max(start.values()) + self.scenario.network.slot_s,
+                    r, links, adjacency, weights, free, max(free.values()) + self.scenario.network.slot_s,
                     tuple(range(n_groups)), "sync", group_weights,
                 )  # fmt: skip
                 state.syncs += 1
                 sync_end = env.now
+                free = {d: max(sync_end, free[d]) for d in active}
         losses, trained = self._local_training(r, active, tau, mu)
         steps = {d: trained[d] + (plan.extra_steps if d in extra else 0) for d in active}
         compute_s = {d: flops_per_step * steps[d] / self.flops_per_s[d] for d in active}
-        ready = {d: max(self._ready_at.pop(d, sync_end), sync_end) for d in active}
         # The extra steps were computed before the correction's exchange, within sync_s.
-        tx_start = {d: ready[d] + compute_s[d] - extra_s.get(d, 0.0) for d in active}
+        tx_start = {d: free[d] + compute_s[d] - extra_s.get(d, 0.0) for d in active}
         deadline = (max(tx_start.values()) if tx_start else sync_end) + self.scenario.network.slot_s
         if links.time_s != env.now:
             links, adjacency, weights = self._gossip_graph(env.now, members)
@@ -949,8 +961,12 @@ class Simulation:
                 chosen, bits, rows = self._allocate(
                     links, i, int(j), slots, groups, group_weights, float(weights[j, i]), lag
                 )
+                if by_slot and purpose == "sync" and not chosen.any():
+                    # Nothing worth its bits: a correction's extra exchange sends no empty
+                    # message (the round's own exchange still carries every device's header).
+                    continue
                 precision[j, i] = chosen
-                messages.append(Message(d, members[j], bits, tx_start[d]))
+                messages.append(Message(d, members[j], bits, max(tx_start[d], self._radio_free.get(d, 0.0))))
                 allocations.append(rows)
                 carried = chosen[:, list(groups)] if by_slot else chosen[None, list(groups)]
                 carries[(d, members[j])] = (  # slots in the message, layer groups sent
