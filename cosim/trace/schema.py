@@ -64,7 +64,8 @@ TABLES: dict[str, list[tuple[str, pa.DataType, str]]] = {
             "purpose",
             _S,
             "gossip (slot exchange), sync (a correction's extra exchange: of some layer groups, or "
-            "of every group after local correction) or pull (a newcomer fetching its neighbour's copies)",
+            "of every group after local correction; under the priority allocation a device sends no "
+            "sync message that would carry no slot) or pull (a newcomer fetching its neighbour's copies)",
         ),
         ("src", _I, "sender"),
         ("dst", _I, "receiver"),
