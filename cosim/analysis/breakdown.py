@@ -4,11 +4,12 @@ Latency breakdown.  A round starts at ``time_s`` and ends at ``round_end_s`` (ev
 needed transfer arrived, or the deadline).  Each live device's share of it is cut,
 in this order along its own timeline, into::
 
-    correction_s      a correction's work before the round's regular steps: its extra
-                      exchanges, its extra local steps and the exchange of the corrected
-                      slots (``rounds.sync_s``; 0 outside a correction)
     pull_s            a newcomer waiting for the copies it pulls (until its pull
-                      arrived; 0 for everyone else)
+                      arrived; 0 for everyone else): it sends and computes only then
+    correction_s      the rest of a correction's work before the round's regular steps:
+                      its extra exchanges, its extra local steps and the exchange of the
+                      corrected slots (``rounds.sync_s``, less the pull; 0 outside a
+                      correction)
     compute_s         its regular local steps
     access_s          the fixed per-message delay (``access_delay_s``), per message sent
     transmission_s    the message's bits at the loss-free rate, bits / (rate * mac_efficiency)
@@ -51,8 +52,8 @@ __all__ = [
 ]
 
 PHASES = (
-    "correction_s",
     "pull_s",
+    "correction_s",
     "compute_s",
     "access_s",
     "transmission_s",
@@ -103,16 +104,16 @@ def latency_breakdown(run: Run) -> pd.DataFrame:
         key = (int(r), int(device))
         t0, duration = float(t0), float(end) - float(t0)
         # Offsets from the round start keep the rounding small.
-        correction = min(max(float(sync_raw), 0.0), duration)
         pull_raw = max(pull_end.get(key, float(t0)) - t0, 0.0)
-        pull = _overlap(0.0, pull_raw, correction, duration)
+        pull = min(pull_raw, duration)
+        correction = _overlap(0.0, max(float(sync_raw), 0.0), pull, duration)
         # compute_s counts a correction's extra steps too, which run within sync_s: the
         # regular steps are what lies between being ready and starting to send.
         ready = max(float(sync_raw), pull_raw)
         regular_raw = float(compute_raw)
         if not np.isnan(tx_start):
             regular_raw = min(max(float(tx_start) - t0 - ready, 0.0), regular_raw)
-        cursor = max(correction, min(pull_raw, duration))
+        cursor = pull + correction  # both start at the round's start and do not overlap
         compute = _overlap(cursor, cursor + regular_raw, cursor, duration)
         cursor += compute
         clipped = (pull_raw - pull) + (regular_raw - compute)
@@ -343,7 +344,10 @@ def group_bits(run: Run) -> pd.DataFrame:
     and runs without that table carry ``slots`` whole slot copies at 32 bits; a slot's
     ``B`` has ``rank * d_out`` entries per adapted module, and modules belong to layer
     groups by their block (``block * G // layers``).  Columns: ``round``, ``group``,
-    ``bits``, ``bits_delivered``.  Headers are not in any group.
+    ``bits`` (the messages' payload as offered), ``bits_sent`` (what went on the air: each
+    message's payload times its share ``delivered_bits / bits``, the packets through by the
+    deadline, as every other bit figure counts) and ``bits_delivered`` (the payload of the
+    messages that arrived).  Headers are not in any group.
     """
     from cosim.scenario import parse_scenario
 
@@ -354,11 +358,16 @@ def group_bits(run: Run) -> pd.DataFrame:
     bits_per_slot = dict.fromkeys(range(groups), 0)
     for block in range(layers):
         bits_per_slot[block * groups // layers] += per_block
-    t = run.transfers
+    t = run.transfers.copy()
+    # The share of each message that went on the air (older traces: all of a delivered one).
+    through = t["delivered_bits"] if "delivered_bits" in t else t["bits"].where(t["delivered"], 0)
+    t["sent_share"] = (through / t["bits"].where(t["bits"] > 0)).fillna(0.0)
     frames = []
     path = Path(run.path) / "allocations.parquet"
     allocations = pd.read_parquet(path) if path.exists() else pd.DataFrame()
     if len(allocations):
+        key = ["round", "time_s", "purpose", "src", "dst"]  # one message per key
+        shares = allocations[key].merge(t[[*key, "sent_share"]], on=key, how="left", validate="many_to_one")
         t = t[~t["purpose"].isin(allocations["purpose"].unique())]
         frames.append(
             pd.DataFrame(
@@ -366,6 +375,7 @@ def group_bits(run: Run) -> pd.DataFrame:
                     "round": allocations["round"],
                     "group": allocations["group"],
                     "bits": allocations["bits"],
+                    "bits_sent": allocations["bits"] * shares["sent_share"].to_numpy(),
                     "bits_delivered": allocations["bits"].where(allocations["delivered"], 0),
                 }
             )
@@ -378,14 +388,14 @@ def group_bits(run: Run) -> pd.DataFrame:
                     "round": t["round"],
                     "group": g,
                     "bits": bits,
+                    "bits_sent": bits * t["sent_share"],
                     "bits_delivered": bits.where(t["delivered"], 0),
                 }
             )
         )
+    columns = ["round", "group", "bits", "bits_sent", "bits_delivered"]
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if rows.empty:
-        return pd.DataFrame(columns=["round", "group", "bits", "bits_delivered"])
-    summed = rows.groupby(["round", "group"], as_index=False)[["bits", "bits_delivered"]].sum()
-    return summed.sort_values(["group", "round"], ignore_index=True)[
-        ["round", "group", "bits", "bits_delivered"]
-    ]
+        return pd.DataFrame(columns=columns)
+    summed = rows.groupby(["round", "group"], as_index=False)[columns[2:]].sum()
+    return summed.sort_values(["group", "round"], ignore_index=True)[columns]

@@ -321,7 +321,9 @@ def _plot_bits(comm: pd.DataFrame, path: Path) -> Path:
 def _plot_group_bits(per_group: pd.DataFrame, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    table = per_group.pivot_table(index="round", columns="group", values="bits", aggfunc="sum", fill_value=0)
+    table = per_group.pivot_table(
+        index="round", columns="group", values="bits_sent", aggfunc="sum", fill_value=0
+    )
     fig, ax = plt.subplots(figsize=(9, 4.5))
     bottom = np.zeros(len(table))
     for g in table.columns:

@@ -344,6 +344,44 @@ def test_group_bits_of_a_budgeted_run_follow_its_allocations(run_tiny) -> None:
     assert per_group["bits"].sum() < full
 
 
+def test_group_bits_sent_count_what_went_on_the_air_when_the_deadline_cuts_messages(run_tiny) -> None:
+    from cosim.analysis import load_run
+    from cosim.analysis.breakdown import group_bits
+    from cosim.engine.simulation import HEADER_BITS
+
+    for budget in ((), ("allocation.method=priority", "allocation.budget_fraction=0.5")):
+        tiny = run_tiny("training.rounds=3", "network.slot_s=0.004", *budget)
+        run = load_run(tiny.out_dir)
+        t = run.transfers
+        assert (t["delivered_bits"] < t["bits"]).any(), "the short slot cuts messages off"
+        per_group = group_bits(run)
+        # Brute force, message by message: its payload times the share of it that got out.
+        sent = ((t["bits"] - HEADER_BITS) * t["delivered_bits"] / t["bits"]).groupby(t["round"]).sum()
+        got = per_group.groupby("round")["bits_sent"].sum()
+        np.testing.assert_allclose(got.loc[sent.index], sent, rtol=1e-9)
+        assert per_group["bits_sent"].sum() < per_group["bits"].sum()
+        assert (per_group["bits_delivered"] <= per_group["bits_sent"] + 1e-6).all()
+
+
+def test_a_newcomer_waiting_for_its_pull_in_a_correction_round_is_in_pull_s(run_tiny) -> None:
+    # Extra exchanges from the join's round on; the newcomer sends once its copies are in.
+    eager = "correction.tolerances={learn: 1.0e-9, drift: 1.0e-12, consensus: 1.0e-12, gamma_min: 0.0}"
+    run = load_run(run_tiny("events=[{kind: join, round: 2}]", "correction.policy=sync", eager).out_dir)
+    table = latency_breakdown(run).set_index(["round", "device"])
+    np.testing.assert_allclose(table[list(PHASES)].sum(axis=1), table["duration_s"], rtol=0, atol=1e-9)
+    rounds = run.rounds.set_index(["round", "device"])
+    (pull,) = run.transfers[run.transfers["purpose"] == "pull"].itertuples()
+    row, got = rounds.loc[(2, 4)], table.loc[(2, 4)]
+    waited = pull.finish_s - row["time_s"]
+    assert 0 < waited < row["sync_s"]
+    assert got["pull_s"] == pytest.approx(waited, abs=1e-12)
+    assert got["correction_s"] == pytest.approx(row["sync_s"] - waited, abs=1e-12)
+    # Everyone else's correction phase is the whole of the extra exchanges.
+    for d in (0, 1, 2, 3):
+        assert table.loc[(2, d), "pull_s"] == 0
+        assert table.loc[(2, d), "correction_s"] == pytest.approx(rounds.loc[(2, d), "sync_s"], abs=1e-12)
+
+
 def test_a_correction_round_splits_into_the_correction_and_the_regular_steps(run_tiny) -> None:
     # Local correction after the leave at round 1: the three stayers take extra steps, then
     # the corrected slots travel, then every device takes its regular steps.
