@@ -497,3 +497,61 @@ def test_a_newcomer_does_not_pull_from_a_device_that_has_gone_silent(run_tiny) -
     assert pull["dst"] == 4 and pull["src"] != 1 and pull["delivered"]
     links = {t["src"]: t["goodput_bps"] for t in run.rows("transfers") if t["round"] == 2 and t["dst"] == 4}
     assert pull["src"] == max((g, s) for s, g in links.items() if s not in (1, 4))[1]
+
+
+def test_a_round_lasts_until_a_device_without_a_link_has_finished_computing(run_tiny) -> None:
+    # Device 2 is out of everyone's range and slow: every message between 0 and 1 arrives
+    # before it has finished its local steps.
+    run = run_tiny(
+        "devices.count=3",
+        "devices.flops_per_s=1.0e8",
+        "devices.heterogeneity=1.0",
+        "training.rounds=3",
+        "network.area={width_m: 400, height_m: 10}",
+        "network.placement={kind: explicit, positions_m: [[0, 5], [10, 5], [390, 5]]}",
+        "network.radio.fading=none",
+        "network.radio.shadowing_sigma_db=0",
+    )
+    transfers = run.rows("transfers")
+    assert not [t for t in transfers if 2 in (t["src"], t["dst"])], "device 2 has no link"
+    for r in range(3):
+        rows = [row for row in run.rows("rounds") if row["round"] == r]
+        arrived = max(t["finish_s"] for t in transfers if t["round"] == r and t["delivered"])
+        (isolated,) = [row for row in rows if row["device"] == 2]
+        assert isolated["tx_start_s"] > arrived, "it computes past the last arrival"
+        assert {row["round_end_s"] for row in rows} == {isolated["tx_start_s"]}
+
+
+def test_a_newcomer_serves_a_pull_only_once_its_own_copies_have_arrived(run_tiny) -> None:
+    # Two newcomers at one boundary, next to each other and far from the others: the second
+    # pulls from the first.
+    run = run_tiny(
+        "devices.count=3",
+        "network.area={width_m: 100, height_m: 10}",
+        "network.placement={kind: explicit, positions_m: [[0, 5], [5, 5], [10, 5], [60, 5], [62, 5]]}",
+        "network.radio.fading=none",
+        "network.radio.shadowing_sigma_db=0",
+        "training.rounds=3",
+        "events=[{kind: join, round: 1}, {kind: join, round: 1}]",
+    )
+    pulls = {t["dst"]: t for t in run.rows("transfers") if t["purpose"] == "pull"}
+    assert pulls[4]["src"] == 3 and pulls[3]["delivered"]
+    assert pulls[4]["start_s"] >= pulls[3]["finish_s"] > pulls[3]["start_s"]
+
+
+def test_a_device_leaving_at_the_boundary_of_a_join_does_not_serve_its_pull(run_tiny) -> None:
+    # The newcomer's best link is to device 1, which leaves at the same boundary; the join
+    # comes first in the file.
+    run = run_tiny(
+        "network.area={width_m: 100, height_m: 10}",
+        "network.placement={kind: explicit, positions_m: [[0, 5], [30, 5], [10, 5], [32, 5]]}",
+        "devices.count=3",
+        "network.radio.fading=none",
+        "network.radio.shadowing_sigma_db=0",
+        "training.rounds=3",
+        "events=[{kind: join, round: 1}, {kind: leave, device: 1, round: 1}]",
+    )
+    (pull,) = [t for t in run.rows("transfers") if t["purpose"] == "pull"]
+    assert pull["dst"] == 3 and pull["src"] != 1
+    links = {t["src"]: t["goodput_bps"] for t in run.rows("transfers") if t["round"] == 1 and t["dst"] == 3}
+    assert pull["src"] == max((g, s) for s, g in links.items() if s != 3)[1]

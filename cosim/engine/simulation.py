@@ -288,7 +288,8 @@ class Simulation:
         if due or detected:
             self._evaluate("before_event")
             self._baseline = self._pre_event_residuals()
-        for event in due:
+        # Leaves before joins: a device leaving at this boundary serves no newcomer's pull.
+        for event in sorted(due, key=lambda e: isinstance(e, JoinEvent)):
             if isinstance(event, JoinEvent):
                 assert event.device is not None
                 self._join(event.device)
@@ -336,7 +337,8 @@ class Simulation:
             return
         source = self.members.live[int(np.argmax(rates))]
         live_slots = 1 if self.learner.shared else len(self.learner.slot_of) - 1
-        start = max(now, self._radio_free.get(source, now))
+        # A newcomer of this same boundary serves copies only once its own have arrived.
+        start = max(now, self._radio_free.get(source, now), self._ready_at.get(source, now))
         message = Message(source, device, live_slots * self._slot_bits + HEADER_BITS, start)
         deadline = start + self.scenario.network.slot_s
         (result,) = self.network.transfer(now, [message], deadline)
@@ -1013,10 +1015,10 @@ class Simulation:
         for d in self.members.silent_since:
             if d in members and adjacency[links.index(d)].any():
                 needed.append(env.event())
-        if needed:
-            yield env.any_of([env.all_of(needed), env.timeout(deadline - now)])
-        else:
-            yield env.timeout(max(deadline - self.scenario.network.slot_s - now, 0.0))
+        # And until every device has finished computing: one without a link sends nothing,
+        # but the round does not end while it is still busy.
+        needed.append(env.timeout(max(max(tx_start.values(), default=now) - now, 0.0)))
+        yield env.any_of([env.all_of(needed), env.timeout(deadline - now)])
 
         index = [links.index(d) for d in active]
         self.learner.mix(
