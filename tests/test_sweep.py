@@ -174,17 +174,22 @@ def test_ray_in_local_mode_gives_the_same_runs(sweep_file: Path, tmp_path: Path)
     assert set(pd.read_parquet(summary)["status"]) == {"complete"}
 
 
+def _first_runs_made(sweep_file: Path, out: Path, n: int) -> tuple[list[Any], Path, dict[str, Any]]:
+    """Make the first ``n`` runs of the sweep in ``out``; the plan, the first manifest's path and it."""
+    spec, base, base_dir = load_sweep(sweep_file)
+    plan = plan_sweep(spec, base, base_dir)[:n]
+    run_sweep(plan, out)
+    path = out / plan[0].name / "manifest.json"
+    return plan, path, json.loads(path.read_text())
+
+
 def test_a_run_made_by_other_source_is_reported_and_rerun_on_request(
     sweep_file: Path, tmp_path: Path
 ) -> None:
     from cosim.trace.writer import source_digest
 
-    spec, base, base_dir = load_sweep(sweep_file)
-    plan = plan_sweep(spec, base, base_dir)[:1]
     out = tmp_path / "out"
-    run_sweep(plan, out)
-    path = out / plan[0].name / "manifest.json"
-    manifest = json.loads(path.read_text())
+    plan, path, manifest = _first_runs_made(sweep_file, out, 1)
     assert manifest["versions"]["cosim_source"] == source_digest()
     assert manifest["versions"]["torch_threads"] == "1"  # a sweep runs each run on one thread
 
@@ -252,13 +257,9 @@ def test_the_versions_record_the_torch_thread_count() -> None:
 def test_a_run_of_another_version_of_its_scenario_is_named_then_run_again(
     sweep_file: Path, tmp_path: Path
 ) -> None:
-    spec, base, base_dir = load_sweep(sweep_file)
-    plan = plan_sweep(spec, base, base_dir)[:2]
     out = tmp_path / "out"
-    run_sweep(plan, out)
+    plan, path, manifest = _first_runs_made(sweep_file, out, 2)
     # The first run's manifest now says another scenario made it (as after editing the base).
-    path = out / plan[0].name / "manifest.json"
-    manifest = json.loads(path.read_text())
     path.write_text(json.dumps({**manifest, "scenario_hash": "another"}))
     told: list[list[str]] = []
     ran, _ = run_sweep(plan, out, on_stale=lambda runs: told.append([r.name for r in runs]))

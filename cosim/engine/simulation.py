@@ -849,10 +849,8 @@ class Simulation:
                 links, adjacency, weights = self._gossip_graph(now, members)
             start = {d: max(now, pulled[d]) for d in active}
             yield from self._exchange(
-                r, links, adjacency, weights, start,
-                max(start.values(), default=now) + self.scenario.network.slot_s, plan.sync_groups, "sync",
-                group_weights,
-            )  # fmt: skip
+                r, links, adjacency, weights, start, plan.sync_groups, "sync", group_weights
+            )
         sync_end = env.now
         # When each device's regular steps can start: after the syncs, its pull and its extra steps.
         free = {d: max(sync_end, pulled[d]) for d in active}
@@ -884,9 +882,8 @@ class Simulation:
                 if links.time_s != env.now:
                     links, adjacency, weights = self._gossip_graph(env.now, members)
                 yield from self._exchange(
-                    r, links, adjacency, weights, free, max(free.values()) + self.scenario.network.slot_s,
-                    tuple(range(n_groups)), "sync", group_weights,
-                )  # fmt: skip
+                    r, links, adjacency, weights, free, tuple(range(n_groups)), "sync", group_weights
+                )
                 state.syncs += 1
                 sync_end = env.now
                 free = {d: max(sync_end, free[d]) for d in active}
@@ -895,11 +892,10 @@ class Simulation:
         compute_s = {d: flops_per_step * steps[d] / self.flops_per_s[d] for d in active}
         # The extra steps were computed before the correction's exchange, within sync_s.
         tx_start = {d: free[d] + compute_s[d] - extra_s.get(d, 0.0) for d in active}
-        deadline = (max(tx_start.values()) if tx_start else sync_end) + self.scenario.network.slot_s
         if links.time_s != env.now:
             links, adjacency, weights = self._gossip_graph(env.now, members)
         sent, received = yield from self._exchange(
-            r, links, adjacency, weights, tx_start, deadline, tuple(range(n_groups)), "gossip", group_weights
+            r, links, adjacency, weights, tx_start, tuple(range(n_groups)), "gossip", group_weights
         )
         round_end = env.now
         for d in active:
@@ -931,14 +927,19 @@ class Simulation:
         adjacency: np.ndarray,
         weights: np.ndarray,
         tx_start: dict[int, float],
-        deadline: float,
         groups: tuple[int, ...],
         purpose: str,
         group_weights: np.ndarray,
     ) -> Generator[simpy.Event, Any, tuple[dict[int, list[Any]], dict[int, int]]]:
-        """Every device in ``tx_start`` sends ``groups`` of its slots to its neighbours; all mix."""
+        """Every device in ``tx_start`` sends ``groups`` of its slots to its neighbours; all mix.
+
+        A device starts sending when it has finished computing (``tx_start``); the exchange's
+        deadline is the slowest device's start plus ``network.slot_s``.
+        """
         env = self.env
         now = env.now
+        computed = max(tx_start.values(), default=now)  # every device has finished computing
+        deadline = computed + self.scenario.network.slot_s
         members = list(links.devices)
         active = list(tx_start)
         n_groups = self.scenario.model.layer_groups
@@ -1017,7 +1018,7 @@ class Simulation:
                 needed.append(env.event())
         # And until every device has finished computing: one without a link sends nothing,
         # but the round does not end while it is still busy.
-        needed.append(env.timeout(max(max(tx_start.values(), default=now) - now, 0.0)))
+        needed.append(env.timeout(max(computed - now, 0.0)))
         yield env.any_of([env.all_of(needed), env.timeout(deadline - now)])
 
         index = [links.index(d) for d in active]
