@@ -347,6 +347,10 @@ class Simulation:
         if result.delivered:
             self.learner.pull(device, source)
             self._ready_at[device] = result.finish_s
+        else:
+            # The newcomer cannot tell that the pull failed before its deadline: it waits until
+            # then, and starts from its own zero copies.
+            self._ready_at[device] = deadline
         detail = {
             "from": source,
             "bits": result.bits,
@@ -909,7 +913,7 @@ class Simulation:
                 steps=steps[d],
                 flops=flops_per_step * steps[d],
                 compute_s=compute_s[d],
-                tx_start_s=tx_start[d],
+                tx_start_s=sent[d][4],
                 tx_end_s=sent[d][3],
                 bits_sent=sent[d][0],
                 bits_received=received[d],
@@ -943,39 +947,49 @@ class Simulation:
         members = list(links.devices)
         active = list(tx_start)
         n_groups = self.scenario.model.layer_groups
-        by_slot = self.scenario.allocation.method == "priority"
-        shape = (len(members), len(members), self.learner.capacity, n_groups)
-        # [dst, src, group], or [dst, src, slot, group] where the allocation chooses slot by slot
-        precision = np.zeros(shape if by_slot else shape[:2] + shape[3:], dtype=np.int64)
+        method = self.scenario.allocation.method
+        by_slot = method == "priority"
+        # [dst, src, slot, group]: the precision at which each slot's layer group travelled
+        # (0: not in the message, and not mixed)
+        precision = np.zeros((len(members), len(members), self.learner.capacity, n_groups), dtype=np.int64)
         messages, carries, allocations = [], {}, []
+        versions: dict[int, np.ndarray] = {}  # under ``full``: each sender's copies as sent
         lag = self._lag(links, adjacency, active) if by_slot else None
+        slots = self.learner.live_slots()
+        # When each device's radio starts: once it has computed, and is through with any pull it serves.
+        radio = {d: max(tx_start[d], self._radio_free.get(d, 0.0)) for d in active}
         for d in active:
-            # Receivers mix every slot of the sender's view.  With full precision a slot that
-            # did not change is the one they already hold; under a budget, what a receiver
-            # holds depends on what got through, so every live slot is offered (and the
-            # group-level methods pay for all of them).
-            if self.scenario.allocation.method == "full":
-                slots = self.learner.dirty_slots(d)
-            else:
-                slots = self.learner.live_slots()
-            self.learner.mark_sent(d)
+            if method == "full":
+                versions[d] = self.learner.versions(d)
             i = links.index(d)
             for j in np.flatnonzero(adjacency[i]):
+                # Receivers mix every live slot of the sender's view.  Under ``full`` a message
+                # carries the slots whose current copy has not reached its receiver yet (the
+                # receiver holds the rest as they are); under a budget, what a receiver holds
+                # depends on what got through, so every live slot is offered.
+                owed = (
+                    self.learner.owed(d, members[j], versions[d], slots, groups) if method == "full" else None
+                )
                 chosen, bits, rows = self._allocate(
-                    links, i, int(j), slots, groups, group_weights, float(weights[j, i]), lag
+                    links, i, int(j), slots, groups, group_weights, float(weights[j, i]), lag, owed
                 )
                 if by_slot and purpose == "sync" and not chosen.any():
                     # Nothing worth its bits: a correction's extra exchange sends no empty
                     # message (the round's own exchange still carries every device's header).
                     continue
-                precision[j, i] = chosen
-                messages.append(Message(d, members[j], bits, max(tx_start[d], self._radio_free.get(d, 0.0))))
+                if by_slot:
+                    precision[j, i] = chosen
+                else:
+                    precision[j, i][slots] = chosen
+                messages.append(Message(d, members[j], bits, radio[d]))
                 allocations.append(rows)
                 carried = chosen[:, list(groups)] if by_slot else chosen[None, list(groups)]
-                carries[(d, members[j])] = (  # slots in the message, layer groups sent
-                    int((chosen > 0).any(axis=1).sum()) if by_slot else len(slots),
-                    int((carried > 0).any(axis=0).sum()),
-                )
+                if by_slot:
+                    n_slots = int((chosen > 0).any(axis=1).sum())
+                else:
+                    n_slots = len(slots if owed is None else set().union(*owed.values()))
+                # slots in the message, layer groups sent
+                carries[(d, members[j])] = (n_slots, int((carried > 0).any(axis=0).sum()))
         results = self.network.transfer(now, messages, deadline)
 
         delivered = np.zeros((len(members), len(members)), dtype=bool)
@@ -986,6 +1000,8 @@ class Simulation:
             if ok:
                 delivered[links.index(res.dst), links.index(res.src)] = True
                 self.members.last_heard[res.src] = res.finish_s
+                if res.src in versions:
+                    self.learner.mark_delivered(res.src, res.dst, versions[res.src], slots, groups)
                 needed.append(env.timeout(max(res.finish_s - now, 0.0)))
             else:
                 # Its receiver cannot tell that it will not arrive (one cut off by the deadline
@@ -1030,7 +1046,8 @@ class Simulation:
             precision=precision[np.ix_(index, index)],
         )
 
-        sent: dict[int, list[Any]] = {d: [0, 0, 0, tx_start[d]] for d in active}  # bits, msgs, delivered, end
+        # bits, messages, delivered, end, start (a pull it serves may hold its radio past tx_start)
+        sent: dict[int, list[Any]] = {d: [0, 0, 0, radio[d], radio[d]] for d in active}
         received = dict.fromkeys(active, 0)
         for res, ok in zip(results, arrived, strict=True):
             if res.src in sent:
@@ -1072,12 +1089,14 @@ class Simulation:
         group_weights: np.ndarray,
         mixing_weight: float,
         lag: Lag | None,
+        owed: dict[int, list[int]] | None = None,
     ) -> tuple[np.ndarray, int, list[dict[str, Any]]]:
         """The precisions of one message, its bits, and its ``allocations`` rows (one per slot and group).
 
         ``priority`` chooses per slot and layer group (``precisions[slot, group]``, 0: not
         sent; :meth:`_slot_options`); the other methods per layer group for all of
-        ``slots`` at once (``precisions[group]``).
+        ``slots`` at once (``precisions[group]``).  Under ``full``, ``owed[group]`` lists the
+        slots whose copies of that group the message carries (the receiver holds the others).
         """
         spec = self.scenario.allocation
         n_groups = self.scenario.model.layer_groups
@@ -1090,12 +1109,13 @@ class Simulation:
             items = [(s, g) for s in slots for g in groups]
             options = self._slot_options(links, i, j, items, group_weights, mixing_weight, lag)
         else:
-            items = [(-1, g) for g in groups]  # one item per group, for all of ``slots``
+            items = [(-1, g) for g in groups]  # one item per group, for all of its slots
+            carried = owed if owed is not None else dict.fromkeys(groups, slots)
             precisions = (FULL_PRECISION_BITS,) if spec.method == "full" else spec.precisions_bits
             options = [
                 GroupOptions(
                     precisions_bits=precisions,
-                    costs_bits=tuple(len(slots) * self._slot_group_bits(g, q) for q in precisions),
+                    costs_bits=tuple(len(carried[g]) * self._slot_group_bits(g, q) for q in precisions),
                     values=tuple(quantized_value(float(group_weights[g]), q) for q in precisions),
                 )
                 for g in groups
@@ -1124,8 +1144,8 @@ class Simulation:
                 continue
             chosen[g] = q
             # The group's bits and value are shared equally among the slots it carries.
-            for t in slots:
-                cost, value = opt.cost_of(q) // len(slots), opt.value_of(q) / len(slots)
+            for t in carried[g]:
+                cost, value = opt.cost_of(q) // len(carried[g]), opt.value_of(q) / len(carried[g])
                 rows.append(self._allocation_row(t, g, q, cost, value, group_weights, budget))
         return chosen, total + HEADER_BITS, rows
 

@@ -113,7 +113,12 @@ class SlotLearner:
         self.own: dict[int, dict[str, nn.Parameter]] = {}
         self.optimizers: dict[int, torch.optim.Optimizer] = {}
         self.tombstoned: dict[int, set[int]] = {d: set() for d in device_ids}
-        self._sent: dict[int, dict[str, torch.Tensor]] = {}
+        # What each device's copies were when last read (:meth:`versions`), how many times
+        # each slot and layer group has changed since it joined, and per link (src, dst) the
+        # versions of src's copies that have reached dst.
+        self._seen: dict[int, dict[str, torch.Tensor]] = {}
+        self._version: dict[int, np.ndarray] = {}
+        self._delivered: dict[tuple[int, int], np.ndarray] = {}
         self._value_tokens = (
             torch.as_tensor(self.task.value_tokens) if isinstance(self.task, FactsTask) else None
         )
@@ -188,21 +193,27 @@ class SlotLearner:
             for copies in self.copies.values():
                 copies[device] = copies[source]
             self._own_from_copies([device])
-            return
-        own = self.slot_of[device]
-        for copies in self.copies.values():
-            keep = copies[device, own].clone()
-            copies[device] = copies[source]
-            copies[device, own] = keep
-        for slot in self.tombstoned[device]:
-            self._zero(device, slot)
+        else:
+            own = self.slot_of[device]
+            for copies in self.copies.values():
+                keep = copies[device, own].clone()
+                copies[device] = copies[source]
+                copies[device, own] = keep
+            for slot in self.tombstoned[device]:
+                self._zero(device, slot)
+        # The newcomer now holds the source's copies as they are.
+        every = range(self.capacity), range(self.model_spec.layer_groups)
+        self.mark_delivered(source, device, self.versions(source), *every)
 
     def remove_device(self, device: int) -> int:
         """Forget a departed device's own state; returns the slot it held (still to be tombstoned)."""
         slot = self.slot_of.pop(device)
         self.own.pop(device)
         self.optimizers.pop(device)
-        self._sent.pop(device, None)
+        self._seen.pop(device, None)
+        self._version.pop(device, None)
+        for link in [link for link in self._delivered if device in link]:
+            del self._delivered[link]
         for copies in self.copies.values():
             copies[device] = 0.0
         return slot
@@ -411,20 +422,44 @@ class SlotLearner:
         """The slots of the live devices, once each (shared adapters: every device's is slot 0)."""
         return sorted(set(self.slot_of.values()))
 
-    def dirty_slots(self, device: int) -> list[int]:
-        """Live slots whose copy at ``device`` changed since it last sent them."""
-        live = self.live_slots()
-        sent = self._sent.get(device)
-        if sent is None:
-            return live
-        return [
-            k
-            for k in live
-            if any(not torch.equal(self.copies[n][device, k], sent[n][k]) for n in self.copies)
-        ]
+    @torch.no_grad()
+    def versions(self, device: int) -> np.ndarray:
+        """``v[s, g]``: how many times ``device``'s copy of slot ``s``, layer group ``g`` has changed.
 
-    def mark_sent(self, device: int) -> None:
-        self._sent[device] = {n: c[device].clone() for n, c in self.copies.items()}
+        Read from the copies themselves: each call compares them with what the previous call
+        saw, so a change counts once however many times the copy was written in between.
+        """
+        n_groups = self.model_spec.layer_groups
+        version = self._version.setdefault(device, np.zeros((self.capacity, n_groups), dtype=np.int64))
+        seen = self._seen.get(device)
+        changed = np.zeros((self.capacity, n_groups), dtype=bool)
+        for name, copies in self.copies.items():
+            if seen is not None:
+                differs = (copies[device] != seen[name]).flatten(1).any(dim=1).numpy()
+                changed[:, self.group_of[name]] |= differs
+        version += changed
+        self._seen[device] = {name: copies[device].clone() for name, copies in self.copies.items()}
+        return version.copy()
+
+    def owed(
+        self, src: int, dst: int, version: np.ndarray, slots: Sequence[int], groups: Sequence[int]
+    ) -> dict[int, list[int]]:
+        """Per layer group in ``groups``, the ``slots`` whose copy at ``src`` (at ``version``, from
+        :meth:`versions`) has not reached ``dst``: what a full-precision message must carry for
+        ``dst`` to hold ``src``'s current copy of every one of ``slots``."""
+        delivered = self._delivered.get((src, dst))
+        return {g: [k for k in slots if delivered is None or version[k, g] > delivered[k, g]] for g in groups}
+
+    def mark_delivered(
+        self, src: int, dst: int, version: np.ndarray, slots: Sequence[int], groups: Sequence[int]
+    ) -> None:
+        """A message from ``src`` brought ``dst`` its copies of ``slots`` (layer groups ``groups``)
+        as they were at ``version``."""
+        delivered = self._delivered.setdefault(
+            (src, dst), np.full((self.capacity, self.model_spec.layer_groups), -1, dtype=np.int64)
+        )
+        index = np.ix_(list(slots), list(groups))
+        delivered[index] = version[index]
 
     @torch.no_grad()
     def pair_disagreement(self, src: Sequence[int], dst: Sequence[int], slots: Sequence[int]) -> np.ndarray:
@@ -562,7 +597,9 @@ class SlotLearner:
         for device in list(self.own):
             slot = self.slot_of.pop(device)
             self.add_device(device, slot)
-        self._sent.clear()
+        self._seen.clear()
+        self._version.clear()
+        self._delivered.clear()
 
     def consensus_distance(self, devices: list[int]) -> float:
         """Mean over devices of ``sum_l |B^(i)_l - mean_j B^(j)_l|_F^2`` (live slots)."""

@@ -28,7 +28,11 @@ TABLES: dict[str, list[tuple[str, pa.DataType, str]]] = {
         ("steps", _I, "local steps taken"),
         ("flops", _F, "FLOPs of those steps"),
         ("compute_s", _F, "simulated compute time of the steps"),
-        ("tx_start_s", _F, "when the device started sending (after computing)"),
+        (
+            "tx_start_s",
+            _F,
+            "when the device started sending (after computing, and after any pull its radio was serving)",
+        ),
         ("tx_end_s", _F, "when its last message finished (or the deadline)"),
         (
             "bits_sent",

@@ -216,3 +216,43 @@ def test_evaluate_matches_a_recomputation_from_device_logits(make_learner, rando
         assert row.n == len(split)
         assert row.accuracy == pytest.approx(correct / len(split), abs=1e-6)  # a float32 mean
         assert row.loss == pytest.approx(float(F.cross_entropy(logits, answers)), abs=1e-5)
+
+
+def test_links_owe_each_slot_and_layer_group_that_changed_since_it_last_arrived(make_learner):
+    learner = make_learner()
+    live = sorted(learner.slot_of.values())
+    groups = list(range(learner.model_spec.layer_groups))
+    assert len(groups) >= 2
+    none_owed: dict[int, list[int]] = {g: [] for g in groups}
+    v0 = learner.versions(0)
+    assert learner.owed(0, 1, v0, live, groups) == dict.fromkeys(groups, live)  # nothing arrived yet
+    learner.mark_delivered(0, 1, v0, live, groups)
+    assert learner.owed(0, 1, v0, live, groups) == none_owed
+
+    # Two writes to slot 2 of one module of group 0 between reads: one change, of (2, 0) only.
+    name = next(n for n, g in learner.group_of.items() if g == 0)
+    with torch.no_grad():
+        learner.copies[name][0, 2] += 1.0
+        learner.copies[name][0, 2] *= 2.0
+    v1 = learner.versions(0)
+    expected = np.zeros_like(v0)
+    expected[2, 0] = 1
+    assert (v1 - v0).tolist() == expected.tolist()
+    assert learner.versions(0).tolist() == v1.tolist()  # unchanged since
+    assert learner.owed(0, 1, v1, live, groups) == {**none_owed, 0: [2]}
+
+    # A message lost is not marked; one with the other groups only does not pay group 0's debt.
+    learner.mark_delivered(0, 1, v1, live, groups[1:])
+    assert learner.owed(0, 1, v1, live, groups) == {**none_owed, 0: [2]}
+    assert learner.owed(0, 2, v1, live, groups) == dict.fromkeys(groups, live)  # another link
+    learner.mark_delivered(0, 1, v1, live, groups)
+    assert learner.owed(0, 1, v1, live, groups) == none_owed
+
+    # A pull brings the newcomer the source's copies as they are; the other way nothing arrived.
+    learner.pull(3, 0)
+    assert learner.owed(0, 3, learner.versions(0), live, groups) == none_owed
+    assert learner.owed(3, 0, learner.versions(3), live, groups) == dict.fromkeys(groups, live)
+    # A device that leaves takes its links' records with it.
+    learner.remove_device(1)
+    rest = sorted(learner.slot_of.values())
+    assert learner.owed(0, 1, learner.versions(0), rest, groups) == dict.fromkeys(groups, rest)

@@ -137,7 +137,9 @@ def test_reset_gives_every_device_the_base_model(make_learner) -> None:
     learner.train([0, 1, 2, 3], 3, {d: np.random.default_rng(d) for d in range(4)})
     learner.reset()
     assert all(float(c.abs().sum()) == 0.0 for c in learner.copies.values())
-    assert learner.dirty_slots(0) == sorted(learner.slot_of.values())
+    # No link holds anything any more: every live slot is owed on every link.
+    live = sorted(learner.slot_of.values())
+    assert learner.owed(0, 1, learner.versions(0), live, [0]) == {0: live}
     assert all(float(p.detach().abs().sum()) == 0.0 for d in learner.own for p in learner.own[d].values())
 
 
