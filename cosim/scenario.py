@@ -935,8 +935,8 @@ class Correction(_Spec):
 class Allocation(_Spec):
     method: Literal["full", "priority", "uniform", "proportional", "random"] = Field(
         "full",
-        description="full: every dirty slot at 32 bits, no budget; priority: multiple-choice "
-        "knapsack per slot and layer group (hull + greedy), valued by the group's residual "
+        description="full: every slot copy the receiver lacks at 32 bits, no budget; priority: "
+        "multiple-choice knapsack per slot and layer group (hull + greedy), valued by the group's residual "
         "weight and how far the receiver's copy of the slot lags, net of quantization error; "
         "uniform: one precision for all groups, the highest that fits; proportional: budget "
         "shares by group size; random: a random precision that fits per group (these three "

@@ -143,8 +143,8 @@ def layer_group_options(
 ) -> GroupOptions:
     """The options of one layer group on one link.
 
-    ``elements = r * sum_{l in g} d_out_l * |dirty slots|`` is the number of ``B`` entries
-    to send (``SlotLearner.slot_bits(1)[g] * len(dirty)``).  Sending at ``q`` bits costs
+    ``elements = r * sum_{l in g} d_out_l * |slots sent|`` is the number of ``B`` entries
+    to send (``SlotLearner.slot_bits(1)[g] * len(slots)``).  Sending at ``q`` bits costs
     ``n_g(q) = q * elements + header_bits`` and is worth :func:`quantized_value`
     ``(weight, q)``.
     """

@@ -21,9 +21,10 @@ their time; a silent leave stops the device from that time on.
 The gossip graph is every feasible link (rate above ``min_rate_bps``), or with
 ``training.gossip_degree`` each device's fastest few, plus any link topology
 refinement added.  What a message carries is the allocator's choice for that link
-(``allocation``): ``full`` sends every layer group of the slots that changed at 32 bits
-with no budget; ``uniform``, ``proportional`` and ``random`` one precision per layer
-group for every live slot; ``priority`` a precision (or none) per slot and layer group.
+(``allocation``): ``full`` sends, at 32 bits with no budget, every slot and layer group
+whose copy has not reached that receiver yet (tracked per link); ``uniform``,
+``proportional`` and ``random`` one precision per layer group for every live slot;
+``priority`` a precision (or none) per slot and layer group.
 
 Correction (``correction.policy``, see :mod:`cosim.engine.correction`): after a join
 or a leave the residuals are estimated (for a leave before the tombstone zeroes the
