@@ -620,11 +620,11 @@ def _run_recording_what_links_deliver(tmp_path: Any, overrides: list[str], lost:
             for name, copies in learner.copies.items():
                 g = learner.group_of[name]
                 mine = record.setdefault(name, torch.full_like(copies[src], float("nan")))
-                q = kwargs["precision"][devices.index(dst), devices.index(src)]  # [slot,] group
+                q = kwargs["precision"][devices.index(dst), devices.index(src)]  # [slot, group]
                 for slot in live:
                     if (slot, g) in items:
                         mine[slot] = copies[src, slot]
-                    elif (q[slot, g] if q.ndim == 2 else q[g]) > 0:
+                    elif q[slot, g] > 0:
                         # Mixed without being in this message: dst must hold it from an earlier one.
                         assert torch.equal(mine[slot], copies[src, slot]), (src, dst, slot, name)
                         count += 1

@@ -432,12 +432,13 @@ class SlotLearner:
         n_groups = self.model_spec.layer_groups
         version = self._version.setdefault(device, np.zeros((self.capacity, n_groups), dtype=np.int64))
         seen = self._seen.get(device)
-        changed = np.zeros((self.capacity, n_groups), dtype=bool)
-        for name, copies in self.copies.items():
-            if seen is not None:
-                differs = (copies[device] != seen[name]).flatten(1).any(dim=1).numpy()
-                changed[:, self.group_of[name]] |= differs
-        version += changed
+        if seen is not None:
+            changed = np.zeros((self.capacity, n_groups), dtype=bool)
+            for name, copies in self.copies.items():
+                changed[:, self.group_of[name]] |= (
+                    (copies[device] != seen[name]).flatten(1).any(dim=1).numpy()
+                )
+            version += changed
         self._seen[device] = {name: copies[device].clone() for name, copies in self.copies.items()}
         return version.copy()
 
