@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
+from dataclasses import replace
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -563,6 +564,45 @@ def test_a_device_leaving_at_the_boundary_of_a_join_does_not_serve_its_pull(run_
     assert pull["src"] == max((g, s) for s, g in links.items() if s != 3)[1]
 
 
+def test_the_network_is_told_which_pulls_are_still_on_the_air(tmp_path: Any) -> None:
+    # Two newcomers at one boundary, the second pulling from the first (as above): every
+    # transfer call gets, as on the air, the pulls of earlier calls not over at its time.
+    from cosim.engine.simulation import Simulation
+    from cosim.scenario import apply_overrides, parse_scenario
+    from tests.conftest import TINY_SCENARIO
+
+    overrides = [
+        "devices.count=3",
+        "network.area={width_m: 100, height_m: 10}",
+        "network.placement={kind: explicit, positions_m: [[0, 5], [5, 5], [10, 5], [60, 5], [62, 5]]}",
+        "network.radio.fading=none",
+        "network.radio.shadowing_sigma_db=0",
+        "training.rounds=3",
+        "events=[{kind: join, round: 1}, {kind: join, round: 1}]",
+    ]
+    sim = Simulation(parse_scenario(apply_overrides(TINY_SCENARIO, overrides)), tmp_path / "run")
+    calls: list[tuple[float, float, list[Any], list[Any]]] = []
+    transfer = sim.network.transfer
+
+    def recording(time_s: float, messages: Any, deadline_s: float, on_air: Any = ()) -> Any:
+        results = transfer(time_s, messages, deadline_s, on_air)
+        calls.append((time_s, deadline_s, list(on_air), results))
+        return results
+
+    sim.network.transfer = recording  # type: ignore[method-assign]
+    sim.run()
+    # The pull calls: one message each, to a newcomer (devices 3 and 4).
+    pulls = [k for k, (_, _, _, results) in enumerate(calls) if len(results) == 1 and results[0].dst >= 3]
+    assert [calls[k][3][0].dst for k in pulls] == [3, 4]
+    held = {k: replace(calls[k][3][0], finish_s=min(calls[k][3][0].finish_s, calls[k][1])) for k in pulls}
+    for k, (time_s, _, on_air, _) in enumerate(calls):
+        assert on_air == [r for j, r in held.items() if j < k and r.finish_s > time_s], k
+    # The second pull went out with the first on the air; the round's exchange with both.
+    first, second = pulls
+    assert calls[second][2] == [held[first]]
+    assert len(calls[second + 1][3]) > 2 and calls[second + 1][2] == [held[first], held[second]]
+
+
 # --------------------------------------------------------------------------- what a receiver holds
 
 
@@ -587,9 +627,9 @@ def _run_recording_what_links_deliver(tmp_path: Any, overrides: list[str], lost:
 
     transfer, calls = sim.network.transfer, [0]
 
-    def lossy(time_s: float, messages: Any, deadline_s: float) -> Any:
+    def lossy(time_s: float, messages: Any, deadline_s: float, on_air: Any = ()) -> Any:
         calls[0] += 1
-        results = transfer(time_s, messages, deadline_s)
+        results = transfer(time_s, messages, deadline_s, on_air)
         return [replace(r, delivered=False) if lost(calls[0], r) else r for r in results]
 
     add = sim.trace.add

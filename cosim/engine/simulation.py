@@ -71,7 +71,7 @@ from cosim.learning.residuals import (
     drift_residual,
     learning_residual,
 )
-from cosim.network import LinkState, Message, NetworkBackend, create_network
+from cosim.network import LinkState, Message, NetworkBackend, TransferResult, create_network
 from cosim.policy.priority import Action, refine_topology
 from cosim.scenario import (
     RESIDUAL_POLICIES,
@@ -182,8 +182,10 @@ class Simulation:
         self._just_left: list[int] = []  # slots deleted at this round boundary
         self._just_joined: list[int] = []
         self._ready_at: dict[int, float] = {}  # a newcomer computes once its pull has arrived
-        # A device's radio sends one message at a time: a pull it serves holds up its own messages.
-        self._radio_free: dict[int, float] = {}
+        # Transmissions that outlast their call (a newcomer's pull): a radio sends one message
+        # at a time, so a pull holds up its server's messages, and on a shared medium the
+        # air around it.
+        self._on_air: list[TransferResult] = []
         self._round = 0
         self._slot_bits = sum(self.learner.slot_bits().values())
         self._allocation_rng = np.random.default_rng(np.random.SeedSequence([scenario.seed, 0xA110C]))
@@ -312,6 +314,11 @@ class Simulation:
         if due or detected:
             self._evaluate("after_event")
 
+    def _still_on_air(self, now: float) -> list[TransferResult]:
+        """The transmissions of earlier calls still under way at ``now``."""
+        self._on_air = [r for r in self._on_air if r.finish_s > now]
+        return list(self._on_air)
+
     def _take_slot(self, device: int) -> int:
         slot = 0 if self.learner.shared else self.members.free_slots.pop(0)
         self.learner.add_device(device, slot)
@@ -339,11 +346,14 @@ class Simulation:
         source = self.members.live[int(np.argmax(rates))]
         live_slots = 1 if self.learner.shared else len(self.learner.slot_of) - 1
         # A newcomer of this same boundary serves copies only once its own have arrived.
-        start = max(now, self._radio_free.get(source, now), self._ready_at.get(source, now))
+        on_air = self._still_on_air(now)
+        busy = max((r.finish_s for r in on_air if r.src == source), default=now)
+        start = max(now, busy, self._ready_at.get(source, now))
         message = Message(source, device, live_slots * self._slot_bits + HEADER_BITS, start)
         deadline = start + self.scenario.network.slot_s
-        (result,) = self.network.transfer(now, [message], deadline)
-        self._radio_free[source] = min(result.finish_s, deadline)
+        (result,) = self.network.transfer(now, [message], deadline, on_air)
+        # A pull past its deadline is given up then.
+        self._on_air.append(replace(result, finish_s=min(result.finish_s, deadline)))
         self._transfer_row("pull", result, links, live_slots)
         if result.delivered:
             self.learner.pull(device, source)
@@ -958,7 +968,8 @@ class Simulation:
         lag = self._lag(links, adjacency, active) if by_slot else None
         slots = self.learner.live_slots()
         # When each device's radio starts: once it has computed, and is through with any pull it serves.
-        radio = {d: max(tx_start[d], self._radio_free.get(d, 0.0)) for d in active}
+        on_air = self._still_on_air(now)
+        radio = {d: max([tx_start[d]] + [r.finish_s for r in on_air if r.src == d]) for d in active}
         for d in active:
             if method == "full":
                 versions[d] = self.learner.versions(d)
@@ -991,7 +1002,7 @@ class Simulation:
                     n_slots = len(slots if owed is None else set().union(*owed.values()))
                 # slots in the message, layer groups sent
                 carries[(d, members[j])] = (n_slots, int((carried > 0).any(axis=0).sum()))
-        results = self.network.transfer(now, messages, deadline)
+        results = self.network.transfer(now, messages, deadline, on_air)
 
         delivered = np.zeros((len(members), len(members)), dtype=bool)
         needed: list[simpy.Event] = []

@@ -102,8 +102,19 @@ class NetworkBackend(Protocol):
         """Link state among ``devices`` (distinct) at ``time_s``."""
         ...
 
-    def transfer(self, time_s: float, messages: Sequence[Message], deadline_s: float) -> list[TransferResult]:
+    def transfer(
+        self,
+        time_s: float,
+        messages: Sequence[Message],
+        deadline_s: float,
+        on_air: Sequence[TransferResult] = (),
+    ) -> list[TransferResult]:
         """Send ``messages`` over the links at ``time_s`` (the round start), among the devices
         that appear in them; one result per message, in the order of ``messages``.  Transfers
-        finishing after ``deadline_s`` (an absolute time) are not delivered."""
+        finishing after ``deadline_s`` (an absolute time) are not delivered.
+
+        ``on_air``: transmissions of earlier calls still under way after ``time_s`` (results
+        whose ``finish_s`` is when their sender stopped).  They hold the radios, and on a
+        shared medium the air, that they use until they end; the new messages are scheduled
+        around them, and they are not reported again."""
         ...

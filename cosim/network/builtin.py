@@ -223,11 +223,18 @@ class BuiltinBackend:
             a.setflags(write=False)
         return LinkState(float(time_s), tuple(devices), *arrays)
 
-    def transfer(self, time_s: float, messages: Sequence[Message], deadline_s: float) -> list[TransferResult]:
+    def transfer(
+        self,
+        time_s: float,
+        messages: Sequence[Message],
+        deadline_s: float,
+        on_air: Sequence[TransferResult] = (),
+    ) -> list[TransferResult]:
         """Send ``messages`` over the links at ``time_s``; results in the order of ``messages``.
 
         Per sender, in the order given: ``start = max(message.start_s, previous finish)``,
-        ``finish = start + access_delay_s + bits / goodput``.  A message without a link is
+        ``finish = start + access_delay_s + bits / goodput``; a sender's transmissions
+        ``on_air`` (of earlier calls) count as previous ones.  A message without a link is
         not sent (``finish = start``, 0 bits delivered) and does not hold up the sender.
         A message finishing after ``deadline_s`` is not delivered; its ``delivered_bits``
         are the whole packets (of ``packet_bits``) through by the deadline.
@@ -242,6 +249,8 @@ class BuiltinBackend:
         radio = self.spec.radio
         state = self.links(time_s, sorted({d for m in messages for d in (m.src, m.dst)}))
         free_at_s: dict[int, float] = {}
+        for r in on_air:
+            free_at_s[r.src] = max(free_at_s.get(r.src, -math.inf), r.finish_s)
         results = []
         for m in messages:
             i, j = state.index(m.src), state.index(m.dst)

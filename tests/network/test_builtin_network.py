@@ -276,6 +276,24 @@ def test_transfers_serialise_per_sender() -> None:
     assert results[3].loss == 1.0
 
 
+def test_a_transmission_on_the_air_holds_up_its_sender_alone() -> None:
+    net = make(positions=TRANSFER_POSITIONS)
+    (pull,) = net.transfer(10.0, [Message(0, 1, 2_000_000, 10.0)], deadline_s=30.0)
+    messages = [
+        Message(0, 2, 1_000_000, 10.0),
+        Message(1, 0, 1_000_000, 10.0),
+        Message(2, 0, 1_000_000, 10.0),
+    ]
+    # The same messages queued behind the pull in one call: the reference.
+    together = net.transfer(10.0, [Message(0, 1, 2_000_000, 10.0), *messages], deadline_s=30.0)
+    after = net.transfer(10.0, messages, deadline_s=30.0, on_air=[pull])
+    assert after == together[1:]
+    assert after[0].start_s == pull.finish_s > 10.0  # its sender's radio was busy
+    assert after[1].start_s == after[2].start_s == 10.0  # builtin: no shared medium
+    # A transmission over by then holds up nobody.
+    assert net.transfer(20.0, [Message(0, 2, 1_000_000, 20.0)], 30.0, on_air=[pull])[0].start_s == 20.0
+
+
 def test_deadline_cuts_late_transfers_to_whole_packets() -> None:
     net = make(positions=TRANSFER_POSITIONS, packet_bits=8000)
     g = net.links(0.0, range(3)).goodput_bps

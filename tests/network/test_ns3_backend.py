@@ -359,6 +359,36 @@ def test_a_receiver_takes_one_frame_at_a_time_and_the_deadline_cuts_partial_pack
     assert b.delivered_bits == 0  # it starts after the deadline
 
 
+@pytest.mark.ns3
+def test_a_transmission_on_the_air_holds_the_air_as_if_it_were_scheduled_first(ns: Any) -> None:
+    # 0 -> 1 (the pull of an earlier call) and 2 -> 3 are 10 m links 30 m apart (their
+    # senders hear each other); 4 -> 5 is 2 km away; 1 -> 3 starts at the pull's receiver.
+    positions = [[0.0, 0.0], [10.0, 0.0], [30.0, 0.0], [40.0, 0.0], [2000.0, 0.0], [2010.0, 0.0]]
+    spec = Ns3Network(
+        area={"width_m": 2010.0, "height_m": 1.0},
+        placement={"kind": "explicit", "positions_m": positions},
+        access_delay_s=0.002,
+    )
+    backend = create_network(spec, range(6), seed=0)
+    pull_message = Message(0, 1, 4_000_000, 0.0)
+    (pull,) = backend.transfer(0.0, [pull_message], deadline_s=10.0)
+    messages = [
+        Message(2, 3, 1_000_000, 0.01),
+        Message(4, 5, 1_000_000, 0.01),
+        Message(1, 3, 1_000_000, 0.02),
+    ]
+    after = backend.transfer(0.0, messages, deadline_s=10.0, on_air=[pull])
+    # The reference: the pull first in one call with the messages.
+    together = backend.transfer(0.0, [pull_message, *messages], deadline_s=10.0)
+    assert together[0] == pull
+    assert after == together[1:]
+    assert after[0].start_s == pytest.approx(pull.finish_s)  # 2 hears 0
+    assert after[1].start_s == 0.01  # out of carrier-sense range
+    assert after[2].start_s >= pull.finish_s  # 1 was receiving the pull
+    # Without the pull on the air, 2 -> 3 goes at once.
+    assert backend.transfer(0.0, messages, deadline_s=10.0)[0].start_s == 0.01
+
+
 # --------------------------------------------------------------------------- the seam, doctor
 
 

@@ -32,7 +32,9 @@ Transmissions are scheduled greedily: each sender keeps its messages in the orde
 given; repeatedly, of the senders' next messages, the one that can start earliest
 (no earlier than its ``start_s``, its sender's previous finish, and the finish of
 every conflicting transmission already scheduled; ties by message order) is
-scheduled and runs to completion.  This is ideal CSMA: no collisions, no backoff,
+scheduled and runs to completion.  Transmissions of an earlier call still on the
+air (``on_air``: a newcomer's pull, sent at the event before the round's exchange)
+hold the air as already scheduled ones.  This is ideal CSMA: no collisions, no backoff,
 no hidden terminals (a receiver's interference from senders it hears but its sender
 does not is ignored).  A transmission takes ``access_delay_s + bits / goodput``;
 deadline and partial-delivery rules are the builtin backend's.  With no two senders
@@ -181,12 +183,20 @@ class Ns3Backend:
             a.setflags(write=False)
         return LinkState(float(time_s), tuple(devices), *arrays)
 
-    def transfer(self, time_s: float, messages: Sequence[Message], deadline_s: float) -> list[TransferResult]:
+    def transfer(
+        self,
+        time_s: float,
+        messages: Sequence[Message],
+        deadline_s: float,
+        on_air: Sequence[TransferResult] = (),
+    ) -> list[TransferResult]:
         """Send ``messages`` over the links at ``time_s`` on a shared medium; results in message order.
 
         As builtin's, plus the shared-medium rule of the module docstring: per sender in
         the order given, ``start = max(start_s, previous finish, finish of every conflicting
         transmission scheduled before)``, ``finish = start + access_delay_s + bits / goodput``.
+        The transmissions ``on_air`` (of earlier calls, e.g. a newcomer's pull) count as
+        scheduled before every message: one that conflicts with them waits until they end.
         A message without a link is not sent (``finish = start``, 0 bits) and holds up
         nobody.  A message finishing after ``deadline_s`` is not delivered; its
         ``delivered_bits`` are the whole packets (of ``packet_bits``) through by the deadline.
@@ -199,7 +209,9 @@ class Ns3Backend:
         if not messages:
             return []
         spec = self.spec
-        devices = sorted({d for m in messages for d in (m.src, m.dst)})
+        air = [r for r in on_air if r.finish_s > time_s and r.finish_s > r.start_s]
+        ends = [(m.src, m.dst) for m in messages] + [(r.src, r.dst) for r in air]
+        devices = sorted({d for pair in ends for d in pair})
         state = self.links(time_s, devices)
         hears = self.rx_power_dbm(time_s, devices) >= spec.carrier_sense_dbm
         at = {d: k for k, d in enumerate(devices)}
@@ -208,7 +220,10 @@ class Ns3Backend:
         for k, m in enumerate(messages):
             queues.setdefault(m.src, []).append(k)
         sender_free_s: dict[int, float] = {}
-        scheduled: list[tuple[int, int, float]] = []  # (src, dst, finish_s) of transmissions so far
+        # (src, dst, finish_s) of transmissions so far: those still on the air first
+        scheduled: list[tuple[int, int, float]] = [(r.src, r.dst, r.finish_s) for r in air]
+        for r in air:
+            sender_free_s[r.src] = max(sender_free_s.get(r.src, -math.inf), r.finish_s)
         results: list[TransferResult | None] = [None] * len(messages)
 
         def conflicts(m: Message, src: int, dst: int) -> bool:

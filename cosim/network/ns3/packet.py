@@ -181,8 +181,20 @@ class PacketBackend(Ns3Backend):
         self._snapshot = (time_ns, world.generation, positions, rx_dbm)
         return positions, rx_dbm
 
-    def transfer(self, time_s: float, messages: Sequence[Message], deadline_s: float) -> list[TransferResult]:
-        """Send ``messages`` packet by packet in ns-3 from ``time_s`` to (at most) ``deadline_s``."""
+    def transfer(
+        self,
+        time_s: float,
+        messages: Sequence[Message],
+        deadline_s: float,
+        on_air: Sequence[TransferResult] = (),
+    ) -> list[TransferResult]:
+        """Send ``messages`` packet by packet in ns-3 from ``time_s`` to (at most) ``deadline_s``.
+
+        ``on_air``: transmissions of an earlier call that the simulation now running has not
+        carried up to their finish (it was rebuilt from t = 0 for this call's start) are sent
+        again from where the clock stands, their remaining bits in proportion to the time
+        left, so that they take the air they took; their results are not reported again.
+        """
         for m in messages:
             if m.src == m.dst:
                 raise ValueError(f"message from device {m.src} to itself")
@@ -197,6 +209,16 @@ class PacketBackend(Ns3Backend):
         world = self._world_at(time_ns)
         if min(starts_ns) < world.clock_ns:
             world = self._world_at(time_ns, rebuild=True)
+        for r in on_air:
+            if r.bits == 0 or not math.isfinite(r.finish_s):
+                continue
+            start_ns, finish_ns = _time_ns(r.start_s), _time_ns(r.finish_s)
+            from_ns = max(start_ns, world.clock_ns)
+            if finish_ns <= from_ns:
+                continue  # over, or carried by this simulation already
+            left = r.bits * (finish_ns - from_ns) / (finish_ns - start_ns)
+            src, dst = self._rank[r.src], self._rank[r.dst]
+            world.net.Send(src, dst, max(1, math.ceil(left / 8)), from_ns)
         state = self.links(time_s, devices)
         assert self._world is world
         ids: list[int | None] = []
