@@ -11,9 +11,9 @@
 // from one node to another, starting at a given simulated time.  The sink's "Rx" trace
 // counts the bytes received; the time the N-th byte arrives is the update's finish time.
 // When the last open update finishes, the simulator is stopped (Simulator::Stop()), so the
-// caller's clock can follow the round.  At the round's deadline, AbortOpen() resets (TCP RST)
-// the connections of the unfinished updates, so a lost update sends no new data in later
-// rounds.  The segments it already handed to the Wi-Fi MAC stay queued: they are sent or
+// caller's clock can follow the round.  At the round's deadline, AbortOpen() resets (TCP RST,
+// from the receiver's side) the connections of the unfinished updates, so a lost update
+// sends no new data in later rounds.  The segments it already handed to the Wi-Fi MAC stay queued: they are sent or
 // dropped by ns-3 itself (WifiMacQueue's MaxDelay, 500 ms by default).  Flushing the queues
 // by hand is not safe: it removes MPDUs that a Block Ack agreement still waits for, and the
 // originator's window never advances again (seen as every later relayed transfer stalling).
@@ -268,7 +268,13 @@ class AdhocNetwork
         return m_open;
     }
 
-    // Aborts every unfinished update (TCP RST; starts not yet due are cancelled).
+    // Aborts every unfinished update: the receiver resets the connection (TCP RST), which
+    // closes the sender's side when it arrives; starts not yet due are cancelled.  The
+    // sender's socket is not reset by hand: a sender reset that way (SendRST outside
+    // ns-3's own state machine) later ran a persist timer on an empty send buffer and
+    // crashed the process inside TcpSocketBase::PersistTimeout (ns3_analytic.yaml, packet
+    // fidelity, fifth round).  A sender whose RST is lost keeps sending until its next
+    // segment reaches the receiver's node, which answers it with another RST.
     void AbortOpen()
     {
         for (auto& update : m_updates)
@@ -277,7 +283,6 @@ class AdhocNetwork
             {
                 update->open = false;
                 StartCanceller::Cancel(update->sender);
-                TcpAborter::Abort(update->sender->GetSocket());
                 for (const auto& socket : update->sink->GetAcceptedSockets())
                 {
                     TcpAborter::Abort(socket);
