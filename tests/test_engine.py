@@ -39,6 +39,18 @@ LINE = (
     "events=[{kind: leave, device: 0, round: 1}]",
 )
 
+# Two newcomers at one boundary, next to each other and far from the others: the second
+# pulls from the first.
+TWO_NEWCOMERS = (
+    "devices.count=3",
+    "network.area={width_m: 100, height_m: 10}",
+    "network.placement={kind: explicit, positions_m: [[0, 5], [5, 5], [10, 5], [60, 5], [62, 5]]}",
+    "network.radio.fading=none",
+    "network.radio.shadowing_sigma_db=0",
+    "training.rounds=3",
+    "events=[{kind: join, round: 1}, {kind: join, round: 1}]",
+)
+
 # 2 blocks x (q, k, v, o: d_out 32; gate, up: 64; down: 32) x rank 4 x 32 bits
 SLOT_BITS = 2 * (4 * 32 + 2 * 64 + 32) * 4 * 32
 
@@ -530,17 +542,7 @@ def test_a_round_lasts_until_a_device_without_a_link_has_finished_computing(run_
 
 
 def test_a_newcomer_serves_a_pull_only_once_its_own_copies_have_arrived(run_tiny) -> None:
-    # Two newcomers at one boundary, next to each other and far from the others: the second
-    # pulls from the first.
-    run = run_tiny(
-        "devices.count=3",
-        "network.area={width_m: 100, height_m: 10}",
-        "network.placement={kind: explicit, positions_m: [[0, 5], [5, 5], [10, 5], [60, 5], [62, 5]]}",
-        "network.radio.fading=none",
-        "network.radio.shadowing_sigma_db=0",
-        "training.rounds=3",
-        "events=[{kind: join, round: 1}, {kind: join, round: 1}]",
-    )
+    run = run_tiny(*TWO_NEWCOMERS)
     pulls = {t["dst"]: t for t in run.rows("transfers") if t["purpose"] == "pull"}
     assert pulls[4]["src"] == 3 and pulls[3]["delivered"]
     assert pulls[4]["start_s"] >= pulls[3]["finish_s"] > pulls[3]["start_s"]
@@ -565,22 +567,13 @@ def test_a_device_leaving_at_the_boundary_of_a_join_does_not_serve_its_pull(run_
 
 
 def test_the_network_is_told_which_pulls_are_still_on_the_air(tmp_path: Any) -> None:
-    # Two newcomers at one boundary, the second pulling from the first (as above): every
-    # transfer call gets, as on the air, the pulls of earlier calls not over at its time.
+    # TWO_NEWCOMERS, the second pulling from the first: every transfer call gets, as on the
+    # air, the pulls of earlier calls not over at its time.
     from cosim.engine.simulation import Simulation
     from cosim.scenario import apply_overrides, parse_scenario
     from tests.conftest import TINY_SCENARIO
 
-    overrides = [
-        "devices.count=3",
-        "network.area={width_m: 100, height_m: 10}",
-        "network.placement={kind: explicit, positions_m: [[0, 5], [5, 5], [10, 5], [60, 5], [62, 5]]}",
-        "network.radio.fading=none",
-        "network.radio.shadowing_sigma_db=0",
-        "training.rounds=3",
-        "events=[{kind: join, round: 1}, {kind: join, round: 1}]",
-    ]
-    sim = Simulation(parse_scenario(apply_overrides(TINY_SCENARIO, overrides)), tmp_path / "run")
+    sim = Simulation(parse_scenario(apply_overrides(TINY_SCENARIO, list(TWO_NEWCOMERS))), tmp_path / "run")
     calls: list[tuple[float, float, list[Any], list[Any]]] = []
     transfer = sim.network.transfer
 
