@@ -13,10 +13,11 @@
 // When the last open update finishes, the simulator is stopped (Simulator::Stop()), so the
 // caller's clock can follow the round.  At the round's deadline, AbortOpen() resets (TCP RST,
 // from the receiver's side) the connections of the unfinished updates, so a lost update
-// sends no new data in later rounds.  The segments it already handed to the Wi-Fi MAC stay queued: they are sent or
-// dropped by ns-3 itself (WifiMacQueue's MaxDelay, 500 ms by default).  Flushing the queues
-// by hand is not safe: it removes MPDUs that a Block Ack agreement still waits for, and the
-// originator's window never advances again (seen as every later relayed transfer stalling).
+// sends no new data in later rounds.  The segments it already handed to the Wi-Fi MAC stay
+// queued: they are sent or dropped by ns-3 itself (WifiMacQueue's MaxDelay, 500 ms by
+// default).  Flushing the queues by hand is not safe: it removes MPDUs that a Block Ack
+// agreement still waits for, and the originator's window never advances again (seen as
+// every later relayed transfer stalling).
 
 #pragma once
 

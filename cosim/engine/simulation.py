@@ -319,6 +319,11 @@ class Simulation:
         self._on_air = [r for r in self._on_air if r.finish_s > now]
         return list(self._on_air)
 
+    @staticmethod
+    def _radio_free(device: int, on_air: list[TransferResult], not_before: float) -> float:
+        """When ``device``'s radio is through with its transmissions ``on_air``, not before ``not_before``."""
+        return max([not_before] + [r.finish_s for r in on_air if r.src == device])
+
     def _take_slot(self, device: int) -> int:
         slot = 0 if self.learner.shared else self.members.free_slots.pop(0)
         self.learner.add_device(device, slot)
@@ -347,8 +352,7 @@ class Simulation:
         live_slots = 1 if self.learner.shared else len(self.learner.slot_of) - 1
         # A newcomer of this same boundary serves copies only once its own have arrived.
         on_air = self._still_on_air(now)
-        busy = max((r.finish_s for r in on_air if r.src == source), default=now)
-        start = max(now, busy, self._ready_at.get(source, now))
+        start = max(self._radio_free(source, on_air, now), self._ready_at.get(source, now))
         message = Message(source, device, live_slots * self._slot_bits + HEADER_BITS, start)
         deadline = start + self.scenario.network.slot_s
         (result,) = self.network.transfer(now, [message], deadline, on_air)
@@ -969,7 +973,7 @@ class Simulation:
         slots = self.learner.live_slots()
         # When each device's radio starts: once it has computed, and is through with any pull it serves.
         on_air = self._still_on_air(now)
-        radio = {d: max([tx_start[d]] + [r.finish_s for r in on_air if r.src == d]) for d in active}
+        radio = {d: self._radio_free(d, on_air, tx_start[d]) for d in active}
         for d in active:
             if method == "full":
                 versions[d] = self.learner.versions(d)

@@ -26,8 +26,8 @@ nanoseconds + ``Run``) until every message has finished or the deadline has come
 whichever is first, so the ns-3 clock ends at the round's last finish or its deadline.
 Messages still open at the deadline are aborted (the receiver's TCP RST; what they
 already queued in the Wi-Fi MAC is left to ns-3, see ``ns3_models/update_sender.h``) and
-reported undelivered,
-with ``delivered_bits`` = 8 x the bytes received by the deadline and ``finish_s = inf``.
+reported undelivered, with ``delivered_bits`` = 8 x the bytes received by the deadline
+and ``finish_s = inf``.
 A call whose messages start before the ns-3 clock (or a
 ``links`` query before it, with moving devices) rebuilds the simulation from t = 0
 (deterministically); so does a call after another backend's simulation replaced this one.
