@@ -935,12 +935,13 @@ class Correction(_Spec):
 class Allocation(_Spec):
     method: Literal["full", "priority", "uniform", "proportional", "random"] = Field(
         "full",
-        description="full: every slot copy the receiver lacks at 32 bits, no budget; priority: "
+        description="full: every slot copy the receiver lacks (never its own slot) at 32 bits, no budget; "
+        "priority: "
         "multiple-choice knapsack per slot and layer group (hull + greedy), valued by the group's residual "
         "weight and how far the receiver's copy of the slot lags, net of quantization error; "
         "uniform: one precision for all groups, the highest that fits; proportional: budget "
         "shares by group size; random: a random precision that fits per group (these three "
-        "send every live slot of a group at its precision).",
+        "send every live slot of a group but the receiver's own at its precision).",
     )
     precisions_bits: tuple[Literal[4, 8, 16, 32], ...] = Field(
         (4, 8, 16, 32), min_length=1, description="Precisions a group may travel at (skip is implicit)."

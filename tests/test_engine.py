@@ -220,14 +220,16 @@ def test_the_rounds_table_adds_up_the_transfers(run_tiny, scenario: str) -> None
         )
 
 
-def test_the_first_round_sends_every_slot_to_every_neighbour(run_tiny) -> None:
+def test_the_first_round_sends_every_slot_but_the_receivers_own_to_every_neighbour(run_tiny) -> None:
     run = run_tiny(*LEAVE)
     first = [row for row in run.rows("transfers") if row["round"] == 0]
-    # 4 devices 30 m apart at most: a complete graph, 4 slots in every message.
+    # 4 devices 30 m apart at most: a complete graph; 4 live slots, of which every message
+    # carries the 3 its receiver does not own (an owner's copy of its slot is authoritative).
     assert sorted((row["src"], row["dst"]) for row in first) == [
         (i, j) for i in range(4) for j in range(4) if i != j
     ]
-    assert {row["slots"] for row in first} == {4}
+    assert {row["slots"] for row in first} == {3}
+    assert {row["bits"] for row in first} == {3 * SLOT_BITS + HEADER_BITS}
     assert all(row["mcs"] >= 0 and row["rate_bps"] > 0 for row in first)
 
 

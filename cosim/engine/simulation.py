@@ -24,7 +24,8 @@ refinement added.  What a message carries is the allocator's choice for that lin
 (``allocation``): ``full`` sends, at 32 bits with no budget, every slot and layer group
 whose copy has not reached that receiver yet (tracked per link); ``uniform``,
 ``proportional`` and ``random`` one precision per layer group for every live slot;
-``priority`` a precision (or none) per slot and layer group.
+``priority`` a precision (or none) per slot and layer group.  No message carries its
+receiver's own slot: the owner's copy is authoritative.
 
 Correction (``correction.policy``, see :mod:`cosim.engine.correction`): after a join
 or a leave the residuals are estimated (for a leave before the tombstone zeroes the
@@ -979,15 +980,21 @@ class Simulation:
                 versions[d] = self.learner.versions(d)
             i = links.index(d)
             for j in np.flatnonzero(adjacency[i]):
-                # Receivers mix every live slot of the sender's view.  Under ``full`` a message
-                # carries the slots whose current copy has not reached its receiver yet (the
-                # receiver holds the rest as they are); under a budget, what a receiver holds
-                # depends on what got through, so every live slot is offered.
+                # Receivers mix every live slot of the sender's view but their own (an owner's
+                # copy of its slot is authoritative), so no message carries the receiver's own
+                # slot.  Under ``full`` a message carries the slots whose current copy has not
+                # reached its receiver yet (the receiver holds the rest as they are); under a
+                # budget, what a receiver holds depends on what got through, so every other
+                # live slot is offered.
+                own = None if self.learner.shared else self.learner.slot_of.get(members[j])
+                offered = [s for s in slots if s != own]
                 owed = (
-                    self.learner.owed(d, members[j], versions[d], slots, groups) if method == "full" else None
+                    self.learner.owed(d, members[j], versions[d], offered, groups)
+                    if method == "full"
+                    else None
                 )
                 chosen, bits, rows = self._allocate(
-                    links, i, int(j), slots, groups, group_weights, float(weights[j, i]), lag, owed
+                    links, i, int(j), offered, groups, group_weights, float(weights[j, i]), lag, owed
                 )
                 if by_slot and purpose == "sync" and not chosen.any():
                     # Nothing worth its bits: a correction's extra exchange sends no empty
@@ -996,14 +1003,14 @@ class Simulation:
                 if by_slot:
                     precision[j, i] = chosen
                 else:
-                    precision[j, i][slots] = chosen
+                    precision[j, i][offered] = chosen
                 messages.append(Message(d, members[j], bits, radio[d]))
                 allocations.append(rows)
                 carried = chosen[:, list(groups)] if by_slot else chosen[None, list(groups)]
                 if by_slot:
                     n_slots = int((chosen > 0).any(axis=1).sum())
                 else:
-                    n_slots = len(slots if owed is None else set().union(*owed.values()))
+                    n_slots = len(offered if owed is None else set().union(*owed.values()))
                 # slots in the message, layer groups sent
                 carries[(d, members[j])] = (n_slots, int((carried > 0).any(axis=0).sum()))
         results = self.network.transfer(now, messages, deadline, on_air)
@@ -1017,7 +1024,9 @@ class Simulation:
                 delivered[links.index(res.dst), links.index(res.src)] = True
                 self.members.last_heard[res.src] = res.finish_s
                 if res.src in versions:
-                    self.learner.mark_delivered(res.src, res.dst, versions[res.src], slots, groups)
+                    own = None if self.learner.shared else self.learner.slot_of.get(res.dst)
+                    offered = [s for s in slots if s != own]
+                    self.learner.mark_delivered(res.src, res.dst, versions[res.src], offered, groups)
                 needed.append(env.timeout(max(res.finish_s - now, 0.0)))
             else:
                 # Its receiver cannot tell that it will not arrive (one cut off by the deadline

@@ -76,8 +76,9 @@ TABLES: dict[str, list[tuple[str, pa.DataType, str]]] = {
         (
             "slots",
             _I,
-            "slots in the message (full: those that changed; uniform, proportional, random: every "
-            "live slot; priority: those with at least one layer group sent)",
+            "slots in the message, never the receiver's own (full: those whose copy the receiver "
+            "lacks; uniform, proportional, random: every other live slot; priority: those with at "
+            "least one layer group sent)",
         ),
         ("bits", _I, "the message's size: payload bits, headers included"),
         ("rate_bps", _F, "PHY rate of the link"),
