@@ -936,9 +936,9 @@ class Allocation(_Spec):
     method: Literal["full", "priority", "uniform", "proportional", "random"] = Field(
         "full",
         description="full: every slot copy the receiver lacks (never its own slot) at 32 bits, no budget; "
-        "priority: "
-        "multiple-choice knapsack per slot and layer group (hull + greedy), valued by the group's residual "
-        "weight and how far the receiver's copy of the slot lags, net of quantization error; "
+        "priority: multiple-choice knapsack per slot and layer group (hull + greedy), valued by the "
+        "group's residual weight and how far the receiver's copy of the slot lags, net of quantization "
+        "error; "
         "uniform: one precision for all groups, the highest that fits; proportional: budget "
         "shares by group size; random: a random precision that fits per group (these three "
         "send every live slot of a group but the receiver's own at its precision).",

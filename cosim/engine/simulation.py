@@ -970,6 +970,7 @@ class Simulation:
         precision = np.zeros((len(members), len(members), self.learner.capacity, n_groups), dtype=np.int64)
         messages, carries, allocations = [], {}, []
         versions: dict[int, np.ndarray] = {}  # under ``full``: each sender's copies as sent
+        offered: dict[tuple[int, int], list[int]] = {}  # (src, dst): the slots its message may carry
         lag = self._lag(links, adjacency, active) if by_slot else None
         slots = self.learner.live_slots()
         # When each device's radio starts: once it has computed, and is through with any pull it serves.
@@ -987,14 +988,12 @@ class Simulation:
                 # budget, what a receiver holds depends on what got through, so every other
                 # live slot is offered.
                 own = None if self.learner.shared else self.learner.slot_of.get(members[j])
-                offered = [s for s in slots if s != own]
+                offer = offered[(d, members[j])] = [s for s in slots if s != own]
                 owed = (
-                    self.learner.owed(d, members[j], versions[d], offered, groups)
-                    if method == "full"
-                    else None
+                    self.learner.owed(d, members[j], versions[d], offer, groups) if method == "full" else None
                 )
                 chosen, bits, rows = self._allocate(
-                    links, i, int(j), offered, groups, group_weights, float(weights[j, i]), lag, owed
+                    links, i, int(j), offer, groups, group_weights, float(weights[j, i]), lag, owed
                 )
                 if by_slot and purpose == "sync" and not chosen.any():
                     # Nothing worth its bits: a correction's extra exchange sends no empty
@@ -1003,14 +1002,14 @@ class Simulation:
                 if by_slot:
                     precision[j, i] = chosen
                 else:
-                    precision[j, i][offered] = chosen
+                    precision[j, i][offer] = chosen
                 messages.append(Message(d, members[j], bits, radio[d]))
                 allocations.append(rows)
                 carried = chosen[:, list(groups)] if by_slot else chosen[None, list(groups)]
                 if by_slot:
                     n_slots = int((chosen > 0).any(axis=1).sum())
                 else:
-                    n_slots = len(offered if owed is None else set().union(*owed.values()))
+                    n_slots = len(offer if owed is None else set().union(*owed.values()))
                 # slots in the message, layer groups sent
                 carries[(d, members[j])] = (n_slots, int((carried > 0).any(axis=0).sum()))
         results = self.network.transfer(now, messages, deadline, on_air)
@@ -1024,9 +1023,9 @@ class Simulation:
                 delivered[links.index(res.dst), links.index(res.src)] = True
                 self.members.last_heard[res.src] = res.finish_s
                 if res.src in versions:
-                    own = None if self.learner.shared else self.learner.slot_of.get(res.dst)
-                    offered = [s for s in slots if s != own]
-                    self.learner.mark_delivered(res.src, res.dst, versions[res.src], offered, groups)
+                    self.learner.mark_delivered(
+                        res.src, res.dst, versions[res.src], offered[(res.src, res.dst)], groups
+                    )
                 needed.append(env.timeout(max(res.finish_s - now, 0.0)))
             else:
                 # Its receiver cannot tell that it will not arrive (one cut off by the deadline
