@@ -832,6 +832,12 @@ class CorrectionTolerances(_Spec):
         "devices' mean copy: it sees a disagreement that stood before the event, which the relative "
         "tolerance passes (null: off).",
     )
+    event_first: bool = Field(
+        True,
+        description="A learn or drift term past its own tolerance acts before a consensus term that "
+        "only consensus_share holds (a disagreement that stood before the event, within the "
+        "consensus tolerance itself): the event's own residual first, the standing disagreement after.",
+    )
     measured_loss: bool | None = Field(
         None,
         description="relative mode only: R_learn also counts the loss measured on the affected "

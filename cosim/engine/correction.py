@@ -144,6 +144,7 @@ def tolerances_of(spec: CorrectionSpec) -> Tolerances:
         consensus=t.consensus,
         gamma_min=t.gamma_min,
         consensus_share=t.consensus_share,
+        event_first=t.event_first,
     )
 
 
@@ -286,7 +287,7 @@ def plan_round(policy: str, decision: Decision, spec: CorrectionSpec, eta: float
         links = budget.max_links if decision.topology else 0
         actions = [
             TERMS[term] if value > 1.0 else Action.NONE
-            for term, value in zip(decision.dominant, decision.dominant_value, strict=True)
+            for term, value in zip(decision.acted, decision.acted_value, strict=True)
         ]
     elif policy in SINGLE_ACTIONS:
         single = SINGLE_ACTIONS[policy]

@@ -35,6 +35,12 @@ tolerance sees what an event adds (with relative tolerances it is a multiple of 
 pre-event level); the second sees a disagreement that stood before the event (a link
 budget too small for the copies to agree), which no multiple of its own level can.
 
+With ``event_first`` a consensus term that only the share holds (within ``tol_cons``
+itself: the disagreement stood before the event) yields to a learning or drift term past
+its own tolerance: the group gets the action of the larger of those, and the exchanges
+come once the event's own residual is within tolerance.  ``Decision.acted`` names the
+term acted on; ``Decision.dominant`` stays the largest.
+
 The rounds-to-consensus test keeps the spec's ``log(sum R_cons / eps) / gamma``, about
 twice the ``log(.) / (-2 log(1 - gamma))`` that the exchange count uses: conservative
 on purpose, since it decides whether the graph itself must change.  Its ``eps`` is the
@@ -128,6 +134,8 @@ class Tolerances:
     gamma_min: float = 0.0  # a graph whose spectral gap is below this is refined first
     consensus_total: float | None = None  # eps of the rounds test; None: consensus * groups
     consensus_share: float | None = None  # on R_cons_g / M_g (None: off)
+    # Terms past their own tolerance act before a consensus term only the share holds.
+    event_first: bool = True
 
     def __post_init__(self) -> None:
         for name in ("learn", "drift", "consensus"):
@@ -164,6 +172,10 @@ class Decision:
     reasons: tuple[str, ...]
     dominant: tuple[str, ...]  # the term with the largest normalised value
     dominant_value: tuple[float, ...]  # that value (term / tolerance)
+    # The term whose action the group gets and its value: the dominant one, unless
+    # ``event_first`` puts a term past its own tolerance before a standing disagreement.
+    acted: tuple[str, ...]
+    acted_value: tuple[float, ...]
     normalised_learn: tuple[float, ...]
     normalised_drift: tuple[float, ...]
     normalised_consensus: tuple[float, ...]
@@ -291,12 +303,34 @@ def decide(terms: ResidualTerms, tolerances: Tolerances, budget: Budget) -> Deci
 
     actions: list[Action] = []
     reasons: list[str] = []
+    acted: list[str] = []
+    acted_value: list[float] = []
     # Where the share of the copies' size is the tighter consensus tolerance, say so.
     share_binds = cons_tol < tolerances.consensus
+    # The consensus term against its own tolerance alone (without the share).
+    cons_own = np.asarray(terms.consensus, dtype=float) / tolerances.consensus
     for g, (term, value) in enumerate(zip(dominant, dominant_value, strict=True)):
         by_share = term == "consensus" and bool(share_binds[g])
         share = f"{tolerances.consensus_share:.3g} of the copies' size" if by_share else ""
-        if value > 1.0:
+        deferred = ""
+        if tolerances.event_first and by_share and value > 1.0 and cons_own[g] <= 1.0:
+            # Only the share holds the consensus term: the disagreement stood before the
+            # event.  A term past its own tolerance (what the event raised) acts first;
+            # max keeps the first of equal values, so learn wins a tie as in TERMS.
+            past = [(float(normalised[t][g]), t) for t in ("learn", "drift") if normalised[t][g] > 1.0]
+            if past:
+                first_value, first = max(past, key=lambda vt: vt[0])
+                deferred = (
+                    f"{first} at {first_value:.3g}x its tolerance comes first; consensus at "
+                    f"{value:.3g}x ({share}; {cons_own[g]:.3g}x its own tolerance) stood before the event"
+                )
+                term, value = first, first_value
+        acted.append(term)
+        acted_value.append(value)
+        if deferred:
+            action = TERMS[term]
+            reason = deferred
+        elif value > 1.0:
             action = TERMS[term]
             reason = f"{term} dominates at {value:.3g}x its tolerance" + (f" ({share})" if by_share else "")
         else:
@@ -318,6 +352,8 @@ def decide(terms: ResidualTerms, tolerances: Tolerances, budget: Budget) -> Deci
         reasons=tuple(reasons),
         dominant=dominant,
         dominant_value=dominant_value,
+        acted=tuple(acted),
+        acted_value=tuple(acted_value),
         normalised_learn=tuple(float(v) for v in normalised["learn"]),
         normalised_drift=tuple(float(v) for v in normalised["drift"]),
         normalised_consensus=tuple(float(v) for v in normalised["consensus"]),

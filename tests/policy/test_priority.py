@@ -188,6 +188,43 @@ def test_the_consensus_share_sees_a_disagreement_the_level_tolerance_passes(make
     assert 0.8 * 0.25**3 > 0.01 >= 0.8 * 0.25**4
 
 
+def test_event_first_puts_the_event_terms_before_a_standing_disagreement(make_terms):
+    # Share 0.05 of sizes 10: the consensus tolerance is 0.5 in every group.
+    # Group 0: consensus 3.0 is 6x the share but past its own tolerance (1.0) too: it stays.
+    # Group 1: consensus 0.9 is 1.8x the share, within its own tolerance; learn 1.5 and
+    #   drift 1.7 are past theirs: drift, the larger, acts first.
+    # Group 2: the same consensus, learn and drift within tolerance: nothing to put first.
+    terms = make_terms(
+        learn=[1.2, 1.5, 0.5],
+        drift=[0.1, 1.7, 0.9],
+        consensus=[3.0, 0.9, 0.9],
+        magnitude=np.array([10.0, 10.0, 10.0]),
+    )
+    shared = Tolerances(learn=1.0, drift=1.0, consensus=1.0, consensus_share=0.05, event_first=False)
+    plain = decide(terms, shared, BUDGET)
+    assert plain.actions == (Action.SYNC_SCHEDULING,) * 3
+    assert plain.acted == plain.dominant == ("consensus",) * 3
+
+    first = decide(terms, replace(shared, event_first=True), BUDGET)
+    assert Tolerances(learn=1.0, drift=1.0, consensus=1.0).event_first  # the default
+    assert first.actions == (Action.SYNC_SCHEDULING, Action.PROXIMAL_DAMPING, Action.SYNC_SCHEDULING)
+    assert first.dominant == ("consensus",) * 3  # still reported as the largest
+    assert first.dominant_value == pytest.approx((6.0, 1.8, 1.8))
+    assert first.acted == ("consensus", "drift", "consensus")
+    assert first.acted_value == pytest.approx((6.0, 1.7, 1.8))
+    assert first.reasons[1] == (
+        "drift at 1.7x its tolerance comes first; consensus at 1.8x "
+        "(0.05 of the copies' size; 0.9x its own tolerance) stood before the event"
+    )
+    assert first.reasons[0] == plain.reasons[0] and first.reasons[2] == plain.reasons[2]
+    # The sizes do not depend on the order.
+    assert first.exchanges == plain.exchanges and first.mu == plain.mu
+
+    # On equal values learn comes first, as in TERMS.
+    tie = make_terms(learn=[1.5], drift=[1.5], consensus=[0.9], magnitude=np.array([10.0]))
+    assert decide(tie, replace(shared, event_first=True), BUDGET).actions == (Action.LOCAL_CORRECTION,)
+
+
 def test_without_a_share_the_consensus_tolerance_is_the_level(make_terms):
     # A tiny copy size would make any share bind; without one the level tolerance (1.0)
     # alone decides: gamma 0.5, so one exchange quarters D.
