@@ -271,3 +271,25 @@ def test_the_parallel_step_needs_a_trainee_and_leaves_newcomers_their_whole_step
     # Newcomers joining together each learn their own facts: nothing is shared to overshoot.
     assert parallel_step_scale(3, "join") == 1.0
     assert parallel_step_scale(3, "leave") == pytest.approx(1.0 / 3)
+
+
+def test_priority_plans_the_term_acted_on_and_the_single_actions_where_it_acts() -> None:
+    # Copies of size 10 with a share of 0.05: the consensus tolerance is 0.5.  Group 0's
+    # consensus term (0.9) is 1.8x the share, within its own tolerance (1.0); its learn term
+    # (1.5) is past its tolerance, below the consensus term's 1.8.  With event_first the group
+    # is trained, without it synced.
+    terms = Terms(learn=[1.5, 0.1], drift=[0.1, 0.1], consensus=[0.9, 0.1])
+    terms.magnitude = np.full(2, 10.0)
+    shared = Tolerances(learn=1.0, drift=1.0, consensus=1.0, consensus_share=0.05)
+    first = decide(terms, shared, Budget(rounds=50, max_local_steps=30))
+    last = decide(terms, Tolerances(**{**shared.__dict__, "event_first": False}), Budget(rounds=50))
+    assert first.dominant == last.dominant == ("consensus", "consensus")
+    assert first.acted == ("learn", "consensus") and last.acted == last.dominant
+    plan = plan_round("priority", first, SPEC, eta=0.01, tau=4)
+    assert plan.actions == (Action.LOCAL_CORRECTION, Action.NONE)
+    assert plan.extra_group_steps == (min(first.local_steps[0], 30), 0) and plan.syncs == 0
+    plan = plan_round("priority", last, SPEC, eta=0.01, tau=4)
+    assert plan.actions == (Action.SYNC_SCHEDULING, Action.NONE)
+    assert plan.syncs == 1 and plan.sync_groups == (0,) and not plan.extra_steps  # 0.9 / 4 <= 0.5
+    # A single action acts on the same groups either way.
+    assert plan_round("sync", first, SPEC, eta=0.01, tau=4).sync_groups == (0,)
