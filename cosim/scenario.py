@@ -815,7 +815,8 @@ class CorrectionTolerances(_Spec):
     the tolerances are levels in the terms' own units (R_learn and R_drift in loss, summed
     over devices; R_cons in squared parameter distance).  In either mode ``consensus_share``
     also holds R_cons to that share of the squared size of the devices' mean copy, which
-    sees a disagreement that stood before the event.
+    sees a disagreement that stood before the event; with ``event_first`` a consensus term
+    only that share holds waits for any learning or drift term past its tolerance.
     """
 
     mode: Literal["relative", "absolute"] = Field(
@@ -834,9 +835,10 @@ class CorrectionTolerances(_Spec):
     )
     event_first: bool = Field(
         True,
-        description="A learn or drift term past its own tolerance acts before a consensus term that "
-        "only consensus_share holds (a disagreement that stood before the event, within the "
-        "consensus tolerance itself): the event's own residual first, the standing disagreement after.",
+        description="A learn or drift term past its own tolerance (its action of a size above 0) acts "
+        "before a consensus term that only consensus_share holds (within the consensus tolerance "
+        "itself: in relative mode a disagreement that stood before the event): the event's own "
+        "residual first, the standing disagreement after.",
     )
     measured_loss: bool | None = Field(
         None,

@@ -7,8 +7,9 @@ into a :class:`Plan` with :func:`plan_round`:
 
 * ``priority``: topology refinement first when the graph calls for it (split, gap
   below ``gamma_min``, or too many rounds to consensus), then, in the same round, per
-  layer group the action of its dominant normalised term when it exceeds its
-  tolerance, sized by the decision;
+  layer group the action of the term the decision acts on (``Decision.acted``: the
+  dominant normalised term, unless ``event_first`` defers a consensus term only the
+  share holds) when it exceeds its tolerance, sized by the decision;
 * a single-action policy (``local``, ``proximal``, ``sync``, ``topology``): that
   action on every group the priority policy would act on at all (some term above its
   tolerance, or the topology condition), sized by its own rule; where that size is 0
@@ -283,7 +284,7 @@ def plan_round(policy: str, decision: Decision, spec: CorrectionSpec, eta: float
     n = decision.n_groups
     links = 0
     if policy == "priority":
-        # Topology refinement first (links), and in the same round each group's dominant term.
+        # Topology refinement first (links), and in the same round each group's term acted on.
         links = budget.max_links if decision.topology else 0
         actions = [
             TERMS[term] if value > 1.0 else Action.NONE

@@ -5,7 +5,8 @@ comes first, for the whole graph, when the graph is split, when its spectral gap
 below ``gamma_min``, or when the rounds to consensus ``log(sum_g R_cons_g / eps) / gamma``
 exceed the correction budget.  Otherwise each group gets the action of its dominant
 normalised term (learn -> local correction, drift -> proximal damping, consensus ->
-synchronisation scheduling), or none when every term is within its tolerance.
+synchronisation scheduling), or none when every term is within its tolerance; with
+``event_first`` a consensus term only the share holds waits (below).
 
 The sizes, computed for every group whatever its action (0 where the term is within
 tolerance), come from the same simple models that define the terms:
@@ -36,10 +37,13 @@ pre-event level); the second sees a disagreement that stood before the event (a 
 budget too small for the copies to agree), which no multiple of its own level can.
 
 With ``event_first`` a consensus term that only the share holds (within ``tol_cons``
-itself: the disagreement stood before the event) yields to a learning or drift term past
-its own tolerance: the group gets the action of the larger of those, and the exchanges
-come once the event's own residual is within tolerance.  ``Decision.acted`` names the
-term acted on; ``Decision.dominant`` stays the largest.
+itself: with relative tolerances, the event did not raise it, the disagreement stood
+before; with absolute ones, it is below the level) yields to a learning or drift term
+past its own tolerance whose action has a size (local steps, or ``mu > 0``): the group
+gets the action of the larger of those, and the exchanges come once no such term is
+left.  ``Decision.acted`` names the term acted on; ``Decision.dominant`` stays the
+largest.  The rule switches at the consensus term's own tolerance: just past it, the
+term ranks by its share-normalised value again.
 
 The rounds-to-consensus test keeps the spec's ``log(sum R_cons / eps) / gamma``, about
 twice the ``log(.) / (-2 log(1 - gamma))`` that the exchange count uses: conservative
@@ -272,7 +276,12 @@ def consensus_tolerance(tolerances: Tolerances, magnitude: np.ndarray) -> np.nda
 
 
 def decide(terms: ResidualTerms, tolerances: Tolerances, budget: Budget) -> Decision:
-    """Topology refinement first when its condition holds; else per group the dominant term's action."""
+    """Topology refinement first when its condition holds; per group the action of the term acted on.
+
+    That term is the dominant one, unless ``tolerances.event_first`` puts a learning or
+    drift term past its tolerance, whose action has a size, before a consensus term that
+    only the share holds.
+    """
     n_groups = len(np.asarray(terms.learn))
     size = np.asarray(terms.magnitude, dtype=float)
     lengths = [len(np.asarray(terms.drift)), len(np.asarray(terms.consensus))]
@@ -301,6 +310,16 @@ def decide(terms: ResidualTerms, tolerances: Tolerances, budget: Budget) -> Deci
     elif rounds > budget.rounds:
         topology_reason = f"rounds to consensus {rounds:.3g} > budget {budget.rounds}"
 
+    kappa = np.asarray(terms.kappa, dtype=float)
+    d_g = np.asarray(terms.disagreement, dtype=float)
+    local_steps = tuple(
+        local_steps_needed(float(r), tolerances.learn, terms.eta, float(kappa[g]), budget.max_local_steps)
+        for g, r in enumerate(terms.learn)
+    )
+    mu = tuple(proximal_strength(float(r), tolerances.drift, terms.eta, terms.tau) for r in terms.drift)
+    # The size each deferring term's action would take (0: it can do nothing, so it cannot go first).
+    sizes = {"learn": local_steps, "drift": mu}
+
     actions: list[Action] = []
     reasons: list[str] = []
     acted: list[str] = []
@@ -317,7 +336,11 @@ def decide(terms: ResidualTerms, tolerances: Tolerances, budget: Budget) -> Deci
             # Only the share holds the consensus term: the disagreement stood before the
             # event.  A term past its own tolerance (what the event raised) acts first;
             # max keeps the first of equal values, so learn wins a tie as in TERMS.
-            past = [(float(normalised[t][g]), t) for t in ("learn", "drift") if normalised[t][g] > 1.0]
+            past = [
+                (float(normalised[t][g]), t)
+                for t in ("learn", "drift")
+                if normalised[t][g] > 1.0 and sizes[t][g] > 0
+            ]
             if past:
                 first_value, first = max(past, key=lambda vt: vt[0])
                 deferred = (
@@ -345,8 +368,6 @@ def decide(terms: ResidualTerms, tolerances: Tolerances, budget: Budget) -> Deci
         actions.append(action)
         reasons.append(reason)
 
-    kappa = np.asarray(terms.kappa, dtype=float)
-    d_g = np.asarray(terms.disagreement, dtype=float)
     return Decision(
         actions=tuple(actions),
         reasons=tuple(reasons),
@@ -360,11 +381,8 @@ def decide(terms: ResidualTerms, tolerances: Tolerances, budget: Budget) -> Deci
         topology=bool(topology_reason),
         topology_reason=topology_reason,
         rounds_to_consensus=rounds,
-        local_steps=tuple(
-            local_steps_needed(float(r), tolerances.learn, terms.eta, float(kappa[g]), budget.max_local_steps)
-            for g, r in enumerate(terms.learn)
-        ),
-        mu=tuple(proximal_strength(float(r), tolerances.drift, terms.eta, terms.tau) for r in terms.drift),
+        local_steps=local_steps,
+        mu=mu,
         exchanges=tuple(
             exchanges_needed(float(d), float(t), gamma) for d, t in zip(d_g, cons_tol, strict=True)
         ),

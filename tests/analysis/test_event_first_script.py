@@ -75,7 +75,12 @@ def test_the_two_kinds_are_paired_by_seed_against_each_other_and_the_best_single
     )
     df = script.load([main, off])
     assert sorted(df["policy"].unique()) == sorted([script.ON, script.OFF, *SINGLE])
-    line = script.table(df).splitlines()[-1]
+    early, line = script.table(df).splitlines()[-2:]
+    # Two rounds on every accuracy is 0.5: every difference is 0 and has no p value.
+    cells = [c.strip() for c in early.strip("|").split("|")]
+    assert cells[:9] == ["regime_x", "join", "+2 rounds", "3", "2", "local", "0.50", "0.50", "0.50"]
+    assert [cells[i] for i in (10, 12, 14)] == ["–", "–", "–"]
+    assert cells[13].startswith("+0.00 [")
     cells = [c.strip() for c in line.strip("|").split("|")]
     # regime, event, when, seeds, decisions differ (seeds 1 and 3), best single, its mean, off, on
     assert cells[:9] == ["regime_x", "join", "end", "3", "2", "local", "0.80", "0.63", "0.79"]

@@ -7,7 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from cosim.engine.correction import Plan, allocation_weights, parallel_step_scale, plan_round
+from cosim.engine.correction import (
+    Plan,
+    allocation_weights,
+    parallel_step_scale,
+    plan_round,
+    tolerances_of,
+)
 from cosim.policy.priority import Action, Budget, Tolerances, decide
 from cosim.scenario import Correction
 
@@ -293,3 +299,10 @@ def test_priority_plans_the_term_acted_on_and_the_single_actions_where_it_acts()
     assert plan.syncs == 1 and plan.sync_groups == (0,) and not plan.extra_steps  # 0.9 / 4 <= 0.5
     # A single action acts on the same groups either way.
     assert plan_round("sync", first, SPEC, eta=0.01, tau=4).sync_groups == (0,)
+    assert plan_round("sync", last, SPEC, eta=0.01, tau=4).sync_groups == (0,)
+
+
+def test_the_scenario_option_reaches_the_policy() -> None:
+    assert tolerances_of(Correction(policy="priority")).event_first
+    off = Correction(policy="priority", tolerances={"event_first": False})
+    assert not tolerances_of(off).event_first

@@ -225,6 +225,34 @@ def test_event_first_puts_the_event_terms_before_a_standing_disagreement(make_te
     assert decide(tie, replace(shared, event_first=True), BUDGET).actions == (Action.LOCAL_CORRECTION,)
 
 
+def test_event_first_defers_only_to_an_action_that_can_act(make_terms):
+    # Learn past its tolerance, but no local step allowed (cap 0): local correction could do
+    # nothing, so the consensus term held by the share keeps the group.  Likewise drift past
+    # its tolerance with tau = 1 (no proximal strength can shorten one step).
+    shared = Tolerances(learn=1.0, drift=1.0, consensus=1.0, consensus_share=0.05)
+    terms = make_terms(learn=[1.5], drift=[0.1], consensus=[0.9], magnitude=np.array([10.0]))
+    assert decide(terms, shared, Budget(rounds=50, max_local_steps=0)).actions == (Action.SYNC_SCHEDULING,)
+    assert decide(terms, shared, Budget(rounds=50, max_local_steps=5)).actions == (Action.LOCAL_CORRECTION,)
+    one_step = replace(
+        make_terms(learn=[0.1], drift=[1.5], consensus=[0.9], magnitude=np.array([10.0])), tau=1
+    )
+    assert decide(one_step, shared, BUDGET).actions == (Action.SYNC_SCHEDULING,)
+    assert decide(replace(one_step, tau=4), shared, BUDGET).actions == (Action.PROXIMAL_DAMPING,)
+
+
+def test_event_first_in_a_topology_round_keeps_the_links_and_names_both(make_terms):
+    shared = Tolerances(learn=1.0, drift=1.0, consensus=1.0, consensus_share=0.05)
+    terms = make_terms(
+        learn=[1.5], drift=[0.1], consensus=[0.9], magnitude=np.array([10.0]), n_components=2, gamma=0.0
+    )
+    d = decide(terms, shared, BUDGET)
+    assert d.topology and d.actions == (Action.TOPOLOGY_REFINEMENT,)
+    assert d.acted == ("learn",)
+    assert d.reasons[0].startswith(
+        "topology: graph split into 2 components; learn at 1.5x its tolerance comes first"
+    )
+
+
 def test_without_a_share_the_consensus_tolerance_is_the_level(make_terms):
     # A tiny copy size would make any share bind; without one the level tolerance (1.0)
     # alone decides: gamma 0.5, so one exchange quarters D.
