@@ -29,7 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 from cosim.analysis import difference_cells, experiment_report, one_run_each, paired_difference
-from cosim.experiments import TARGET_SPLIT
+from cosim.experiments import target_accuracy
 
 SINGLE = ("local", "proximal", "sync", "topology")
 ON, OFF = "priority", "priority (event_first off)"
@@ -70,10 +70,6 @@ def load(directories: list[Path]) -> pd.DataFrame:
     return one_run_each(pd.concat(frames, ignore_index=True), ["regime", "event", "policy", "seed"])
 
 
-def _target(rows: pd.DataFrame, event: str, suffix: str) -> pd.Series:
-    return rows.set_index("seed")[f"{TARGET_SPLIT[event]}_acc{suffix}"].astype(float)
-
-
 def table(df: pd.DataFrame) -> str:
     lines = [
         "| regime | event | when | seeds | decisions differ | best single action | its mean | off | on | "
@@ -93,7 +89,10 @@ def table(df: pd.DataFrame) -> str:
             for s in seeds
         )
         for when, suffix in WHEN.items():
-            of = {p: _target(rows[rows["policy"] == p], ev, suffix).loc[seeds] for p in (ON, OFF, *SINGLE)}
+            of = {
+                p: target_accuracy(rows[rows["policy"] == p], ev, suffix).loc[seeds]
+                for p in (ON, OFF, *SINGLE)
+            }
             means = {p: float(of[p].mean()) for p in SINGLE}
             best = max(SINGLE, key=lambda p: means[p])  # ties: the first in SINGLE's order
             cells = [

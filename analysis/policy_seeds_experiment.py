@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from cosim.analysis import difference_cells, experiment_report, one_run_each, paired_difference
-from cosim.experiments import TARGET_SPLIT
+from cosim.experiments import target_accuracy
 
 SINGLE = ("local", "proximal", "sync", "topology")
 POLICIES = ("priority", "none", *SINGLE, "retrain")
@@ -45,15 +45,10 @@ def load(directories: list[Path]) -> pd.DataFrame:
     return one_run_each(df, ["regime", "event", "policy", "seed"])
 
 
-def target(rows: pd.DataFrame, event: str, suffix: str) -> pd.Series:
-    """The target split's accuracy (``suffix`` "" at the end, "_early" two rounds on), indexed by seed."""
-    return rows.set_index("seed")[f"{TARGET_SPLIT[event]}_acc{suffix}"].astype(float)
-
-
 def best_single(df: pd.DataFrame, event: str, suffix: str) -> dict[str, object] | None:
     """Over the seeds where priority and every single action ran: the best single action by
     mean and priority's paired difference to it; None when no seed has them all."""
-    by_policy = {p: target(df[df["policy"] == p], event, suffix) for p in ("priority", *SINGLE)}
+    by_policy = {p: target_accuracy(df[df["policy"] == p], event, suffix) for p in ("priority", *SINGLE)}
     seeds = by_policy["priority"].index
     for values in by_policy.values():
         seeds = seeds.intersection(values.index)
@@ -111,10 +106,16 @@ def against_none(df: pd.DataFrame) -> str:
         of = {p: rows[rows["policy"] == p] for p in ("priority", "none", "retrain")}
         if any(x.empty for x in of.values()):
             continue
-        gap = paired_difference(target(of["none"], ev, "") - target(of["retrain"], ev, ""))
-        early = paired_difference(target(of["priority"], ev, "_early") - target(of["none"], ev, "_early"))
-        final = paired_difference(target(of["priority"], ev, "") - target(of["none"], ev, ""))
-        seeds = target(of["priority"], ev, "").index.intersection(target(of["none"], ev, "").index)
+        gap = paired_difference(target_accuracy(of["none"], ev, "") - target_accuracy(of["retrain"], ev, ""))
+        early = paired_difference(
+            target_accuracy(of["priority"], ev, "_early") - target_accuracy(of["none"], ev, "_early")
+        )
+        final = paired_difference(
+            target_accuracy(of["priority"], ev, "") - target_accuracy(of["none"], ev, "")
+        )
+        seeds = target_accuracy(of["priority"], ev, "").index.intersection(
+            target_accuracy(of["none"], ev, "").index
+        )
         cells = [
             str(len(seeds)),
             *difference_cells(gap),

@@ -60,12 +60,19 @@ __all__ = [
     "markdown",
     "plan_experiments",
     "results",
+    "target_accuracy",
 ]
 
 POLICIES = ("none", "priority", "local", "proximal", "sync", "topology", "retrain", "federaser")
 EVENTS = ("leave", "join")
 TARGET_SPLIT = {"leave": "retain", "join": "newcomer"}
 EARLY_ROUNDS = 2  # ``<split>_acc_early``: accuracy at the end of the event's round + this
+
+
+def target_accuracy(rows: pd.DataFrame, event: str, suffix: str = "") -> pd.Series:
+    """The event's target split's accuracy in results rows (``suffix`` "" at the end, "_early"
+    ``EARLY_ROUNDS`` rounds on), indexed by seed."""
+    return rows.set_index("seed")[f"{TARGET_SPLIT[event]}_acc{suffix}"].astype(float)
 
 
 def _regimes(directory: Path, overrides: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:

@@ -350,12 +350,10 @@ def decide(terms: ResidualTerms, tolerances: Tolerances, budget: Budget) -> Deci
                 term, value = first, first_value
         acted.append(term)
         acted_value.append(value)
-        if deferred:
+        if value > 1.0:  # a deferred-to term is past its tolerance too
             action = TERMS[term]
-            reason = deferred
-        elif value > 1.0:
-            action = TERMS[term]
-            reason = f"{term} dominates at {value:.3g}x its tolerance" + (f" ({share})" if by_share else "")
+            by = f" ({share})" if by_share else ""
+            reason = deferred or f"{term} dominates at {value:.3g}x its tolerance{by}"
         else:
             action = Action.NONE
             of = f"; tolerance {share}" if by_share else ""
