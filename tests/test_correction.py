@@ -554,6 +554,21 @@ def test_the_consensus_share_calls_for_exchanges_that_the_relative_tolerance_pas
     np.testing.assert_allclose(on["normalised"]["consensus"], consensus / (1e-9 * size), rtol=1e-9)
     assert on["actions"] == ["sync_scheduling", "sync_scheduling"]
     assert on["syncs"] == 3 and on["sync_groups"] == [0, 1]  # max_syncs: 1e-9 of the size is out of reach
+    assert on["acted"] == ["consensus", "consensus"] and on["acted_value"] == on["normalised"]["consensus"]
+
+
+def test_each_decision_records_the_term_it_acts_on_per_group(run_tiny) -> None:
+    # Every term calls for action: per group priority acts on the largest normalised term
+    # (no consensus term here is within its own tolerance, so event_first defers none).
+    run = run_tiny(LEAVE, "correction.policy=priority", *EAGER)
+    decisions = [c for c in corrections(run) if c["kind"] == "correction"]
+    assert decisions
+    action_of = {"learn": "local_correction", "drift": "proximal_damping", "consensus": "sync_scheduling"}
+    for d in decisions:
+        for g, (term, value) in enumerate(zip(d["acted"], d["acted_value"], strict=True)):
+            values = {t: d["normalised"][t][g] for t in action_of}
+            assert value == values[term] == max(values.values()) > 1.0
+            assert d["actions"][g] == action_of[term]
 
 
 def test_allocation_precisions_must_be_distinct(tiny_scenario) -> None:

@@ -714,6 +714,10 @@ class Simulation:
             "affected": state.affected,
             "actions": [str(a) for a in plan.actions],
             "reasons": list(decision.reasons),
+            # Per layer group, the term priority acts on and its normalised value (the
+            # dominant term, unless event_first defers a consensus term only the share holds).
+            "acted": list(decision.acted),
+            "acted_value": list(decision.acted_value),
             "topology_reason": topology_reason,
             "normalised": {
                 "learn": list(decision.normalised_learn),

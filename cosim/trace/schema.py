@@ -116,7 +116,8 @@ TABLES: dict[str, list[tuple[str, pa.DataType, str]]] = {
             "join, pull, leave, leave_silent, leave_detected, tombstone, slot_released, isolated, "
             "tombstone_by_silence (a leaver nobody heard: every device originates its tombstone "
             "after a silence timeout), correction (a decision: residuals per layer group and per "
-            "affected device, normalised terms, actions, reasons, sizes (local_steps, and per layer "
+            "affected device, normalised terms, actions, reasons, the term acted on per layer group "
+            "and its normalised value (acted, acted_value), sizes (local_steps, and per layer "
             "group local_group_steps) and the devices taking extra local steps; for "
             "retrain and federaser the rounds to replay, and for federaser the stored history's "
             "bytes and the calibration steps) or correction_end (its cost)",
