@@ -60,6 +60,7 @@ __all__ = [
     "markdown",
     "plan_experiments",
     "results",
+    "runs_outside",
     "target_accuracy",
 ]
 
@@ -314,6 +315,27 @@ def results(plan: list[SweepRun], out_dir: Path, target_tol: float = 0.01) -> pd
             row["adapter_distance"] = _adapter_distance(out_dir / name, out_dir / ref_name)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def runs_outside(plan: list[SweepRun], out_dir: Path) -> list[str]:
+    """The finished runs in ``out_dir`` that ``plan`` does not name, sorted by name.
+
+    ``results`` covers the plan's runs only (its regimes, events, policies and seeds), so
+    a directory filled by several narrower commands keeps runs that a table built by one
+    of them leaves out: the command names them.
+    """
+    planned = {run.name for run in plan}
+    found = []
+    for manifest in sorted(out_dir.glob("*/manifest.json")):
+        if manifest.parent.name in planned:
+            continue
+        try:
+            finished = json.loads(manifest.read_text()).get("status") == "complete"
+        except (OSError, ValueError, AttributeError):  # unreadable, or not a manifest
+            continue
+        if finished:
+            found.append(manifest.parent.name)
+    return found
 
 
 def aggregate(table: pd.DataFrame) -> pd.DataFrame:

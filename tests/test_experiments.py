@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from cosim.experiments import aggregate, markdown, plan_experiments, results
+from cosim.experiments import aggregate, markdown, plan_experiments, results, runs_outside
 from cosim.scenario import ScenarioError
 from cosim.sweep import run_sweep
 
@@ -73,6 +74,28 @@ def test_only_the_named_regimes_are_planned(tmp_path: Path, tiny_scenario) -> No
         ScenarioError, match=r"--regime: smal, named_otherwise not in .*; allowed: other, small"
     ):
         plan_experiments(directory, seeds=(1,), only=("smal", "named_otherwise"))
+
+
+def test_the_finished_runs_outside_the_plan_are_named(tmp_path: Path, tiny_scenario) -> None:
+    plan = plan_experiments(regime_dir(tmp_path, tiny_scenario), seeds=(1,), policies=("none",))
+    out = tmp_path / "runs"
+    manifests = {
+        "small-leave-none-s1": {"status": "complete"},  # in the plan
+        "small-leave-priority-s1": {"status": "complete"},
+        "other-leave-none-s2": {"status": "complete"},
+        "small-leave-retrain-s1": {"status": "interrupted"},  # not finished
+        "notes": None,  # no manifest at all
+    }
+    for name, manifest in manifests.items():
+        (out / name).mkdir(parents=True)
+        if manifest is not None:
+            (out / name / "manifest.json").write_text(json.dumps(manifest))
+    (out / "broken").mkdir()
+    (out / "broken" / "manifest.json").write_text("{not json")
+    (out / "listed").mkdir()
+    (out / "listed" / "manifest.json").write_text("[]")
+    assert runs_outside(plan, out) == ["other-leave-none-s2", "small-leave-priority-s1"]
+    assert runs_outside(plan, tmp_path / "empty") == []
 
 
 def test_a_regime_needs_exactly_one_leave(tmp_path: Path, tiny_scenario) -> None:

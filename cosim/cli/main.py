@@ -304,7 +304,8 @@ def experiments(
     no_run: Annotated[
         bool,
         typer.Option(
-            "--no-run", help="Run nothing: build the tables from the complete runs already in --out."
+            "--no-run",
+            help="Run nothing: build the tables from the complete runs of this plan already in --out.",
         ),
     ] = False,
     overrides: Annotated[
@@ -317,7 +318,15 @@ def experiments(
     ] = None,
 ) -> None:
     """Every correction policy on every regime, leave and join, several seeds: one results table."""
-    from cosim.experiments import EVENTS, POLICIES, aggregate, markdown, plan_experiments, results
+    from cosim.experiments import (
+        EVENTS,
+        POLICIES,
+        aggregate,
+        markdown,
+        plan_experiments,
+        results,
+        runs_outside,
+    )
 
     if executor not in ("local", "ray"):
         fail(f"--executor: {executor!r} is not an executor; allowed: local, ray")
@@ -365,6 +374,15 @@ def experiments(
         f"results: {out}/results.parquet (per run), {out}/results_summary.parquet and "
         f"{out}/results.md (mean and spread per regime, event and policy)"
     )
+    outside = runs_outside(plan, out)
+    if outside:
+        named = ", ".join(outside[:3]) + (f" and {len(outside) - 3} more" if len(outside) > 3 else "")
+        console.print(
+            f"[yellow]{len(outside)} finished runs in {out} are not in this command's plan[/] ({named}): "
+            "the tables cover the plan alone; name their --regime, --event, --policy and --seed "
+            "(with --no-run) to put them in",
+            highlight=False,
+        )
 
 
 @app.command()
