@@ -52,7 +52,7 @@ def per_seed(df: pd.DataFrame) -> pd.DataFrame:
     deletion, NaN when none catches up), ``meets`` (the policies that catch up ``FACTOR``
     times cheaper in both, joined by commas; empty when none does).
     """
-    policies = tuple(sorted(set(df["policy"]) - {"retrain", *NOT_CORRECTIONS}))
+    policies = tuple(sorted(set(df["policy"]) - set(NOT_CORRECTIONS)))
     rows = beside_replay(df, policies, FACTOR)
     rows = rows[rows["correction_seconds_replay"].notna()]
     out = []

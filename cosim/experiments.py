@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 
 from cosim.scenario import SHARED_POLICIES, ScenarioError, apply_overrides, parse_scenario, read_yaml
-from cosim.sweep import SweepRun
+from cosim.sweep import SweepRun, finished_manifest
 
 __all__ = [
     "EVENTS",
@@ -325,17 +325,11 @@ def runs_outside(plan: list[SweepRun], out_dir: Path) -> list[str]:
     of them leaves out: the command names them.
     """
     planned = {run.name for run in plan}
-    found = []
-    for manifest in sorted(out_dir.glob("*/manifest.json")):
-        if manifest.parent.name in planned:
-            continue
-        try:
-            finished = json.loads(manifest.read_text()).get("status") == "complete"
-        except (OSError, ValueError, AttributeError):  # unreadable, or not a manifest
-            continue
-        if finished:
-            found.append(manifest.parent.name)
-    return found
+    return [
+        path.parent.name
+        for path in sorted(out_dir.glob("*/manifest.json"))
+        if path.parent.name not in planned and finished_manifest(path.parent) is not None
+    ]
 
 
 def aggregate(table: pd.DataFrame) -> pd.DataFrame:

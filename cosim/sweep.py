@@ -42,7 +42,15 @@ from cosim.scenario import (
     scenario_hash,
 )
 
-__all__ = ["SweepRun", "SweepSpec", "load_sweep", "plan_sweep", "run_status", "run_sweep"]
+__all__ = [
+    "SweepRun",
+    "SweepSpec",
+    "finished_manifest",
+    "load_sweep",
+    "plan_sweep",
+    "run_status",
+    "run_sweep",
+]
 
 
 class SweepSpec(BaseModel):
@@ -131,17 +139,25 @@ def plan_sweep(spec: SweepSpec, base: dict[str, Any], base_dir: Path | None = No
     return plan
 
 
-def run_status(run_dir: Path, scenario: Scenario) -> str:
-    """``complete`` (this scenario, finished), ``stale`` (finished, from another version of the
-    scenario: a different hash) or ``missing`` (absent or unfinished)."""
+def finished_manifest(run_dir: Path) -> dict[str, Any] | None:
+    """The manifest of a finished run in ``run_dir``; None when it is absent, unreadable or unfinished."""
     path = run_dir / "manifest.json"
     if not path.is_file():
-        return "missing"
+        return None
     try:
         manifest = json.loads(path.read_text())
     except (OSError, ValueError):  # unreadable: not a finished run
-        return "missing"
+        return None
     if not isinstance(manifest, dict) or manifest.get("status") != "complete":
+        return None
+    return manifest
+
+
+def run_status(run_dir: Path, scenario: Scenario) -> str:
+    """``complete`` (this scenario, finished), ``stale`` (finished, from another version of the
+    scenario: a different hash) or ``missing`` (absent or unfinished)."""
+    manifest = finished_manifest(run_dir)
+    if manifest is None:
         return "missing"
     return "complete" if manifest.get("scenario_hash") == scenario_hash(scenario) else "stale"
 
