@@ -1,0 +1,286 @@
+"""Where the membership signal after a leave comes from: the forget facts themselves, or their answers.
+
+The loss-threshold attack of the ``evaluations`` table compares each forget fact's loss
+(a member) with each held-out fact's (a non-member).  A gap from retrain's AUC can come
+from two places, which this script tells apart by re-scoring the same models:
+
+* the **answers**: the model favours or disfavours the leaver's answer values on any
+  question.  The *answer-matched* AUC compares the forget losses with the held-out
+  questions asked for the forget answers (every held-out question with every forget
+  answer); it removes the answers' part and keeps what is specific to the facts;
+* the **relations**: the *relation-matched* AUC keeps, for each forget answer, only the
+  held-out questions of the forget fact's own relation;
+* the **entities**: the *entity-swapped* AUC asks the forget questions for the held-out
+  answers (every forget question with every held-out answer) against the held-out facts.
+  A model that treats the leaver's entities like any unseen one gives 0.5 here.
+
+An AUC below 0.5 means members have the higher loss: the model answers the forget facts
+*worse* than unseen facts of the same kind, which a model that never saw them does not
+do.  Every loss is the mean over the active devices' models (as the trace's network-wide
+AUC); the figures are taken just before the leave, right after it (before any training)
+and at the end of the run, and every ``--every`` rounds.
+
+The runs are ordinary ``cosim experiments`` runs (the same plan, names and tables), made
+here so that each model can be re-scored when it exists; each run directory gets an
+``imprint.parquet`` beside its trace.  A run directory with one is not made again.
+
+    .venv/bin/python analysis/mia_imprint_experiment.py scenarios/regimes --out runs/imprint \\
+        --regime regime_consensus --policy none --policy retrain --seed 1 --seed 2 --jobs 2 \\
+        --set events.0.round=112 --set training.rounds=140 --set training.learning_rate=0.001
+"""
+
+from __future__ import annotations
+
+import argparse
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cosim.analysis import difference_cells, paired_difference
+from cosim.learning.privacy import mia_auc
+
+STAGES = ("before_event", "after_event", "end")
+AUCS = ("auc", "auc_answer", "auc_relation", "auc_entity")
+
+
+def imprint_figures(
+    forget_logp: np.ndarray,
+    heldout_logp: np.ndarray,
+    forget_answers: np.ndarray,
+    heldout_answers: np.ndarray,
+    forget_relations: np.ndarray,
+    heldout_relations: np.ndarray,
+) -> dict[str, float]:
+    """The attack's AUC and its three controls from the models' log-probabilities of the answers.
+
+    ``forget_logp`` is ``(devices, n_forget, values)`` and ``heldout_logp`` ``(devices,
+    n_heldout, values)``: each device's log-probability of every candidate answer; answers
+    are indices into the last axis.  Losses are averaged over the devices first.
+    """
+    lf = -np.asarray(forget_logp, dtype=np.float64).mean(axis=0)  # (n_forget, values)
+    lh = -np.asarray(heldout_logp, dtype=np.float64).mean(axis=0)
+    fa, ha = np.asarray(forget_answers), np.asarray(heldout_answers)
+    members = lf[np.arange(len(fa)), fa]
+    others = lh[np.arange(len(ha)), ha]
+    answer_matched = lh[:, fa].ravel()
+    same_relation = [
+        lh[np.asarray(heldout_relations) == rel, a] for rel, a in zip(forget_relations, fa, strict=True)
+    ]
+    relation_matched = np.concatenate(same_relation) if same_relation else np.zeros(0)
+    entity_swapped = lf[:, ha].ravel()
+    return {
+        "auc": mia_auc(members, others),
+        "auc_answer": mia_auc(members, answer_matched),
+        "auc_relation": mia_auc(members, relation_matched),
+        "auc_entity": mia_auc(entity_swapped, others),
+        "forget_loss": float(members.mean()),
+        "heldout_loss": float(others.mean()),
+        "answer_matched_loss": float(answer_matched.mean()),
+    }
+
+
+def _probed_run(scenario: Any, out_dir: str, labels: dict[str, Any], every: int, blind: bool = False) -> str:
+    """Run one scenario, re-scoring its models at the event and every ``every`` rounds.
+
+    ``blind``: the counterfactual without co-adaptation.  The leaver's slot is left out of
+    every other device's training views (as if it were zero there), so no other slot
+    learns beside it; the leaver trains, sends and is evaluated as usual.
+    """
+    import torch
+
+    from cosim.engine.simulation import Simulation
+
+    torch.set_num_threads(1)
+    rows: list[dict[str, Any]] = []
+    leavers = {e.device for e in scenario.events if e.kind == "leave"}
+
+    class Probed(Simulation):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            if blind:
+                _blind_others(self.learner, leavers)
+
+        def _evaluate(self, stage: str) -> dict[str, float]:
+            means = super()._evaluate(stage)
+            last = self._round == self.scenario.training.rounds + self._extra_rounds - 1
+            if stage in ("before_event", "after_event") or (
+                stage == "round" and (last or self._round % every == 0)
+            ):
+                splits = self.learner.task.splits
+                if {"forget", "heldout"} <= set(splits) and self.members.active:
+                    row = _score(self.learner, self.members.active, splits["forget"], splits["heldout"])
+                    label = "end" if stage == "round" and last else stage
+                    rows.append({**labels, "blind": blind, "round": self._round, "stage": label, **row})
+            return means
+
+    Probed(scenario, Path(out_dir)).run()
+    pd.DataFrame(rows).to_parquet(Path(out_dir) / "imprint.parquet")
+    return out_dir
+
+
+def _blind_others(learner: Any, leavers: set[int]) -> None:
+    """Zero the leavers' slots in the training views of every device but their owners."""
+    import torch
+
+    set_views = learner._set_views
+
+    def blinded(devices: list[int], train: bool) -> None:
+        set_views(devices, train)
+        if not train:
+            return
+        for leaver in leavers & set(learner.slot_of):
+            rows = torch.as_tensor([i for i, d in enumerate(devices) if d != leaver], dtype=torch.long)
+            first = learner.slot_of[leaver] * learner.rank  # views are (n, d_out, K r): the slot's r columns
+            for layer in learner.layers.values():
+                layer.views[rows, :, first : first + learner.rank] = 0.0
+
+    learner._set_views = blinded
+
+
+def _score(learner: Any, devices: list[int], forget: Any, heldout: Any) -> dict[str, float]:
+    import torch
+
+    first = int(learner.task.value_tokens[0])
+
+    def logp(inputs: np.ndarray) -> np.ndarray:
+        """(devices, n, values): log-probabilities over the candidate answers (as the trace's losses)."""
+        with torch.no_grad():
+            logits = [learner.device_logits(d, torch.as_tensor(inputs))[:, -1, values] for d in devices]
+        return torch.log_softmax(torch.stack(logits), dim=2).numpy()
+
+    values = torch.as_tensor(learner.task.value_tokens)
+    return imprint_figures(
+        logp(forget.inputs),
+        logp(heldout.inputs),
+        forget.answers - first,
+        heldout.answers - first,
+        forget.inputs[:, 2],
+        heldout.inputs[:, 2],
+    )
+
+
+def collect(out_dir: Path) -> pd.DataFrame:
+    """Every ``imprint.parquet`` under ``out_dir``, one table."""
+    files = sorted(out_dir.glob("*/imprint.parquet"))
+    if not files:
+        raise SystemExit(f"{out_dir}: no run with an imprint.parquet")
+    df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    if "blind" in df:  # the counterfactual runs: a policy of their own in the tables
+        blind = df["blind"].fillna(False).astype(bool)
+        df.loc[blind, "policy"] = df.loc[blind, "policy"] + " (blind)"
+    return df
+
+
+def stage_table(df: pd.DataFrame) -> str:
+    """Per regime, policy and stage: the four AUCs and the losses, means over seeds."""
+    lines = [
+        "| regime | policy | stage | seeds | AUC | answer-matched | relation-matched | entity-swapped "
+        "| forget loss | held-out loss | held-out, forget answers |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    rows = df[df["stage"].isin(STAGES)]
+    order = {s: i for i, s in enumerate(STAGES)}
+    for (regime, policy, stage), g in sorted(
+        rows.groupby(["regime", "policy", "stage"]), key=lambda kv: (kv[0][0], kv[0][1], order[kv[0][2]])
+    ):
+        m = g.mean(numeric_only=True)
+        cells = [f"{m[c]:.2f}" for c in AUCS] + [
+            f"{m[c]:.2f}" for c in ("forget_loss", "heldout_loss", "answer_matched_loss")
+        ]
+        lines.append(f"| {regime} | {policy} | {stage} | {g['seed'].nunique()} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def against_retrain(df: pd.DataFrame) -> str:
+    """At the end of each run, paired by seed: each AUC minus the retrain run's."""
+    end = df[df["stage"] == "end"].set_index(["regime", "policy", "seed"])
+    if "retrain" not in set(end.index.get_level_values("policy")):
+        return "(no retrain runs to compare with)"
+    lines = [
+        "| regime | policy | seeds | AUC − retrain | p | answer-matched − retrain | p "
+        "| entity-swapped − retrain | p |",
+        "|---|---|---:|---|---:|---|---:|---|---:|",
+    ]
+    for (regime, policy), g in end.groupby(level=["regime", "policy"], sort=True):
+        if policy == "retrain":
+            continue
+        ref = end.xs((regime, "retrain"), level=("regime", "policy"))
+        mine = g.droplevel(["regime", "policy"])
+        cells: list[str] = []
+        n = 0
+        for c in ("auc", "auc_answer", "auc_entity"):
+            r = paired_difference((mine[c] - ref[c]).dropna())
+            n = max(n, int(r["n"]))
+            cells += difference_cells(r)
+        lines.append(f"| {regime} | {policy} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("directory", type=Path, help="the regime scenarios (cosim experiments' directory)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--regime", action="append", default=[])
+    parser.add_argument("--policy", action="append", default=[])
+    parser.add_argument("--seed", action="append", type=int, default=[])
+    parser.add_argument("--set", action="append", default=[], dest="overrides")
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--every", type=int, default=14, help="also re-score every this many rounds")
+    parser.add_argument(
+        "--blind",
+        action="store_true",
+        help="the counterfactual: no other device trains beside the leaver's slot (run names end in -blind)",
+    )
+    parser.add_argument("--report", action="store_true", help="only print the tables of --out's runs")
+    args = parser.parse_args()
+    if not args.report:
+        _make(args)
+    df = collect(args.out)
+    print(stage_table(df))
+    print()
+    print(against_retrain(df))
+
+
+def _make(args: argparse.Namespace) -> None:
+    import multiprocessing as mp
+
+    from cosim.experiments import plan_experiments
+    from cosim.scenario import ScenarioError
+
+    if args.every < 1:
+        raise SystemExit(f"--every: {args.every} is not a round count; allowed: 1 or more")
+    try:
+        plan = plan_experiments(
+            args.directory,
+            tuple(args.seed) or (1, 2, 3),
+            tuple(args.policy) or ("none", "retrain"),
+            ("leave",),
+            overrides=tuple(args.overrides),
+            only=tuple(args.regime),
+        )
+    except ScenarioError as err:
+        raise SystemExit(str(err)) from None
+    suffix = "-blind" if args.blind else ""
+    todo = [run for run in plan if not (args.out / (run.name + suffix) / "imprint.parquet").exists()]
+    args.out.mkdir(parents=True, exist_ok=True)
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=mp.get_context("spawn")) as pool:
+        futures = [
+            pool.submit(
+                _probed_run,
+                run.scenario,
+                str(args.out / (run.name + suffix)),
+                run.overrides,
+                args.every,
+                args.blind,
+            )
+            for run in todo
+        ]
+        for i, future in enumerate(futures, 1):
+            print(f"[{i}/{len(todo)}] {Path(future.result()).name}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
