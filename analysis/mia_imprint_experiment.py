@@ -219,6 +219,30 @@ def against_retrain(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def against_blind(df: pd.DataFrame) -> str:
+    """Each policy against its ``--blind`` runs, paired by seed: the AUC and the forget split's
+    loss above the held-out split's, right after the leave and at the end (with minus without
+    co-adaptation)."""
+    df = df.assign(gap=df["forget_loss"] - df["heldout_loss"])
+    lines = [
+        "| regime | policy | seeds | stage | AUC: with − without co-adaptation | p "
+        "| forget − held-out loss: with − without | p |",
+        "|---|---|---:|---|---|---:|---|---:|",
+    ]
+    blind = df[df["policy"].str.endswith(" (blind)")]
+    for (regime, policy), g in blind.groupby(["regime", "policy"], sort=True):
+        plain = df[(df["regime"] == regime) & (df["policy"] == policy.removesuffix(" (blind)"))]
+        for stage in ("after_event", "end"):
+            mine = plain[plain["stage"] == stage].set_index("seed")
+            theirs = g[g["stage"] == stage].set_index("seed")
+            results = [paired_difference((mine[c] - theirs[c]).dropna()) for c in ("auc", "gap")]
+            cells = [str(max(int(r["n"]) for r in results)), stage]
+            for r in results:
+                cells += difference_cells(r)
+            lines.append(f"| {regime} | {policy.removesuffix(' (blind)')} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) if len(lines) > 2 else "(no --blind runs)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("directory", type=Path, help="the regime scenarios (cosim experiments' directory)")
@@ -242,6 +266,8 @@ def main() -> None:
     print(stage_table(df))
     print()
     print(against_retrain(df))
+    print()
+    print(against_blind(df))
 
 
 def _make(args: argparse.Namespace) -> None:

@@ -89,6 +89,11 @@ def test_tables(analysis_script, tmp_path: Path):
     paired = module.against_retrain(df).splitlines()
     assert len(paired) == 4  # none, and none in the counterfactual without co-adaptation
     assert paired[3].startswith("| r | none (blind) | 2 | +0.00 [-0.64, +0.64] | 1.00 |")
+    # with minus without co-adaptation: 0.4 - 0.45 and 0.3 - 0.55, mean -0.15, sd 0.141, so the
+    # half-width is 12.706 * 0.141 / 1.414 = 1.27 and t = -1.5 (p = 1 - 2 atan(1.5) / pi = 0.37);
+    # the loss gap is -1 everywhere, so it does not differ
+    blind = module.against_blind(df).splitlines()
+    assert "| r | none | 2 | end | -0.15 [-1.42, +1.12] | 0.37 | +0.00 [+0.00, +0.00] | – |" in blind
     assert paired[2].startswith(
         "| r | none | 2 | -0.15 [-0.79, +0.49] | 0.20 | -0.15 [-0.79, +0.49] | 0.20 "
         "| +0.00 [+0.00, +0.00] | – |"
