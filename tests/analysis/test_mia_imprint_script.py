@@ -72,7 +72,7 @@ def _row(policy: str, seed: int, stage: str, auc: float) -> dict:
 
 def test_tables(analysis_script, tmp_path: Path):
     module = analysis_script("mia_imprint_experiment")
-    rows = [_row("none", 1, "end", 0.4), _row("none", 2, "end", 0.3)]
+    rows = [_row("none", 1, "end", 0.4), {**_row("none", 2, "end", 0.3), "auc_answer": 0.2}]
     rows += [_row("retrain", 1, "end", 0.5), _row("retrain", 2, "end", 0.5)]
     rows += [_row("none", 1, "after_event", 0.2), _row("none", 1, "round", 0.9)]
     rows += [{**_row("none", 1, "end", 0.45), "blind": True}, {**_row("none", 2, "end", 0.55), "blind": True}]
@@ -82,21 +82,25 @@ def test_tables(analysis_script, tmp_path: Path):
     df = module.collect(tmp_path)
     stages = module.stage_table(df).splitlines()
     assert "| r | none | after_event | 1 | 0.20 | 0.30 | 0.20 | 0.50 | 1.00 | 2.00 | 3.00 |" in stages
-    assert "| r | none | end | 2 | 0.35 | 0.45 | 0.35 | 0.50 | 1.00 | 2.00 | 3.00 |" in stages
+    assert "| r | none | end | 2 | 0.35 | 0.35 | 0.35 | 0.50 | 1.00 | 2.00 | 3.00 |" in stages
     assert not any("| round |" in line for line in stages)  # only the three stages
     # differences -0.1 and -0.2: mean -0.15, t interval with one degree of freedom
     # 12.706 * 0.0707 / 1.414 = 0.635, t = -3 so p = 0.20
     paired = module.against_retrain(df).splitlines()
     assert len(paired) == 4  # none, and none in the counterfactual without co-adaptation
     assert paired[3].startswith("| r | none (blind) | 2 | +0.00 [-0.64, +0.64] | 1.00 |")
+    # answer-matched: -0.1 and -0.4, mean -0.25, sd 0.212, half-width 1.906, t = -1.667
+    # (p = 1 - 2 atan(1.667) / pi = 0.34); the answers' part (AUC minus answer-matched): none
+    # -0.1 and +0.1 against retrain's -0.1 and -0.1, so 0 and +0.2: mean +0.1, half-width
+    # 1.27, t = 1 (p = 0.50)
     # with minus without co-adaptation: 0.4 - 0.45 and 0.3 - 0.55, mean -0.15, sd 0.141, so the
     # half-width is 12.706 * 0.141 / 1.414 = 1.27 and t = -1.5 (p = 1 - 2 atan(1.5) / pi = 0.37);
     # the loss gap is -1 everywhere, so it does not differ
     blind = module.against_blind(df).splitlines()
     assert "| r | none | 2 | end | -0.15 [-1.42, +1.12] | 0.37 | +0.00 [+0.00, +0.00] | – |" in blind
-    assert paired[2].startswith(
-        "| r | none | 2 | -0.15 [-0.79, +0.49] | 0.20 | -0.15 [-0.79, +0.49] | 0.20 "
-        "| +0.00 [+0.00, +0.00] | – |"
+    assert paired[2] == (
+        "| r | none | 2 | -0.15 [-0.79, +0.49] | 0.20 | -0.25 [-2.16, +1.66] | 0.34 "
+        "| +0.00 [+0.00, +0.00] | – | +0.10 [-1.17, +1.37] | 0.50 |"
     )
 
 
