@@ -42,7 +42,7 @@ import pandas as pd
 from cosim.analysis import difference_cells, paired_difference
 from cosim.learning.privacy import mia_auc
 
-STAGES = ("before_event", "after_event", "end")
+STAGES = ("before_event", "after_event", "distilled", "end")
 AUCS = ("auc", "auc_answer", "auc_relation", "auc_entity")
 
 
@@ -82,12 +82,20 @@ def imprint_figures(
     }
 
 
-def _probed_run(scenario: Any, out_dir: str, labels: dict[str, Any], every: int, blind: bool = False) -> str:
+def _probed_run(
+    scenario: Any, out_dir: str, labels: dict[str, Any], every: int, blind: bool = False, distil: int = 0
+) -> str:
     """Run one scenario, re-scoring its models at the event and every ``every`` rounds.
 
     ``blind``: the counterfactual without co-adaptation.  The leaver's slot is left out of
     every other device's training views (as if it were zero there), so no other slot
     learns beside it; the leaver trains, sends and is evaluated as usual.
+
+    ``distil``: right after the deletion (and the *after_event* scoring) every remaining
+    device takes that many steps on its own slot towards its own model's answer logits
+    from just before the leave, on its own training questions (:func:`_distil`), and the
+    models are scored again (stage *distilled*).  The steps cost no simulated time or
+    bits: it asks whether such a correction could remove the imprint, not what it costs.
     """
     import torch
 
@@ -96,15 +104,19 @@ def _probed_run(scenario: Any, out_dir: str, labels: dict[str, Any], every: int,
     torch.set_num_threads(1)
     rows: list[dict[str, Any]] = []
     leavers = {e.device for e in scenario.events if e.kind == "leave"}
+    variant = {"blind": blind, "distil": distil}
 
     class Probed(Simulation):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             if blind:
                 _blind_others(self.learner, leavers)
+            self.teacher: dict[int, Any] = {}
 
         def _evaluate(self, stage: str) -> dict[str, float]:
             means = super()._evaluate(stage)
+            if stage == "before_event" and distil:
+                self.teacher = _answer_logits(self.learner, self.members.active)
             last = self._round == self.scenario.training.rounds + self._extra_rounds - 1
             if stage in ("before_event", "after_event") or (
                 stage == "round" and (last or self._round % every == 0)
@@ -113,12 +125,55 @@ def _probed_run(scenario: Any, out_dir: str, labels: dict[str, Any], every: int,
                 if {"forget", "heldout"} <= set(splits) and self.members.active:
                     row = _score(self.learner, self.members.active, splits["forget"], splits["heldout"])
                     label = "end" if stage == "round" and last else stage
-                    rows.append({**labels, "blind": blind, "round": self._round, "stage": label, **row})
+                    rows.append({**labels, **variant, "round": self._round, "stage": label, **row})
+            if stage == "after_event" and distil:
+                _distil(self.learner, self.members.active, self.teacher, distil)
+                splits = self.learner.task.splits
+                row = _score(self.learner, self.members.active, splits["forget"], splits["heldout"])
+                rows.append({**labels, **variant, "round": self._round, "stage": "distilled", **row})
             return means
 
     Probed(scenario, Path(out_dir)).run()
     pd.DataFrame(rows).to_parquet(Path(out_dir) / "imprint.parquet")
     return out_dir
+
+
+def _answer_logits(learner: Any, devices: list[int]) -> dict[int, Any]:
+    """Each device's model's candidate-answer logits on its own training questions, centred."""
+    import torch
+
+    out = {}
+    with torch.no_grad():
+        for d in devices:
+            learner._set_views([d], train=False)
+            try:
+                logits = learner._answer_logits(torch.as_tensor(learner.task.train[d].inputs))
+            finally:
+                learner._clear_views()
+            out[d] = logits - logits.mean(dim=1, keepdim=True)
+    return out
+
+
+def _distil(learner: Any, devices: list[int], teacher: dict[int, Any], steps: int) -> None:
+    """``steps`` optimizer steps per device on its own slot: the mean squared distance of its
+    centred answer logits from ``teacher``'s, on all its training questions."""
+    import torch
+
+    for d in devices:
+        if d not in teacher:
+            continue
+        x = torch.as_tensor(learner.task.train[d].inputs)
+        for _ in range(steps):
+            learner._set_views([d], train=True)
+            try:
+                logits = learner._answer_logits(x)
+            finally:
+                learner._clear_views()
+            loss = ((logits - logits.mean(dim=1, keepdim=True) - teacher[d]) ** 2).mean()
+            learner.optimizers[d].zero_grad(set_to_none=True)
+            loss.backward()
+            learner.optimizers[d].step()
+    learner._sync_own([d for d in devices if d in teacher])
 
 
 def _blind_others(learner: Any, leavers: set[int]) -> None:
@@ -171,6 +226,9 @@ def collect(out_dir: Path) -> pd.DataFrame:
     if "blind" in df:  # the counterfactual runs: a policy of their own in the tables
         blind = df["blind"].fillna(False).astype(bool)
         df.loc[blind, "policy"] = df.loc[blind, "policy"] + " (blind)"
+    if "distil" in df:
+        steps = df["distil"].fillna(0).astype(int)
+        df.loc[steps > 0, "policy"] = df["policy"] + " (distil " + steps.astype(str) + ")"
     return df
 
 
@@ -260,6 +318,14 @@ def main() -> None:
         action="store_true",
         help="the counterfactual: no other device trains beside the leaver's slot (run names end in -blind)",
     )
+    parser.add_argument(
+        "--distil",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="right after the deletion, STEPS steps of each device towards its model's logits from "
+        "before the leave (run names end in -distilSTEPS)",
+    )
     parser.add_argument("--report", action="store_true", help="only print the tables of --out's runs")
     args = parser.parse_args()
     if not args.report:
@@ -291,7 +357,9 @@ def _make(args: argparse.Namespace) -> None:
         )
     except ScenarioError as err:
         raise SystemExit(str(err)) from None
-    suffix = "-blind" if args.blind else ""
+    if args.distil < 0:
+        raise SystemExit(f"--distil: {args.distil} is not a step count; allowed: 0 or more")
+    suffix = ("-blind" if args.blind else "") + (f"-distil{args.distil}" if args.distil else "")
     todo = [run for run in plan if not (args.out / (run.name + suffix) / "imprint.parquet").exists()]
     args.out.mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=mp.get_context("spawn")) as pool:
@@ -303,6 +371,7 @@ def _make(args: argparse.Namespace) -> None:
                 run.overrides,
                 args.every,
                 args.blind,
+                args.distil,
             )
             for run in todo
         ]
