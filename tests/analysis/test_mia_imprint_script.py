@@ -110,25 +110,31 @@ def test_no_runs_is_an_error(analysis_script, tmp_path: Path):
         module.collect(tmp_path)
 
 
-def test_blind_leaves_the_leavers_slot_out_of_the_others_training_views(analysis_script, tmp_path: Path):
-    """The counterfactual without co-adaptation: in training, every device but the leaver sees
-    the leaver's slot as zero; every other slot is as the copies hold it, and evaluation
-    views are untouched."""
+def _learner(tmp_path: Path, devices: list[int]):
+    """The consensus regime's learner with ``devices`` in slots of their own and random copies."""
     import torch
 
     from cosim.engine.simulation import Simulation
     from cosim.experiments import plan_experiments
 
-    module = analysis_script("mia_imprint_experiment")
     scenarios = Path(__file__).resolve().parents[2] / "scenarios" / "regimes"
     run = plan_experiments(scenarios, (1,), ("none",), ("leave",), only=("regime_consensus",))[0]
     learner = Simulation(run.scenario, tmp_path / "run").learner
-    devices = [0, 1, 2, 3, 4]
     for d in devices:
         learner.add_device(d, d)
     torch.manual_seed(0)
     for copies in learner.copies.values():
         copies.normal_()
+    return learner
+
+
+def test_blind_leaves_the_leavers_slot_out_of_the_others_training_views(analysis_script, tmp_path: Path):
+    """The counterfactual without co-adaptation: in training, every device but the leaver sees
+    the leaver's slot as zero; every other slot is as the copies hold it, and evaluation
+    views are untouched."""
+    module = analysis_script("mia_imprint_experiment")
+    devices = [0, 1, 2, 3, 4]
+    learner = _learner(tmp_path, devices)
     module._blind_others(learner, {3})
     r = learner.rank
 
@@ -152,3 +158,39 @@ def test_blind_leaves_the_leavers_slot_out_of_the_others_training_views(analysis
     assert (trained[own | leaver_column] == 0).all()
     assert (trained[~(own | leaver_column)] > 0).all()
     assert (evaluated > 0).all()
+
+
+def test_distil_moves_each_device_towards_its_teacher_and_only_its_own_slot(analysis_script, tmp_path: Path):
+    """The counterfactual correction: a device's own slot moves its answer logits towards the
+    teacher's (the model before a slot was deleted), every other copy stays, and the trained
+    slot is what the device's copies hold afterwards."""
+    import torch
+
+    module = analysis_script("mia_imprint_experiment")
+    devices = [0, 1, 2]
+    learner = _learner(tmp_path, devices)
+    for d in devices:  # each device trains on from its own copy of its slot
+        for name, p in learner.own[d].items():
+            p.data.copy_(learner.copies[name][d, learner.slot_of[d]])
+    teacher = module._answer_logits(learner, devices)
+    for copies in learner.copies.values():
+        copies[:, 2] = 0.0  # device 2 leaves: its slot is deleted everywhere
+    before = {name: c.clone() for name, c in learner.copies.items()}
+
+    def distance() -> dict[int, float]:
+        now = module._answer_logits(learner, [0, 1])
+        return {d: float(((now[d] - teacher[d]) ** 2).mean()) for d in (0, 1)}
+
+    start = distance()
+    module._distil(learner, [0, 1], {d: teacher[d] for d in (0, 1)}, steps=30)
+    end = distance()
+    for d in (0, 1):
+        assert end[d] < 0.75 * start[d], (start, end)  # 30 steps take it to about 0.58
+    for name, c in learner.copies.items():
+        for d in (0, 1):
+            own = learner.slot_of[d]
+            assert torch.equal(c[d, own], learner.own[d][name].detach())
+            assert not torch.equal(c[d, own], before[name][d, own])
+            others = [k for k in range(c.shape[1]) if k != own]
+            assert torch.equal(c[d, others], before[name][d, others])
+        assert torch.equal(c[2], before[name][2])  # a device not distilled is left alone
