@@ -222,7 +222,7 @@ def collect(out_dir: Path) -> pd.DataFrame:
     files = sorted(out_dir.glob("*/imprint.parquet"))
     if not files:
         raise SystemExit(f"{out_dir}: no run with an imprint.parquet")
-    df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    df = pd.concat([_with_accuracy(f) for f in files], ignore_index=True)
     if "blind" in df:  # the counterfactual runs: a policy of their own in the tables
         blind = df["blind"].fillna(False).astype(bool)
         df.loc[blind, "policy"] = df.loc[blind, "policy"] + " (blind)"
@@ -230,6 +230,50 @@ def collect(out_dir: Path) -> pd.DataFrame:
         steps = df["distil"].fillna(0).astype(int)
         df.loc[steps > 0, "policy"] = df["policy"] + " (distil " + steps.astype(str) + ")"
     return df
+
+
+ACCURACY = ("retain", "forget", "test")
+
+
+def _with_accuracy(imprint: Path) -> pd.DataFrame:
+    """A run's imprint rows; the *end* row gains the run's network-wide retained, forget and
+    test accuracy at its last evaluation (``evaluations.parquet``; NaN where absent)."""
+    rows = pd.read_parquet(imprint)
+    evaluations = imprint.parent / "evaluations.parquet"
+    for split in ACCURACY:
+        rows[f"{split}_acc"] = float("nan")
+    if evaluations.exists():
+        e = pd.read_parquet(evaluations)
+        e = e[e["device"].isna() & (e["round"] == e["round"].max()) & (e["stage"] == "round")]
+        for split in ACCURACY:
+            acc = e.loc[e["split"] == split, "accuracy"]
+            if len(acc):
+                rows.loc[rows["stage"] == "end", f"{split}_acc"] = float(acc.iloc[-1])
+    return rows
+
+
+def accuracy_against_retrain(df: pd.DataFrame) -> str:
+    """At the end of each run, paired by seed: retained, forget and test accuracy minus retrain's."""
+    end = df[df["stage"] == "end"].set_index(["regime", "policy", "seed"])
+    if "retrain" not in set(end.index.get_level_values("policy")):
+        return "(no retrain runs to compare with)"
+    lines = [
+        "| regime | policy | seeds | retained − retrain | p | forget − retrain | p | test − retrain | p |",
+        "|---|---|---:|---|---:|---|---:|---|---:|",
+    ]
+    for (regime, policy), g in end.groupby(level=["regime", "policy"], sort=True):
+        if policy == "retrain":
+            continue
+        ref = end.xs((regime, "retrain"), level=("regime", "policy"))
+        mine = g.droplevel(["regime", "policy"])
+        cells: list[str] = []
+        n = 0
+        for split in ACCURACY:
+            r = paired_difference((mine[f"{split}_acc"] - ref[f"{split}_acc"]).dropna())
+            n = max(n, int(r["n"]))
+            cells += difference_cells(r)
+        lines.append(f"| {regime} | {policy} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def stage_table(df: pd.DataFrame) -> str:
@@ -336,6 +380,8 @@ def main() -> None:
     print(against_retrain(df))
     print()
     print(against_blind(df))
+    print()
+    print(accuracy_against_retrain(df))
 
 
 def _make(args: argparse.Namespace) -> None:

@@ -194,3 +194,25 @@ def test_distil_moves_each_device_towards_its_teacher_and_only_its_own_slot(anal
             others = [k for k in range(c.shape[1]) if k != own]
             assert torch.equal(c[d, others], before[name][d, others])
         assert torch.equal(c[2], before[name][2])  # a device not distilled is left alone
+
+
+def test_accuracy_against_retrain_reads_each_runs_last_evaluation(analysis_script, tmp_path: Path):
+    """Each run's end row takes the network-wide accuracy of its last round from its own trace
+    (per-device rows and earlier rounds beside it are ignored)."""
+    module = analysis_script("mia_imprint_experiment")
+    retained = {("none", 1): 0.90, ("none", 2): 0.80, ("retrain", 1): 0.95, ("retrain", 2): 0.95}
+    for (policy, seed), acc in retained.items():
+        run = tmp_path / f"r-leave-{policy}-s{seed}"
+        run.mkdir()
+        pd.DataFrame([_row(policy, seed, "end", 0.5)]).to_parquet(run / "imprint.parquet")
+        evals = []
+        for split, value in (("retain", acc), ("forget", 0.1), ("test", 0.5)):
+            evals.append({"round": 9, "stage": "round", "split": split, "device": np.nan, "accuracy": value})
+            evals.append({"round": 9, "stage": "round", "split": split, "device": 0.0, "accuracy": 0.0})
+            evals.append({"round": 3, "stage": "round", "split": split, "device": np.nan, "accuracy": 0.0})
+        pd.DataFrame(evals).to_parquet(run / "evaluations.parquet")
+    lines = module.accuracy_against_retrain(module.collect(tmp_path)).splitlines()
+    # retained: -0.05 and -0.15, mean -0.10, sd 0.0707, half-width 0.635, t = -2 (p = 0.30)
+    assert lines[2] == (
+        "| r | none | 2 | -0.10 [-0.74, +0.54] | 0.30 | +0.00 [+0.00, +0.00] | – | +0.00 [+0.00, +0.00] | – |"
+    )
