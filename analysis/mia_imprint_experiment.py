@@ -254,25 +254,28 @@ def _with_accuracy(imprint: Path) -> pd.DataFrame:
 
 def accuracy_against_retrain(df: pd.DataFrame) -> str:
     """At the end of each run, paired by seed: retained, forget and test accuracy minus retrain's."""
-    end = df[df["stage"] == "end"].set_index(["regime", "policy", "seed"])
+    end = df[df["stage"] == "end"]
+    header = "retained − retrain | p | forget − retrain | p | test − retrain | p"
+    return _paired_with_retrain(end, header, [f"{split}_acc" for split in ACCURACY])
+
+
+def _paired_with_retrain(end: pd.DataFrame, header: str, columns: list[str]) -> str:
+    """One row per regime and policy: each column minus the same seed's retrain run's, as
+    :func:`~cosim.analysis.difference_cells`; ``header`` names the cells after *seeds*."""
+    end = end.set_index(["regime", "policy", "seed"])
     if "retrain" not in set(end.index.get_level_values("policy")):
         return "(no retrain runs to compare with)"
-    lines = [
-        "| regime | policy | seeds | retained − retrain | p | forget − retrain | p | test − retrain | p |",
-        "|---|---|---:|---|---:|---|---:|---|---:|",
-    ]
+    lines = [f"| regime | policy | seeds | {header} |", "|---|---|---:|" + "---|---:|" * len(columns)]
     for (regime, policy), g in end.groupby(level=["regime", "policy"], sort=True):
         if policy == "retrain":
             continue
         ref = end.xs((regime, "retrain"), level=("regime", "policy"))
         mine = g.droplevel(["regime", "policy"])
-        cells: list[str] = []
-        n = 0
-        for split in ACCURACY:
-            r = paired_difference((mine[f"{split}_acc"] - ref[f"{split}_acc"]).dropna())
-            n = max(n, int(r["n"]))
+        results = [paired_difference((mine[c] - ref[c]).dropna()) for c in columns]
+        cells = [str(max(int(r["n"]) for r in results))]
+        for r in results:
             cells += difference_cells(r)
-        lines.append(f"| {regime} | {policy} | {n} | " + " | ".join(cells) + " |")
+        lines.append(f"| {regime} | {policy} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -300,27 +303,11 @@ def against_retrain(df: pd.DataFrame) -> str:
     """At the end of each run, paired by seed: each AUC minus the retrain run's, and the
     answers' part of the AUC (AUC minus answer-matched) minus retrain's."""
     end = df[df["stage"] == "end"].assign(answers=df["auc"] - df["auc_answer"])
-    end = end.set_index(["regime", "policy", "seed"])
-    if "retrain" not in set(end.index.get_level_values("policy")):
-        return "(no retrain runs to compare with)"
-    lines = [
-        "| regime | policy | seeds | AUC − retrain | p | answer-matched − retrain | p "
-        "| entity-swapped − retrain | p | answers' part − retrain | p |",
-        "|---|---|---:|---|---:|---|---:|---|---:|---|---:|",
-    ]
-    for (regime, policy), g in end.groupby(level=["regime", "policy"], sort=True):
-        if policy == "retrain":
-            continue
-        ref = end.xs((regime, "retrain"), level=("regime", "policy"))
-        mine = g.droplevel(["regime", "policy"])
-        cells: list[str] = []
-        n = 0
-        for c in ("auc", "auc_answer", "auc_entity", "answers"):
-            r = paired_difference((mine[c] - ref[c]).dropna())
-            n = max(n, int(r["n"]))
-            cells += difference_cells(r)
-        lines.append(f"| {regime} | {policy} | {n} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    header = (
+        "AUC − retrain | p | answer-matched − retrain | p | entity-swapped − retrain | p "
+        "| answers' part − retrain | p"
+    )
+    return _paired_with_retrain(end, header, ["auc", "auc_answer", "auc_entity", "answers"])
 
 
 def against_blind(df: pd.DataFrame) -> str:
