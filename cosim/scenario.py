@@ -929,6 +929,17 @@ class Correction(_Spec):
         8, ge=2, le=10000, description="Samples per affected device for the residual estimates."
     )
     federaser: FedEraser = FedEraser()
+    local_target: Literal["answers", "teacher"] = Field(
+        "answers",
+        description="What local correction's extra steps fit after a leave. answers: each retained "
+        "device's own answers (cross-entropy, as its regular steps); teacher: its own model's answer "
+        "logits from just before the leave, on the same samples (mean squared distance of the "
+        "centred logits, as in retain-set distillation). The teacher's logits are computed on every "
+        "training sample of each retained device before the tombstones arrive, and that forward pass "
+        "is charged to the device's compute in the leave's round (policies priority and local). "
+        "After a join the newcomer always trains on its answers. teacher needs the built-in tiny "
+        "model (its answers are one token).",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -1055,6 +1066,12 @@ class Scenario(_Spec):
             raise ValueError(
                 f"correction.policy: '{policy}' needs orthogonal slots, but model.adapters is "
                 f"'shared'; allowed with shared adapters: {', '.join(SHARED_POLICIES)}"
+            )
+        if self.correction.local_target == "teacher" and not self.model.is_tiny:
+            raise ValueError(
+                "correction.local_target: 'teacher' fits the answer logits of the built-in tiny "
+                f"model's facts, but model.base is '{self.model.base}'; allowed with a pretrained "
+                "model: answers"
             )
         if policy == "federaser" and self.model.adapters != "shared":
             raise ValueError(

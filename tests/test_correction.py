@@ -190,9 +190,11 @@ def test_local_correction_trains_only_the_groups_it_was_chosen_for(run_tiny, mon
 
     calls, scales = [], []
 
-    def train(self, devices, steps, rngs, mu=0.0, group_steps=None, step_scale=1.0):  # type: ignore[no-untyped-def]
+    def train(self, devices, steps, rngs, mu=0.0, group_steps=None, step_scale=1.0, teacher=None):  # type: ignore[no-untyped-def]
         before = {d: {n: p.detach().clone() for n, p in self.own[d].items()} for d in devices}
-        result = real_train(self, devices, steps, rngs, mu=mu, group_steps=group_steps, step_scale=step_scale)
+        result = real_train(
+            self, devices, steps, rngs, mu=mu, group_steps=group_steps, step_scale=step_scale, teacher=teacher
+        )
         moved = {
             g: any(
                 not torch.equal(p.detach(), before[d][n])
@@ -465,6 +467,69 @@ def test_the_deletion_shock_enters_each_retained_device_s_learning_residual(run_
     assert shocks.shape == rows.shape and np.all(shocks > 0)
     np.testing.assert_allclose(shocks.sum(axis=0), residuals["shock"], rtol=1e-12)
     np.testing.assert_allclose(rows.sum(axis=0), residuals["learn"], rtol=1e-12)
+
+
+def test_teacher_correction_fits_each_model_from_before_the_tombstones_and_pays_for_its_pass(
+    run_tiny, monkeypatch
+) -> None:
+    from cosim.learning.learner import SlotLearner
+
+    real_teacher, real_train = SlotLearner.teacher_logits, SlotLearner.train
+    held: dict[int, set[int]] = {}
+    made: list[Any] = []
+    passed: list[tuple[bool, Any]] = []
+
+    def teacher_logits(self, devices):  # type: ignore[no-untyped-def]
+        for d in devices:
+            held[d] = {
+                k for k in range(self.capacity) if any(bool(c[d, k].any()) for c in self.copies.values())
+            }
+        made.append(real_teacher(self, devices))
+        return made[-1]
+
+    def train(self, devices, steps, rngs, mu=0.0, group_steps=None, step_scale=1.0, teacher=None):  # type: ignore[no-untyped-def]
+        passed.append((group_steps is not None, teacher))
+        return real_train(self, devices, steps, rngs, mu, group_steps, step_scale, teacher)
+
+    monkeypatch.setattr(SlotLearner, "teacher_logits", teacher_logits)
+    monkeypatch.setattr(SlotLearner, "train", train)
+    run = run_tiny(LEAVE, "correction.policy=local", "correction.local_target=teacher", *EAGER, fresh=True)
+    first = first_decision(run)
+    retained = first["affected"]
+    leaver_slot = next(e["slot"] for e in run.rows("events") if e["kind"] == "leave")
+    # Taken once, with the leaver's slot still in every retained device's model.
+    assert len(made) == 1 and sorted(held) == sorted(retained)
+    assert all(leaver_slot in held[d] for d in retained)
+    # The extra steps fit it; the regular steps fit the answers.
+    assert first["local_steps"] > 0
+    assert [t is made[0] for extra, t in passed if extra] == [True] * sum(1 for extra, _ in passed if extra)
+    assert all(t is None for extra, t in passed if not extra)
+    learner = run.sim.learner
+    rows = {d: len(learner.task.train[d]) for d in retained}
+    end = [c for c in corrections(run) if c["kind"] == "correction_end"][-1]
+    assert end["teacher_rows"] == sum(rows.values())
+    # Its forward pass counts in the leave's round, once.
+    per_step, tau, extra = learner.flops_per_step(), 2, first["local_steps"]
+    for r in (2, 3):
+        for row in run.rows("rounds"):
+            if row["round"] != r:
+                continue
+            d = row["device"]
+            teacher = learner.forward_flops(rows[d]) if r == 2 else 0.0
+            assert row["flops"] == pytest.approx(per_step * row["steps"] + teacher, rel=1e-12)
+            assert row["compute_s"] == pytest.approx(row["flops"] / run.sim.flops_per_s[d], rel=1e-12)
+            if r == 2:
+                assert row["steps"] == tau + extra
+                regular = per_step * tau / run.sim.flops_per_s[d]
+                assert row["tx_start_s"] == pytest.approx(row["time_s"] + row["sync_s"] + regular)
+
+
+def test_the_teacher_target_needs_the_tiny_model(tiny_scenario) -> None:
+    from cosim.scenario import ScenarioError, apply_overrides, parse_scenario
+
+    raw = apply_overrides(tiny_scenario, ["correction.local_target=teacher", "model.base=smollm2-135m"])
+    with pytest.raises(ScenarioError, match=r"correction.local_target: 'teacher' fits the answer logits"):
+        parse_scenario(raw)
 
 
 # --------------------------------------------------------------------------- membership inference

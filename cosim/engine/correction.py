@@ -99,6 +99,10 @@ class CorrectionState:
     links_added: int = 0
     weights: np.ndarray | None = None  # allocation weight per group from the last decision
     replay_rounds: int | None = None  # retrain: the rounds before the event, replayed from scratch
+    # local_target teacher, after a leave: per trainee its model's centred answer logits on its
+    # training samples from before the tombstones (local correction's target), and their count.
+    teacher: dict[int, Any] | None = None
+    teacher_rows: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def trainees(self, active: list[int]) -> list[int]:

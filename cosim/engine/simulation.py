@@ -181,6 +181,7 @@ class Simulation:
         )
         self._queued: list[Event] = []
         self._just_left: list[int] = []  # slots deleted at this round boundary
+        self._teacher_flops: dict[int, float] = {}  # a leave's teacher pass, still to be computed
         self._just_joined: list[int] = []
         self._ready_at: dict[int, float] = {}  # a newcomer computes once its pull has arrived
         # Transmissions that outlast their call (a newcomer's pull): a radio sends one message
@@ -506,6 +507,13 @@ class Simulation:
             for slot in left:
                 shock += self._residuals(affected, deleted_slot=slot, event_round=r).shock_devices
             self._correction.shock = dict(zip(affected, shock, strict=True))
+            if spec.local_target == "teacher" and spec.policy in ("priority", "local"):
+                # Local correction's target, taken with the leaver's slot still in every model;
+                # the forward pass counts in the devices' compute of this round.
+                teacher = self.learner.teacher_logits(trains)
+                self._correction.teacher = teacher
+                self._correction.teacher_rows = sum(len(t) for t in teacher.values())
+                self._teacher_flops = {d: self.learner.forward_flops(len(t)) for d, t in teacher.items()}
 
     def _start_calibration(self, r: int, kind: str, now: float, active: list[int]) -> None:
         """FedEraser: back to the initial adapter, then replay the stored rounds without the leavers."""
@@ -789,6 +797,7 @@ class Simulation:
                 "seconds": self.env.now - state.start_s,
                 "bits": (self._bits_total if bits_total is None else bits_total) - state.start_bits,
                 "extra_local_steps": state.local_steps,
+                "teacher_rows": state.teacher_rows,
                 "syncs": state.syncs,
                 "links_added": state.links_added,
             },
@@ -883,6 +892,10 @@ class Simulation:
         flops_per_step = self.learner.flops_per_step()
         extra: list[int] = []
         extra_s: dict[int, float] = {}
+        # A leave's teacher pass (local_target teacher), computed before this round's steps.
+        teacher_flops = {d: f for d, f in self._teacher_flops.items() if d in active}
+        self._teacher_flops = {}
+        teacher_s = {d: f / self.flops_per_s[d] for d, f in teacher_flops.items()}
         state = self._correction
         if state is not None:
             state.syncs += plan.syncs
@@ -897,9 +910,13 @@ class Simulation:
                     self.rngs,
                     group_steps=plan.extra_group_steps,
                     step_scale=parallel_step_scale(len(extra), state.kind),
+                    teacher=state.teacher if state.kind != "join" else None,
                 )
                 state.local_steps += plan.extra_steps * len(extra)
-                extra_s = {d: flops_per_step * plan.extra_steps / self.flops_per_s[d] for d in extra}
+                extra_s = {
+                    d: flops_per_step * plan.extra_steps / self.flops_per_s[d] + teacher_s.get(d, 0.0)
+                    for d in extra
+                }
                 # The corrected slots travel before the round's regular steps: trained on
                 # against copies that lack the correction, the devices would undo it.
                 free = {d: free[d] + extra_s.get(d, 0.0) for d in active}
@@ -913,7 +930,9 @@ class Simulation:
                 free = {d: max(sync_end, free[d]) for d in active}
         losses, trained = self._local_training(r, active, tau, mu)
         steps = {d: trained[d] + (plan.extra_steps if d in extra else 0) for d in active}
-        compute_s = {d: flops_per_step * steps[d] / self.flops_per_s[d] for d in active}
+        compute_s = {
+            d: flops_per_step * steps[d] / self.flops_per_s[d] + teacher_s.get(d, 0.0) for d in active
+        }
         # The extra steps were computed before the correction's exchange, within sync_s.
         tx_start = {d: free[d] + compute_s[d] - extra_s.get(d, 0.0) for d in active}
         if links.time_s != env.now:
@@ -931,7 +950,7 @@ class Simulation:
                 slot=self.learner.slot_of[d],
                 loss=losses.get(d, float("nan")),
                 steps=steps[d],
-                flops=flops_per_step * steps[d],
+                flops=flops_per_step * steps[d] + teacher_flops.get(d, 0.0),
                 compute_s=compute_s[d],
                 tx_start_s=sent[d][4],
                 tx_end_s=sent[d][3],

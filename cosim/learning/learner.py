@@ -21,7 +21,7 @@ with values and records what it returns.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -147,13 +147,17 @@ class SlotLearner:
         """
         batch = self.training.batch_size
         tokens = batch * self.task.seq_len
-        scored = batch * (self.task.answer_tokens if isinstance(self.task, TextTask) else 1)
+        p_slot = sum(layer.d_out * self.rank + self.rank * layer.d_in for layer in self.layers.values())
+        return 2.0 * self.forward_flops(batch) + 6.0 * p_slot * tokens
+
+    def forward_flops(self, rows: int) -> float:
+        """FLOPs of one forward pass over ``rows`` samples: ``F`` of :meth:`flops_per_step`."""
+        tokens = rows * self.task.seq_len
+        scored = rows * (self.task.answer_tokens if isinstance(self.task, TextTask) else 1)
         blocks = self.base.model.layers  # type: ignore[union-attr]
         p_blocks = sum(p.numel() for p in blocks.parameters())
         p_head = self.base.lm_head.weight.numel()  # type: ignore[union-attr]
-        p_slot = sum(layer.d_out * self.rank + self.rank * layer.d_in for layer in self.layers.values())
-        forward = 2.0 * p_blocks * tokens + 2.0 * p_head * scored
-        return 2.0 * forward + 6.0 * p_slot * tokens
+        return 2.0 * p_blocks * tokens + 2.0 * p_head * scored
 
     # ------------------------------------------------------------------ membership
 
@@ -263,6 +267,29 @@ class SlotLearner:
         assert isinstance(self.task, FactsTask)
         return torch.as_tensor(answers - int(self.task.value_tokens[0]))
 
+    @torch.no_grad()
+    def teacher_logits(self, devices: list[int]) -> dict[int, torch.Tensor]:
+        """Each device's model's centred answer logits ``(n, values)`` on all its training samples.
+
+        Row ``i`` belongs to the device's training sample ``i``; each row has its mean over the
+        candidate answers taken off (the softmax does not see it).  The target of
+        :meth:`train`'s ``teacher``: taken just before a leave's tombstones, it is what each
+        retained device's model answered with the leaver's slot still in it.
+        """
+        if not isinstance(self.task, FactsTask):
+            raise ValueError(
+                "teacher logits need the facts task's one-token answers (the built-in tiny model)"
+            )
+        out = {}
+        for d in devices:
+            self._set_views([d], train=False)
+            try:
+                logits = self._answer_logits(torch.as_tensor(self.task.train[d].inputs))
+            finally:
+                self._clear_views()
+            out[d] = logits - logits.mean(dim=1, keepdim=True)
+        return out
+
     def sample_losses(self, inputs: np.ndarray, answers: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss and accuracy ``(n,)`` of each row under the views currently set.
 
@@ -302,6 +329,7 @@ class SlotLearner:
         mu: float | Sequence[float] = 0.0,
         group_steps: Sequence[int] | None = None,
         step_scale: float = 1.0,
+        teacher: Mapping[int, torch.Tensor] | None = None,
     ) -> dict[int, float]:
         """``steps`` local steps on each device's own slot, all devices in one batched pass.
 
@@ -320,6 +348,10 @@ class SlotLearner:
         ``step_scale`` keeps that fraction of each device's displacement: its slot ends at
         ``B_start + step_scale (B_trained - B_start)`` (1 keeps the steps as they are).  The
         optimizer's state is left as the steps made it (Adam's moments included).
+        ``teacher`` (per device, :meth:`teacher_logits`) replaces each sample's cross-entropy
+        by the mean squared distance of its centred answer logits from the teacher's row for
+        that sample (every device in ``devices`` needs one); the minibatches are drawn as
+        without it.
         Returns each device's mean training loss over the steps.
         """
         if not devices or steps <= 0:
@@ -342,16 +374,20 @@ class SlotLearner:
                     f"({steps}); got {list(group_steps)}"
                 )
             until = {n: int(group_steps[g]) for n, g in self.group_of.items()}
+        if teacher is not None and (missing := [d for d in devices if d not in teacher]):
+            raise ValueError(f"teacher: no teacher logits for device(s) {missing}")
         batch = self.training.batch_size
         anchors = self.own_state(devices)
         totals = dict.fromkeys(devices, 0.0)
         for step in range(steps):
-            inputs, answers = [], []
+            inputs, answers, targets = [], [], []
             for d in devices:
                 data = self.task.train[d]
                 idx = rngs[d].integers(0, len(data), size=batch)
                 inputs.append(data.inputs[idx])
                 answers.append(data.answers[idx])
+                if teacher is not None:
+                    targets.append(teacher[d][torch.as_tensor(idx)])
             x, y = np.concatenate(inputs), np.concatenate(answers)
             if self.training.slot_dropout > 0:
                 keep = np.stack(
@@ -359,7 +395,12 @@ class SlotLearner:
                 )
                 self._drop_mask = torch.as_tensor(keep, dtype=torch.float32)[:, :, None, None]
             self._set_views(devices, train=True)
-            losses, _ = self.sample_losses(x, y)
+            if teacher is None:
+                losses, _ = self.sample_losses(x, y)
+            else:
+                logits = self._answer_logits(torch.as_tensor(x))
+                centred = logits - logits.mean(dim=1, keepdim=True)
+                losses = (centred - torch.cat(targets)).pow(2).mean(dim=1)
             per_device = losses.view(len(devices), batch).mean(dim=1)
             loss = per_device.sum()
             for d in devices:

@@ -26,8 +26,12 @@ TABLES: dict[str, list[tuple[str, pa.DataType, str]]] = {
         ("slot", _I, "the device's LoRA slot"),
         ("loss", _F, "mean training loss over the round's local steps"),
         ("steps", _I, "local steps taken"),
-        ("flops", _F, "FLOPs of those steps"),
-        ("compute_s", _F, "simulated compute time of the steps"),
+        (
+            "flops",
+            _F,
+            "FLOPs of those steps (and of a leave's teacher pass, correction.local_target teacher)",
+        ),
+        ("compute_s", _F, "simulated compute time of the steps (and of a teacher pass)"),
         (
             "tx_start_s",
             _F,
@@ -120,7 +124,8 @@ TABLES: dict[str, list[tuple[str, pa.DataType, str]]] = {
             "and its normalised value (acted, acted_value), sizes (local_steps, and per layer "
             "group local_group_steps) and the devices taking extra local steps; for "
             "retrain and federaser the rounds to replay, and for federaser the stored history's "
-            "bytes and the calibration steps) or correction_end (its cost)",
+            "bytes and the calibration steps) or correction_end (its cost; teacher_rows: the samples "
+            "of its teacher pass)",
         ),
         ("device", _I, "the device concerned (for tombstone: the device applying it)"),
         ("slot", _I, "the slot concerned (-1 if none)"),

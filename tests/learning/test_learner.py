@@ -98,6 +98,58 @@ def test_step_scale_keeps_that_fraction_of_each_devices_displacement(make_learne
         assert rngs_full[d].random() == rngs_scaled[d].random()
 
 
+def test_teacher_logits_are_each_device_s_centred_answer_logits_on_its_training_samples(
+    make_learner, random_views
+):
+    learner = make_learner()
+    random_views(learner, seed=5)
+    teacher = learner.teacher_logits([1, 3])
+    values = torch.as_tensor(learner.task.value_tokens)
+    for d in (1, 3):
+        inputs = torch.as_tensor(learner.task.train[d].inputs)
+        logits = learner.device_logits(d, inputs)[:, -1, values]
+        assert teacher[d].shape == (len(inputs), len(values))
+        torch.testing.assert_close(teacher[d], logits - logits.mean(dim=1, keepdim=True))
+    assert not torch.allclose(teacher[1][0], teacher[3][0])  # each device's own model
+
+
+def test_a_teacher_step_descends_the_squared_distance_of_the_centred_logits(make_learner, random_views):
+    learner = make_learner(optimizer="sgd", slot_dropout=0.0)
+    random_views(learner, seed=6)
+    other = make_learner(optimizer="sgd", slot_dropout=0.0)
+    random_views(other, seed=7)
+    teacher = other.teacher_logits([0, 2])  # another model's logits: a distance to close
+    devices, rngs = [0, 2], _rngs([0, 2], seed=3)
+    eta = learner.training.learning_rate
+    expected, value = {}, {}
+    for d in devices:
+        idx = copy.deepcopy(rngs[d]).integers(0, len(learner.task.train[d]), size=learner.training.batch_size)
+        params = list(learner.own[d].values())
+        learner._set_views([d], train=True)
+        logits = learner._answer_logits(torch.as_tensor(learner.task.train[d].inputs[idx]))
+        learner._clear_views()
+        loss = (logits - logits.mean(dim=1, keepdim=True) - teacher[d][idx]).pow(2).mean()
+        grads = torch.autograd.grad(loss, params)
+        expected[d] = {
+            n: (p - eta * g).detach() for (n, p), g in zip(learner.own[d].items(), grads, strict=True)
+        }
+        value[d] = float(loss.detach())
+    losses = learner.train(devices, 1, rngs, teacher=teacher)
+    for d in devices:
+        assert losses[d] == pytest.approx(value[d], rel=1e-5)
+        assert _max_diff(learner.own[d], expected[d]) < 1e-6
+    before = {d: float((learner.teacher_logits([d])[d] - teacher[d]).pow(2).mean()) for d in devices}
+    learner.train(devices, 20, _rngs(devices, seed=4), teacher=teacher)
+    after = {d: float((learner.teacher_logits([d])[d] - teacher[d]).pow(2).mean()) for d in devices}
+    assert all(after[d] < before[d] for d in devices)
+
+
+def test_teacher_steps_need_a_teacher_for_every_device(make_learner):
+    learner = make_learner()
+    with pytest.raises(ValueError, match=r"teacher: no teacher logits for device\(s\) \[3\]"):
+        learner.train([0, 3], 1, _rngs([0, 3]), teacher=learner.teacher_logits([0]))
+
+
 def test_step_scale_must_lie_in_the_unit_interval(make_learner):
     learner = make_learner()
     for bad in (0.0, -0.5, 1.5):
