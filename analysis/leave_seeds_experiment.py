@@ -49,13 +49,14 @@ def load(directories: list[Path]) -> pd.DataFrame:
     return one_run_each(df, ["regime", "policy", "seed"])
 
 
-def against_retrain(df: pd.DataFrame) -> str:
+def against_retrain(df: pd.DataFrame, policies: tuple[str, ...] = POLICIES) -> str:
     lines = [
         "| regime | policy | seeds | retain − retrain [95 % CI] | p | forget − retrain [95 % CI] | p "
         "| MIA AUC − retrain [95 % CI] | p |",
         "|---|---|---:|---|---:|---|---:|---|---:|",
     ]
-    for (regime, policy), rows in df[df["policy"].isin(POLICIES)].groupby(["regime", "policy"], sort=True):
+    rows_of = df[df["policy"].isin(policies)]
+    for (regime, policy), rows in _in_order(rows_of, policies):
         columns = ("retain_acc_vs_retrain", "forget_acc_vs_retrain", "mia_auc_vs_retrain")
         results = [paired_difference(rows[c]) for c in columns]
         cells = [str(max(r["n"] for r in results))]  # the seeds with a retrain run to pair with
@@ -65,18 +66,24 @@ def against_retrain(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def cost_rows(df: pd.DataFrame) -> pd.DataFrame:
+def cost_rows(df: pd.DataFrame, policies: tuple[str, ...] = POLICIES) -> pd.DataFrame:
     """Per regime, policy and seed: the catch-up's cost beside the same seed's replay."""
-    return beside_replay(df, POLICIES, FACTOR)
+    return beside_replay(df, policies, FACTOR)
 
 
-def against_replay(df: pd.DataFrame) -> str:
+def _in_order(df: pd.DataFrame, policies: tuple[str, ...]) -> list[tuple[tuple[str, str], pd.DataFrame]]:
+    """``df``'s groups by regime and policy: regimes sorted, policies in the order of ``policies``."""
+    groups = dict(iter(df.groupby(["regime", "policy"], sort=True)))
+    return sorted(groups.items(), key=lambda item: (item[0][0], policies.index(item[0][1])))
+
+
+def against_replay(df: pd.DataFrame, policies: tuple[str, ...] = POLICIES) -> str:
     lines = [
         "| regime | policy | caught up | replay s | replay Mbit | catch-up s | catch-up Mbit "
         f"| replay / catch-up s | replay / catch-up Mbit | seeds {FACTOR:.0f}x cheaper in both |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for (regime, policy), rows in cost_rows(df).groupby(["regime", "policy"], sort=True):
+    for (regime, policy), rows in _in_order(cost_rows(df, policies), policies):
         caught = rows[rows["caught_up"] > 0]
         replay_s = float(caught["correction_seconds_replay"].mean()) if len(caught) else float("nan")
         replay_mbit = float(caught["correction_bits_replay"].mean()) / 1e6 if len(caught) else float("nan")
