@@ -32,7 +32,9 @@ here so that each model can be re-scored when it exists; each run directory gets
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +85,13 @@ def imprint_figures(
 
 
 def _probed_run(
-    scenario: Any, out_dir: str, labels: dict[str, Any], every: int, blind: bool = False, distil: int = 0
+    scenario: Any,
+    out_dir: str,
+    labels: dict[str, Any],
+    every: int,
+    blind: bool = False,
+    distil: int = 0,
+    whole: bool = False,
 ) -> str:
     """Run one scenario, re-scoring its models at the event and every ``every`` rounds.
 
@@ -104,7 +112,7 @@ def _probed_run(
     torch.set_num_threads(1)
     rows: list[dict[str, Any]] = []
     leavers = {e.device for e in scenario.events if e.kind == "leave"}
-    variant = {"blind": blind, "distil": distil}
+    variant = {"blind": blind, "distil": distil, "whole": whole}
 
     class Probed(Simulation):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -133,7 +141,8 @@ def _probed_run(
                 rows.append({**labels, **variant, "round": self._round, "stage": "distilled", **row})
             return means
 
-    Probed(scenario, Path(out_dir)).run()
+    with _whole_steps(whole):
+        Probed(scenario, Path(out_dir)).run()
     pd.DataFrame(rows).to_parquet(Path(out_dir) / "imprint.parquet")
     return out_dir
 
@@ -174,6 +183,20 @@ def _distil(learner: Any, devices: list[int], teacher: dict[int, Any], steps: in
             loss.backward()
             learner.optimizers[d].step()
     learner._sync_own([d for d in devices if d in teacher])
+
+
+@contextmanager
+def _whole_steps(on: bool) -> Iterator[None]:
+    """With ``on``, every device of a local correction keeps its whole displacement (no 1/m)."""
+    import cosim.engine.simulation as simulation
+
+    kept = simulation.parallel_step_scale
+    if on:
+        simulation.parallel_step_scale = lambda trainees, kind="leave": 1.0
+    try:
+        yield
+    finally:
+        simulation.parallel_step_scale = kept
 
 
 def _blind_others(learner: Any, leavers: set[int]) -> None:
@@ -226,6 +249,9 @@ def collect(out_dir: Path) -> pd.DataFrame:
     if "blind" in df:  # the counterfactual runs: a policy of their own in the tables
         blind = df["blind"].fillna(False).astype(bool)
         df.loc[blind, "policy"] = df.loc[blind, "policy"] + " (blind)"
+    if "whole" in df:
+        whole = df["whole"].fillna(False).astype(bool)
+        df.loc[whole, "policy"] = df.loc[whole, "policy"] + " (whole steps)"
     if "distil" in df:
         steps = df["distil"].fillna(0).astype(int)
         df.loc[steps > 0, "policy"] = df["policy"] + " (distil " + steps.astype(str) + ")"
@@ -357,6 +383,12 @@ def main() -> None:
         help="right after the deletion, STEPS steps of each device towards its model's logits from "
         "before the leave (run names end in -distilSTEPS)",
     )
+    parser.add_argument(
+        "--whole-steps",
+        action="store_true",
+        help="the counterfactual: every device of a local correction keeps its whole displacement, "
+        "not 1/m of it (run names end in -whole)",
+    )
     parser.add_argument("--report", action="store_true", help="only print the tables of --out's runs")
     args = parser.parse_args()
     if not args.report:
@@ -392,7 +424,11 @@ def _make(args: argparse.Namespace) -> None:
         raise SystemExit(str(err)) from None
     if args.distil < 0:
         raise SystemExit(f"--distil: {args.distil} is not a step count; allowed: 0 or more")
-    suffix = ("-blind" if args.blind else "") + (f"-distil{args.distil}" if args.distil else "")
+    suffix = (
+        ("-blind" if args.blind else "")
+        + (f"-distil{args.distil}" if args.distil else "")
+        + ("-whole" if args.whole_steps else "")
+    )
     todo = [run for run in plan if not (args.out / (run.name + suffix) / "imprint.parquet").exists()]
     args.out.mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=mp.get_context("spawn")) as pool:
@@ -405,6 +441,7 @@ def _make(args: argparse.Namespace) -> None:
                 args.every,
                 args.blind,
                 args.distil,
+                args.whole_steps,
             )
             for run in todo
         ]

@@ -72,10 +72,11 @@ def combine(answers: pd.DataFrame, teacher: pd.DataFrame) -> pd.DataFrame:
         differs = ~np.isclose(a, b, rtol=1e-9, atol=0.0, equal_nan=True)
         if differs.any():
             row = both[differs].iloc[0]
+            first, second = float(a[differs][0]), float(b[differs][0])
             raise ValueError(
-                f"{row['regime']} {row['policy']} seed {row['seed']}: {column} is {float(a[differs][0]):g} in the "
-                f"first directory and {float(b[differs][0]):g} in the second; the option cannot change it, so "
-                "the two directories do not hold the same runs"
+                f"{row['regime']} {row['policy']} seed {row['seed']}: {column} is {first:g} in the first "
+                f"directory and {second:g} in the second; the option cannot change it, so the two "
+                "directories do not hold the same runs"
             )
     relabelled = teacher[teacher["policy"].isin(CORRECTING)].copy()
     relabelled["policy"] = relabelled["policy"].map(teacher_label)

@@ -216,3 +216,17 @@ def test_accuracy_against_retrain_reads_each_runs_last_evaluation(analysis_scrip
     assert lines[2] == (
         "| r | none | 2 | -0.10 [-0.74, +0.54] | 0.30 | +0.00 [+0.00, +0.00] | – | +0.00 [+0.00, +0.00] | – |"
     )
+
+
+def test_whole_steps_lift_the_one_over_m_only_inside_the_run(analysis_script):
+    """The counterfactual: a local correction's devices keep their whole displacement while the
+    run lasts; the engine's 1/m is back afterwards, and without the switch it is never lifted."""
+    import cosim.engine.simulation as simulation
+
+    module = analysis_script("mia_imprint_experiment")
+    assert simulation.parallel_step_scale(6, "leave") == pytest.approx(1 / 6)
+    with module._whole_steps(True):
+        assert simulation.parallel_step_scale(6, "leave") == 1.0
+    with module._whole_steps(False):
+        assert simulation.parallel_step_scale(6, "leave") == pytest.approx(1 / 6)
+    assert simulation.parallel_step_scale(6, "leave") == pytest.approx(1 / 6)
