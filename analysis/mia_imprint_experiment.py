@@ -124,7 +124,7 @@ def _probed_run(
         def _evaluate(self, stage: str) -> dict[str, float]:
             means = super()._evaluate(stage)
             if stage == "before_event" and distil:
-                self.teacher = _answer_logits(self.learner, self.members.active)
+                self.teacher = self.learner.teacher_logits(self.members.active)
             last = self._round == self.scenario.training.rounds + self._extra_rounds - 1
             if stage in ("before_event", "after_event") or (
                 stage == "round" and (last or self._round % every == 0)
@@ -145,22 +145,6 @@ def _probed_run(
         Probed(scenario, Path(out_dir)).run()
     pd.DataFrame(rows).to_parquet(Path(out_dir) / "imprint.parquet")
     return out_dir
-
-
-def _answer_logits(learner: Any, devices: list[int]) -> dict[int, Any]:
-    """Each device's model's candidate-answer logits on its own training questions, centred."""
-    import torch
-
-    out = {}
-    with torch.no_grad():
-        for d in devices:
-            learner._set_views([d], train=False)
-            try:
-                logits = learner._answer_logits(torch.as_tensor(learner.task.train[d].inputs))
-            finally:
-                learner._clear_views()
-            out[d] = logits - logits.mean(dim=1, keepdim=True)
-    return out
 
 
 def _distil(learner: Any, devices: list[int], teacher: dict[int, Any], steps: int) -> None:

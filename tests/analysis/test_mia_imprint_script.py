@@ -172,13 +172,13 @@ def test_distil_moves_each_device_towards_its_teacher_and_only_its_own_slot(anal
     for d in devices:  # each device trains on from its own copy of its slot
         for name, p in learner.own[d].items():
             p.data.copy_(learner.copies[name][d, learner.slot_of[d]])
-    teacher = module._answer_logits(learner, devices)
+    teacher = learner.teacher_logits(devices)
     for copies in learner.copies.values():
         copies[:, 2] = 0.0  # device 2 leaves: its slot is deleted everywhere
     before = {name: c.clone() for name, c in learner.copies.items()}
 
     def distance() -> dict[int, float]:
-        now = module._answer_logits(learner, [0, 1])
+        now = learner.teacher_logits([0, 1])
         return {d: float(((now[d] - teacher[d]) ** 2).mean()) for d in (0, 1)}
 
     start = distance()
