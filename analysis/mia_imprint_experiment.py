@@ -134,11 +134,10 @@ def _probed_run(
                     row = _score(self.learner, self.members.active, splits["forget"], splits["heldout"])
                     label = "end" if stage == "round" and last else stage
                     rows.append({**labels, **variant, "round": self._round, "stage": label, **row})
-            if stage == "after_event" and distil:
-                _distil(self.learner, self.members.active, self.teacher, distil)
-                splits = self.learner.task.splits
-                row = _score(self.learner, self.members.active, splits["forget"], splits["heldout"])
-                rows.append({**labels, **variant, "round": self._round, "stage": "distilled", **row})
+                    if stage == "after_event" and distil:
+                        _distil(self.learner, self.members.active, self.teacher, distil)
+                        row = _score(self.learner, self.members.active, splits["forget"], splits["heldout"])
+                        rows.append({**labels, **variant, "round": self._round, "stage": "distilled", **row})
             return means
 
     with _whole_steps(whole):

@@ -100,10 +100,14 @@ class CorrectionState:
     weights: np.ndarray | None = None  # allocation weight per group from the last decision
     replay_rounds: int | None = None  # retrain: the rounds before the event, replayed from scratch
     # local_target teacher, after a leave: per trainee its model's centred answer logits on its
-    # training samples from before the tombstones (local correction's target), and their count.
+    # training samples from before the tombstones (local correction's target).
     teacher: dict[int, Any] | None = None
-    teacher_rows: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def teacher_rows(self) -> int:
+        """The samples the teacher pass ran on, over every trainee (0 without one)."""
+        return sum(len(t) for t in self.teacher.values()) if self.teacher else 0
 
     def trainees(self, active: list[int]) -> list[int]:
         """The devices of ``trains`` still active: those that take local correction's extra steps now."""

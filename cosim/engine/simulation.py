@@ -512,7 +512,6 @@ class Simulation:
                 # the forward pass counts in the devices' compute of this round.
                 teacher = self.learner.teacher_logits(trains)
                 self._correction.teacher = teacher
-                self._correction.teacher_rows = sum(len(t) for t in teacher.values())
                 self._teacher_flops = {d: self.learner.forward_flops(len(t)) for d, t in teacher.items()}
 
     def _start_calibration(self, r: int, kind: str, now: float, active: list[int]) -> None:
