@@ -856,6 +856,17 @@ class CorrectionTolerances(_Spec):
         "actions), off otherwise; false: R_learn is the method's estimate E / (2 kappa) + S alone.",
     )
 
+    teacher_progress: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="With correction.local_target: teacher, local correction towards the teacher "
+        "is done once a round of its extra steps cut the trainees' distance from the teacher's "
+        "logits (on their residual samples) by less than this share of where it stood: from the "
+        "next decision on the learning term counts as within tolerance (null: off; the answers' "
+        "learning term sizes and stops the steps as for local_target: answers).",
+    )
+
     @model_validator(mode="after")
     def _measured_loss_is_relative(self) -> CorrectionTolerances:
         if self.measured_loss and self.mode != "relative":
@@ -940,6 +951,25 @@ class Correction(_Spec):
         "After a join the newcomer always trains on its answers. teacher needs the built-in tiny "
         "model (its answers are one token).",
     )
+
+    step_share: Literal["parallel", "whole"] = Field(
+        "parallel",
+        description="How much of its extra local steps' displacement each retained device keeps when "
+        "they all take them together after a leave. parallel: 1/m of it with m devices (the "
+        "parallel block coordinate step: a gap common to them is otherwise closed m times over); "
+        "whole: all of it. A newcomer after a join always keeps all of it.",
+    )
+
+    @model_validator(mode="after")
+    def _teacher_progress_needs_teacher(self) -> Correction:
+        share = self.tolerances.teacher_progress
+        if share is not None and self.local_target != "teacher":
+            raise ValueError(
+                f"correction.tolerances.teacher_progress: {share} stops local correction towards "
+                f"the teacher, but correction.local_target is '{self.local_target}'; set "
+                "local_target: teacher, or teacher_progress: null"
+            )
+        return self
 
     @model_validator(mode="before")
     @classmethod

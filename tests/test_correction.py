@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from dataclasses import replace
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -479,7 +480,9 @@ def test_teacher_correction_fits_each_model_from_before_the_tombstones_and_pays_
     made: list[Any] = []
     passed: list[tuple[bool, Any]] = []
 
-    def teacher_logits(self, devices):  # type: ignore[no-untyped-def]
+    def teacher_logits(self, devices, rows=None):  # type: ignore[no-untyped-def]
+        if rows is not None:  # a decision's distance from the teacher, not the teacher
+            return real_teacher(self, devices, rows)
         for d in devices:
             held[d] = {
                 k for k in range(self.capacity) if any(bool(c[d, k].any()) for c in self.copies.values())
@@ -522,6 +525,95 @@ def test_teacher_correction_fits_each_model_from_before_the_tombstones_and_pays_
                 assert row["steps"] == tau + extra
                 regular = per_step * tau / run.sim.flops_per_s[d]
                 assert row["tx_start_s"] == pytest.approx(row["time_s"] + row["sync_s"] + regular)
+
+
+def test_teacher_progress_ends_the_steps_once_a_round_cuts_the_distance_by_less_than_its_share(
+    run_tiny, monkeypatch
+) -> None:
+    from cosim.learning.learner import SlotLearner
+    from cosim.learning.residuals import draw_samples
+
+    real_teacher = SlotLearner.teacher_logits
+    teachers: list[Any] = []
+    measured: list[tuple[dict[int, np.ndarray], dict[int, torch.Tensor]]] = []
+
+    def teacher_logits(self, devices, rows=None):  # type: ignore[no-untyped-def]
+        out = real_teacher(self, devices, rows)
+        (teachers.append(out) if rows is None else measured.append((rows, out)))
+        return out
+
+    monkeypatch.setattr(SlotLearner, "teacher_logits", teacher_logits)
+    share = 0.3
+    run = run_tiny(
+        LEAVE,
+        "training.rounds=8",
+        "correction.policy=priority",
+        "correction.local_target=teacher",
+        "correction.tolerances.learn=1.0e-9",
+        f"correction.tolerances.teacher_progress={share}",
+        fresh=True,
+    )
+    decisions = [c for c in corrections(run) if c["kind"] == "correction"]
+    assert len(measured) == len(decisions) and len(teachers) == 1
+    learner, teacher = run.sim.learner, teachers[0]
+    for c, (rows, now) in zip(decisions, measured, strict=True):
+        # The distance: each trainee's mean squared distance from the teacher's centred logits
+        # on its residual samples (the rows the residuals are measured on), averaged over them.
+        samples = draw_samples(learner, list(rows), 8, (run.sim.scenario.seed, 0x5E51D, 2))
+        for d, idx in rows.items():
+            np.testing.assert_array_equal(learner.task.train[d].inputs[idx], samples[d].inputs)
+        per_device = [
+            float((now[d] - teacher[d][torch.as_tensor(idx)]).pow(2).mean()) for d, idx in rows.items()
+        ]
+        residuals = c["residuals"]
+        assert residuals["teacher_distance_devices"] == pytest.approx(per_device, rel=1e-12)
+        assert residuals["teacher_distance"] == pytest.approx(np.mean(per_device), rel=1e-12)
+    # Progress is measured after each round that took extra steps; the first cut below the
+    # share ends them: the learning term then counts as within tolerance.
+    done = False
+    for before, c in pairwise(decisions):
+        r = c["residuals"]
+        if before["local_steps"] and not done:
+            cut = 1.0 - r["teacher_distance"] / before["residuals"]["teacher_distance"]
+            assert r["teacher_progress"] == pytest.approx(cut, rel=1e-12)
+            done = cut < share
+        else:
+            assert "teacher_progress" not in r
+        assert r["teacher_done"] is done
+        if done:
+            assert c["local_steps"] == 0 and c["normalised"]["learn"] == [0.0, 0.0]
+            assert max(r["learn"]) > 0  # the trace keeps the term as measured
+    cuts = [c["residuals"]["teacher_progress"] for c in decisions if "teacher_progress" in c["residuals"]]
+    assert done and any(cut >= share for cut in cuts)  # both branches taken in this run
+
+
+def test_whole_step_share_keeps_every_retained_device_its_whole_displacement(run_tiny, monkeypatch) -> None:
+    from cosim.learning.learner import SlotLearner
+
+    real_train = SlotLearner.train
+    scales: dict[str, list[tuple[int, float]]] = {}
+    share = "parallel"
+
+    def train(self, devices, steps, rngs, mu=0.0, group_steps=None, step_scale=1.0, teacher=None):  # type: ignore[no-untyped-def]
+        if group_steps is not None:
+            scales[share].append((len(devices), step_scale))
+        return real_train(self, devices, steps, rngs, mu, group_steps, step_scale, teacher)
+
+    monkeypatch.setattr(SlotLearner, "train", train)
+    for share in ("parallel", "whole"):
+        scales[share] = []
+        run_tiny(LEAVE, "correction.policy=local", f"correction.step_share={share}", *EAGER, fresh=True)
+    assert scales["parallel"] and all(s == pytest.approx(1.0 / m) for m, s in scales["parallel"])
+    assert scales["whole"] and all(s == 1.0 for _, s in scales["whole"])
+    assert all(m > 1 for m, _ in scales["parallel"])
+
+
+def test_teacher_progress_needs_the_teacher_target(tiny_scenario) -> None:
+    from cosim.scenario import ScenarioError, apply_overrides, parse_scenario
+
+    raw = apply_overrides(tiny_scenario, ["correction.tolerances.teacher_progress=0.25"])
+    with pytest.raises(ScenarioError, match=r"teacher_progress: 0.25 stops .* correction.local_target is 'answers'"):
+        parse_scenario(raw)
 
 
 def test_the_teacher_target_needs_the_tiny_model(tiny_scenario) -> None:

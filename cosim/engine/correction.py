@@ -102,6 +102,10 @@ class CorrectionState:
     # local_target teacher, after a leave: per trainee its model's centred answer logits on its
     # training samples from before the tombstones (local correction's target).
     teacher: dict[int, Any] | None = None
+    # tolerances.teacher_progress: the teacher distance before the last round of extra steps
+    # (None when that round took none), and whether the steps towards the teacher are done.
+    teacher_before: float | None = None
+    teacher_done: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
 
     @property

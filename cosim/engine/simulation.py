@@ -71,6 +71,7 @@ from cosim.learning.residuals import (
     draw_samples,
     drift_residual,
     learning_residual,
+    sample_indices,
 )
 from cosim.network import LinkState, Message, NetworkBackend, TransferResult, create_network
 from cosim.policy.priority import Action, refine_topology
@@ -628,6 +629,19 @@ class Simulation:
         self._wall_correction_s += time.perf_counter() - wall
         return residuals
 
+    def _teacher_distance(self, state: CorrectionState) -> dict[int, float]:
+        """Per trainee still active, the mean squared distance of its model's centred answer
+        logits from the teacher's, on the samples its residuals are measured on."""
+        assert state.teacher is not None
+        n = self.scenario.correction.samples_per_device
+        key = (self.scenario.seed, 0x5E51D, state.event_round)
+        trainees = [d for d in state.trainees(self.members.active) if d in state.teacher]
+        rows = {d: sample_indices(len(self.learner.task.train[d]), n, key, d) for d in trainees}
+        now = self.learner.teacher_logits(trainees, rows)
+        return {
+            d: float((now[d] - state.teacher[d][torch.as_tensor(rows[d])]).pow(2).mean()) for d in trainees
+        }
+
     def _decide(self, state: CorrectionState) -> Any:
         spec = self.scenario.correction
         live = self.members.active
@@ -667,11 +681,34 @@ class Simulation:
             pre_event, devices = state.baseline
             before = dict(zip(devices, pre_event.loss_devices.tolist(), strict=True))
             measured = loss_ratio(dict(zip(affected, residuals.loss_devices.tolist(), strict=True)), before)
+        teacher: dict[str, Any] = {}
+        decided, counted = residuals, measured
+        if state.teacher is not None:
+            distance = self._teacher_distance(state)
+            now = float(np.mean(list(distance.values()))) if distance else 0.0
+            teacher = {"teacher_distance": now, "teacher_distance_devices": list(distance.values())}
+            share = spec.tolerances.teacher_progress
+            if share is not None and state.teacher_before is not None and not state.teacher_done:
+                # What the last round of extra steps (and its regular steps) cut off the distance.
+                progress = 1.0 - now / state.teacher_before if state.teacher_before > 0 else 0.0
+                teacher["teacher_progress"] = progress
+                state.teacher_done = progress < share
+            teacher["teacher_done"] = state.teacher_done
+            if state.teacher_done:
+                # The steps towards the teacher no longer fit what is left: the learning term,
+                # which they change but do not fit, counts as within tolerance.
+                decided = replace(
+                    residuals,
+                    learn=np.zeros_like(residuals.learn),
+                    learn_devices=np.zeros_like(residuals.learn_devices),
+                )
+                counted = None
         decision = decide_for(
-            residuals, spec, spec.budget.rounds - state.rounds, baseline, n_before, len(affected), measured
+            decided, spec, spec.budget.rounds - state.rounds, baseline, n_before, len(affected), counted
         )
         state.history.append(
             {
+                **teacher,
                 "learn": residuals.learn.tolist(),
                 "learn_devices": residuals.learn_devices.tolist(),
                 "loss_devices": residuals.loss_devices.tolist(),
@@ -713,6 +750,9 @@ class Simulation:
         if plan.extra_steps and not state.trainees(self.members.active):
             # The newcomer the extra steps were for is gone: nothing to train on.
             plan = replace(plan, extra_steps=0, extra_group_steps=())
+        if state.teacher is not None:
+            # tolerances.teacher_progress compares the next decision's distance with this one's.
+            state.teacher_before = state.history[-1]["teacher_distance"] if plan.extra_steps else None
         state.weights = allocation_weights(decision)
         detail = {
             "policy": spec.policy,
@@ -908,7 +948,9 @@ class Simulation:
                     plan.extra_steps,
                     self.rngs,
                     group_steps=plan.extra_group_steps,
-                    step_scale=parallel_step_scale(len(extra), state.kind),
+                    step_scale=1.0
+                    if self.scenario.correction.step_share == "whole"
+                    else parallel_step_scale(len(extra), state.kind),
                     teacher=state.teacher if state.kind != "join" else None,
                 )
                 state.local_steps += plan.extra_steps * len(extra)

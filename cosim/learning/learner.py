@@ -268,13 +268,17 @@ class SlotLearner:
         return torch.as_tensor(answers - int(self.task.value_tokens[0]))
 
     @torch.no_grad()
-    def teacher_logits(self, devices: list[int]) -> dict[int, torch.Tensor]:
+    def teacher_logits(
+        self, devices: list[int], rows: Mapping[int, np.ndarray] | None = None
+    ) -> dict[int, torch.Tensor]:
         """Each device's model's centred answer logits ``(n, values)`` on all its training samples.
 
         Row ``i`` belongs to the device's training sample ``i``; each row has its mean over the
         candidate answers taken off (the softmax does not see it).  The target of
         :meth:`train`'s ``teacher``: taken just before a leave's tombstones, it is what each
-        retained device's model answered with the leaver's slot still in it.
+        retained device's model answered with the leaver's slot still in it.  ``rows`` (per
+        device, indices into its training samples) limits a device to those samples, in
+        that order.
         """
         if not isinstance(self.task, FactsTask):
             raise ValueError(
@@ -284,7 +288,10 @@ class SlotLearner:
         for d in devices:
             self._set_views([d], train=False)
             try:
-                logits = self._answer_logits(torch.as_tensor(self.task.train[d].inputs))
+                inputs = self.task.train[d].inputs
+                if rows is not None:
+                    inputs = inputs[rows[d]]
+                logits = self._answer_logits(torch.as_tensor(inputs))
             finally:
                 self._clear_views()
             out[d] = logits - logits.mean(dim=1, keepdim=True)

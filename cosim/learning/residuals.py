@@ -61,6 +61,7 @@ __all__ = [
     "magnitude",
     "per_sample_slot_grads",
     "per_sample_slot_grads_and_losses",
+    "sample_indices",
     "slot_view",
 ]
 
@@ -190,10 +191,16 @@ def draw_samples(
     out = {}
     for d in devices:
         data = learner.task.train[d]
-        rng = np.random.default_rng(np.random.SeedSequence([*key, d]))
-        idx = np.sort(rng.choice(len(data), size=min(n, len(data)), replace=False))
+        idx = sample_indices(len(data), n, key, d)
         out[d] = Split(data.inputs[idx], data.answers[idx])
     return out
+
+
+def sample_indices(population: int, n: int, key: Sequence[int], device: int) -> np.ndarray:
+    """The sorted rows of a ``population``-sample training set that :func:`draw_samples` draws
+    for ``device`` under ``key`` (all of them when ``n >= population``)."""
+    rng = np.random.default_rng(np.random.SeedSequence([*key, device]))
+    return np.sort(rng.choice(population, size=min(n, population), replace=False))
 
 
 # --------------------------------------------------------------------------- pure math
