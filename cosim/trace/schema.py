@@ -122,7 +122,12 @@ TABLES: dict[str, list[tuple[str, pa.DataType, str]]] = {
             "after a silence timeout), correction (a decision: residuals per layer group and per "
             "affected device, normalised terms, actions, reasons, the term acted on per layer group "
             "and its normalised value (acted, acted_value), sizes (local_steps, and per layer "
-            "group local_group_steps) and the devices taking extra local steps; for "
+            "group local_group_steps) and the devices taking extra local steps; with "
+            "correction.local_target teacher the residuals also hold teacher_distance (the "
+            "trainees' mean squared distance from the teacher's centred logits on their residual "
+            "samples, and per trainee teacher_distance_devices), teacher_done and, with "
+            "tolerances.teacher_progress, teacher_progress (the share of the distance the last "
+            "round of extra steps cut); for "
             "retrain and federaser the rounds to replay, and for federaser the stored history's "
             "bytes and the calibration steps) or correction_end (its cost; teacher_rows: the samples "
             "of its teacher pass)",
