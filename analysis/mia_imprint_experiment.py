@@ -32,9 +32,8 @@ here so that each model can be re-scored when it exists; each run directory gets
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -140,8 +139,7 @@ def _probed_run(
                         rows.append({**labels, **variant, "round": self._round, "stage": "distilled", **row})
             return means
 
-    with _whole_steps(whole):
-        Probed(scenario, Path(out_dir)).run()
+    Probed(scenario, Path(out_dir)).run()
     pd.DataFrame(rows).to_parquet(Path(out_dir) / "imprint.parquet")
     return out_dir
 
@@ -168,18 +166,9 @@ def _distil(learner: Any, devices: list[int], teacher: dict[int, Any], steps: in
     learner._sync_own([d for d in devices if d in teacher])
 
 
-@contextmanager
-def _whole_steps(on: bool) -> Iterator[None]:
-    """With ``on``, every device of a local correction keeps its whole displacement (no 1/m)."""
-    import cosim.engine.simulation as simulation
-
-    kept = simulation.parallel_step_scale
-    if on:
-        simulation.parallel_step_scale = lambda trainees, kind="leave": 1.0
-    try:
-        yield
-    finally:
-        simulation.parallel_step_scale = kept
+def run_overrides(overrides: Sequence[str], whole_steps: bool) -> tuple[str, ...]:
+    """The ``--set`` overrides of every run; ``--whole-steps`` is ``correction.step_share=whole``."""
+    return (*overrides, "correction.step_share=whole") if whole_steps else tuple(overrides)
 
 
 def _blind_others(learner: Any, leavers: set[int]) -> None:
@@ -369,8 +358,8 @@ def main() -> None:
     parser.add_argument(
         "--whole-steps",
         action="store_true",
-        help="the counterfactual: every device of a local correction keeps its whole displacement, "
-        "not 1/m of it (run names end in -whole)",
+        help="every device of a local correction keeps its whole displacement, not 1/m of it: "
+        "--set correction.step_share=whole (run names end in -whole)",
     )
     parser.add_argument("--report", action="store_true", help="only print the tables of --out's runs")
     args = parser.parse_args()
@@ -400,7 +389,7 @@ def _make(args: argparse.Namespace) -> None:
             tuple(args.seed) or (1, 2, 3),
             tuple(args.policy) or ("none", "retrain"),
             ("leave",),
-            overrides=tuple(args.overrides),
+            overrides=run_overrides(args.overrides, args.whole_steps),
             only=tuple(args.regime),
         )
     except ScenarioError as err:

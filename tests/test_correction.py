@@ -612,7 +612,9 @@ def test_teacher_progress_needs_the_teacher_target(tiny_scenario) -> None:
     from cosim.scenario import ScenarioError, apply_overrides, parse_scenario
 
     raw = apply_overrides(tiny_scenario, ["correction.tolerances.teacher_progress=0.25"])
-    with pytest.raises(ScenarioError, match=r"teacher_progress: 0.25 stops .* correction.local_target is 'answers'"):
+    with pytest.raises(
+        ScenarioError, match=r"teacher_progress: 0.25 stops .* correction.local_target is 'answers'"
+    ):
         parse_scenario(raw)
 
 

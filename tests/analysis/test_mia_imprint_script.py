@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+REGIMES = Path(__file__).resolve().parents[2] / "scenarios" / "regimes"
+
 # Losses (negative log-probabilities) of every candidate answer, averaged over devices:
 # two forget facts and two held-out facts, three candidate answers.
 FORGET = np.array([[2.0, 6.0, 1.0], [3.0, 4.0, 8.0]])
@@ -218,15 +220,16 @@ def test_accuracy_against_retrain_reads_each_runs_last_evaluation(analysis_scrip
     )
 
 
-def test_whole_steps_lift_the_one_over_m_only_inside_the_run(analysis_script):
-    """The counterfactual: a local correction's devices keep their whole displacement while the
-    run lasts; the engine's 1/m is back afterwards, and without the switch it is never lifted."""
-    import cosim.engine.simulation as simulation
+def test_whole_steps_set_the_whole_step_share_in_every_planned_run(analysis_script) -> None:
+    from cosim.experiments import plan_experiments
 
     module = analysis_script("mia_imprint_experiment")
-    assert simulation.parallel_step_scale(6, "leave") == pytest.approx(1 / 6)
-    with module._whole_steps(True):
-        assert simulation.parallel_step_scale(6, "leave") == 1.0
-    with module._whole_steps(False):
-        assert simulation.parallel_step_scale(6, "leave") == pytest.approx(1 / 6)
-    assert simulation.parallel_step_scale(6, "leave") == pytest.approx(1 / 6)
+    base = ("training.rounds=20",)
+    assert module.run_overrides(base, False) == base
+    whole = module.run_overrides(base, True)
+    assert whole == (*base, "correction.step_share=whole")
+    plan = plan_experiments(REGIMES, (1,), ("priority",), ("leave",), overrides=whole)
+    assert plan and all(run.scenario.correction.step_share == "whole" for run in plan)
+    assert all(run.scenario.training.rounds == 20 for run in plan)
+    plain = plan_experiments(REGIMES, (1,), ("priority",), ("leave",), overrides=base)
+    assert all(run.scenario.correction.step_share == "parallel" for run in plain)
