@@ -615,7 +615,7 @@ class Simulation:
         wall = time.perf_counter()
         live = self.members.active
         links = self.network.links(self.env.now, live)
-        key = (self.scenario.seed, 0x5E51D, self._round if event_round is None else event_round)
+        key = self._sample_key(self._round if event_round is None else event_round)
         samples = draw_samples(self.learner, affected, self.scenario.correction.samples_per_device, key)
         residuals = compute_residuals(
             self.learner,
@@ -629,18 +629,25 @@ class Simulation:
         self._wall_correction_s += time.perf_counter() - wall
         return residuals
 
+    def _sample_key(self, event_round: int) -> tuple[int, int, int]:
+        """The seed of every device's residual samples after the event of ``event_round``."""
+        return (self.scenario.seed, 0x5E51D, event_round)
+
     def _teacher_distance(self, state: CorrectionState) -> dict[int, float]:
         """Per trainee still active, the mean squared distance of its model's centred answer
         logits from the teacher's, on the samples its residuals are measured on."""
         assert state.teacher is not None
+        wall = time.perf_counter()
         n = self.scenario.correction.samples_per_device
-        key = (self.scenario.seed, 0x5E51D, state.event_round)
+        key = self._sample_key(state.event_round)
         trainees = [d for d in state.trainees(self.members.active) if d in state.teacher]
         rows = {d: sample_indices(len(self.learner.task.train[d]), n, key, d) for d in trainees}
         now = self.learner.teacher_logits(trainees, rows)
-        return {
+        distance = {
             d: float((now[d] - state.teacher[d][torch.as_tensor(rows[d])]).pow(2).mean()) for d in trainees
         }
+        self._wall_correction_s += time.perf_counter() - wall
+        return distance
 
     def _decide(self, state: CorrectionState) -> Any:
         spec = self.scenario.correction
