@@ -118,11 +118,12 @@ class CorrectionState:
         return [d for d in self.trains if d in active]
 
 
-def parallel_step_scale(trainees: int, kind: str = "leave") -> float:
+def parallel_step_scale(trainees: int, kind: str = "leave", share: str = "parallel") -> float:
     """The fraction of its extra steps' displacement each of ``trainees`` devices keeps (after ``kind``).
 
     After a leave ``1 / m``; after a join 1: the newcomers (several when they join in the
-    same round) each train on their own facts, a gap no other device closes.
+    same round) each train on their own facts, a gap no other device closes.  With
+    ``share`` ``whole`` (``correction.step_share``) 1 after either.
 
     The ``m`` devices of a local correction train at the same time, each its own slot
     against copies of the others' slots that lack their corrections, and the slots add
@@ -146,7 +147,7 @@ def parallel_step_scale(trainees: int, kind: str = "leave") -> float:
     """
     if trainees < 1:
         raise ValueError(f"trainees: a local correction needs at least one device (got {trainees})")
-    return 1.0 / trainees if kind != "join" else 1.0
+    return 1.0 / trainees if kind != "join" and share != "whole" else 1.0
 
 
 def tolerances_of(spec: CorrectionSpec) -> Tolerances:

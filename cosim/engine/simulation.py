@@ -640,7 +640,7 @@ class Simulation:
         wall = time.perf_counter()
         n = self.scenario.correction.samples_per_device
         key = self._sample_key(state.event_round)
-        trainees = [d for d in state.trainees(self.members.active) if d in state.teacher]
+        trainees = state.trainees(self.members.active)  # the teacher was taken for every one
         rows = {d: sample_indices(len(self.learner.task.train[d]), n, key, d) for d in trainees}
         now = self.learner.teacher_logits(trainees, rows)
         distance = {
@@ -955,9 +955,9 @@ class Simulation:
                     plan.extra_steps,
                     self.rngs,
                     group_steps=plan.extra_group_steps,
-                    step_scale=1.0
-                    if self.scenario.correction.step_share == "whole"
-                    else parallel_step_scale(len(extra), state.kind),
+                    step_scale=parallel_step_scale(
+                        len(extra), state.kind, self.scenario.correction.step_share
+                    ),
                     teacher=state.teacher if state.kind != "join" else None,
                 )
                 state.local_steps += plan.extra_steps * len(extra)

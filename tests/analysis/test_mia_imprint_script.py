@@ -119,8 +119,7 @@ def _learner(tmp_path: Path, devices: list[int]):
     from cosim.engine.simulation import Simulation
     from cosim.experiments import plan_experiments
 
-    scenarios = Path(__file__).resolve().parents[2] / "scenarios" / "regimes"
-    run = plan_experiments(scenarios, (1,), ("none",), ("leave",), only=("regime_consensus",))[0]
+    run = plan_experiments(REGIMES, (1,), ("none",), ("leave",), only=("regime_consensus",))[0]
     learner = Simulation(run.scenario, tmp_path / "run").learner
     for d in devices:
         learner.add_device(d, d)
