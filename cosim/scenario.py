@@ -847,6 +847,14 @@ class CorrectionTolerances(_Spec):
         "itself: in relative mode a disagreement that stood before the event): the event's own "
         "residual first, the standing disagreement after.",
     )
+    drift_floor: bool = Field(
+        True,
+        description="relative mode only: R_drift's pre-event level is at least the float32 "
+        "resolution (2^-23) of the affected devices' mean loss before the event. R_drift predicts a "
+        "loss excess; below that share of the loss it is rounding, not a level, and a disturbance "
+        "of the gradients measured against it reads as drift many times over (false: the level as "
+        "measured).",
+    )
     measured_loss: bool | None = Field(
         None,
         description="relative mode only: R_learn also counts the loss measured on the affected "

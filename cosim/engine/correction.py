@@ -35,11 +35,13 @@ from cosim.policy.priority import TERMS, Action, Budget, Decision, Tolerances, d
 from cosim.scenario import Correction as CorrectionSpec
 
 __all__ = [
+    "LOSS_RESOLUTION",
     "SINGLE_ACTIONS",
     "CorrectionState",
     "Plan",
     "allocation_weights",
     "decide_for",
+    "drift_level",
     "parallel_step_scale",
     "plan_round",
 ]
@@ -190,6 +192,26 @@ def _level(values: np.ndarray) -> np.ndarray:
     return np.where(values > 0, values, fallback)
 
 
+LOSS_RESOLUTION = float(np.finfo(np.float32).eps)
+"""The share of a loss below which float32, the models' arithmetic, does not resolve a change of it."""
+
+
+def drift_level(drift: np.ndarray, loss_devices: np.ndarray) -> np.ndarray:
+    """The pre-event level the drift term is measured against: its own (:func:`_level`), but
+    at least ``LOSS_RESOLUTION`` times the affected devices' mean loss before the event.
+
+    ``R_drift`` predicts the loss the devices' drift adds in a round.  The models compute in
+    float32, which holds a loss ``L`` to about ``LOSS_RESOLUTION * L``: a predicted excess
+    below that is none the model can show, and a level below it is rounding.  At a
+    converged model the level can be far below it (consensus, leave at round 112 at a
+    learning rate of 0.001: ``R_drift`` about 1e-13 on a mean loss of 0.006), and any
+    disturbance of the gradients then reads as drift tens of times its level.
+    """
+    loss = np.asarray(loss_devices, dtype=float)
+    floor = LOSS_RESOLUTION * float(loss.mean()) if loss.size else 0.0
+    return np.maximum(_level(drift), floor)
+
+
 def _largest_device(learn_devices: np.ndarray, n_groups: int) -> np.ndarray:
     """Per group, the largest device's ``R_learn`` (zeros when no device was measured)."""
     rows = np.asarray(learn_devices, dtype=float).reshape(-1, n_groups)
@@ -223,7 +245,12 @@ def loss_ratio(loss: Mapping[int, float], before: Mapping[int, float]) -> float:
 
 
 def relative_terms(
-    terms: Any, baseline: Any, n_before: int, n_after: int, measured_loss: float | None = None
+    terms: Any,
+    baseline: Any,
+    n_before: int,
+    n_after: int,
+    measured_loss: float | None = None,
+    drift_floor: bool = False,
 ) -> ScaledTerms:
     """``terms`` in units of ``baseline`` (the same terms just before the event).
 
@@ -239,7 +266,8 @@ def relative_terms(
     consensus term's units and is divided by the same level (``consensus_share`` compares
     the two, so its ratio is unchanged).  ``measured_loss`` (:func:`loss_ratio`,
     already in units of its pre-event level) counts as a third ratio for ``R_learn`` in
-    every group.
+    every group.  With ``drift_floor`` the drift term's level is :func:`drift_level`, which
+    reads the baseline's ``loss_devices``.
     """
     n_groups = len(np.asarray(terms.learn))
     total = np.asarray(terms.learn) / _level(np.asarray(baseline.learn) * n_after / max(n_before, 1))
@@ -249,7 +277,8 @@ def relative_terms(
     cons_level = _level(baseline.consensus)
     return ScaledTerms(
         learn=np.maximum(np.maximum(total, device), 0.0 if measured_loss is None else measured_loss),
-        drift=np.asarray(terms.drift) / _level(baseline.drift),
+        drift=np.asarray(terms.drift)
+        / (drift_level(baseline.drift, baseline.loss_devices) if drift_floor else _level(baseline.drift)),
         consensus=np.asarray(terms.consensus) / cons_level,
         disagreement=np.asarray(terms.disagreement) / cons_level,
         magnitude=np.asarray(terms.magnitude) / cons_level,
@@ -282,7 +311,7 @@ def decide_for(
         if baseline is None:
             raise ValueError("relative tolerances need the pre-event residuals (baseline)")
         counted = measured_loss if spec.tolerances.measured_loss else None
-        terms = relative_terms(terms, baseline, n_before, n_after, counted)
+        terms = relative_terms(terms, baseline, n_before, n_after, counted, spec.tolerances.drift_floor)
     return decide(terms, tolerances_of(spec), budget)
 
 

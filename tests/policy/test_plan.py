@@ -27,6 +27,7 @@ class Terms:
         self.kappa = np.full(len(self.learn), 0.1)
         self.magnitude = np.full(len(self.learn), 1e9)  # large copies: the consensus share never binds
         self.gamma, self.n_components, self.eta, self.tau = gamma, n_components, 0.01, 4
+        self.loss_devices = np.zeros(0)  # no measured loss: the drift term's level has no floor
 
 
 SPEC = Correction(
@@ -126,6 +127,37 @@ def test_relative_tolerances_divide_each_term_by_its_pre_event_level() -> None:
     assert d.normalised_learn == pytest.approx((10.0 / (2.0 / 3) / 2.0, 4.0 / (4.0 / 3) / 2.0))
     with pytest.raises(ValueError, match="baseline"):
         decide_for(after, spec, rounds_left=5)
+
+
+def test_the_drift_level_is_at_least_the_float32_resolution_of_the_loss() -> None:
+    from cosim.engine.correction import LOSS_RESOLUTION, drift_level
+
+    assert LOSS_RESOLUTION == 2.0**-23
+    loss = np.array([0.004, 0.008])  # a mean of 0.006: a floor of 0.006 * 2^-23, about 7.2e-10
+    floor = 0.006 * 2.0**-23
+    # Group 0 below the floor is raised to it; group 1 above it keeps its own level.
+    assert drift_level(np.array([1e-13, 1e-6]), loss) == pytest.approx([floor, 1e-6], rel=1e-12)
+    # A level of 0 takes the largest other level (here below the floor, so the floor).
+    assert drift_level(np.array([0.0, 1e-12]), loss) == pytest.approx([floor, floor], rel=1e-12)
+    # Without a measured loss there is no floor.
+    assert drift_level(np.array([1e-13, 1e-12]), np.zeros(0)) == pytest.approx([1e-13, 1e-12])
+
+
+@pytest.mark.parametrize("floor", [True, False])
+def test_a_drift_far_below_the_loss_s_resolution_is_no_drift(floor: bool) -> None:
+    """A converged model: the drift level 1e-13 on a loss of 0.006; the event multiplies it by 40."""
+    from cosim.engine.correction import decide_for
+
+    before = Terms(learn=[1.0], drift=[1e-13], consensus=[1.0])
+    before.learn_devices = np.array([[0.5], [0.5]])
+    before.loss_devices = np.array([0.004, 0.008])
+    after = Terms(learn=[1.0], drift=[4e-12], consensus=[1.0])
+    after.learn_devices = before.learn_devices
+    spec = Correction(policy="priority", tolerances={"mode": "relative", "drift_floor": floor})
+    d = decide_for(after, spec, rounds_left=5, baseline=before, n_before=2, n_after=2)
+    level = 0.006 * 2.0**-23 if floor else 1e-13
+    assert d.normalised_drift == pytest.approx((4e-12 / level / 2.0,), rel=1e-9)
+    assert d.actions == ((Action.NONE,) if floor else (Action.PROXIMAL_DAMPING,))
 
 
 def test_relative_tolerances_keep_the_consensus_share_of_the_copies_size() -> None:
