@@ -850,10 +850,10 @@ class CorrectionTolerances(_Spec):
     drift_floor: bool = Field(
         True,
         description="relative mode only: R_drift's pre-event level is at least the float32 "
-        "resolution (2^-23) of the affected devices' mean loss before the event. R_drift predicts a "
-        "loss excess; below that share of the loss it is rounding, not a level, and a disturbance "
-        "of the gradients measured against it reads as drift many times over (false: the level as "
-        "measured).",
+        "resolution (2^-23) of the mean loss of every device active just before the event. "
+        "R_drift predicts a loss excess; below that share of the loss it is rounding, not a level, "
+        "and a disturbance of the gradients measured against it reads as drift many times over "
+        "(false: the level as measured).",
     )
     measured_loss: bool | None = Field(
         None,

@@ -198,14 +198,16 @@ LOSS_RESOLUTION = float(np.finfo(np.float32).eps)
 
 def drift_level(drift: np.ndarray, loss_devices: np.ndarray) -> np.ndarray:
     """The pre-event level the drift term is measured against: its own (:func:`_level`), but
-    at least ``LOSS_RESOLUTION`` times the affected devices' mean loss before the event.
+    at least ``LOSS_RESOLUTION`` times the mean loss of the devices the pre-event residuals
+    were measured on (every device active just before the event; for a leave, the leaver
+    too).
 
     ``R_drift`` predicts the loss the devices' drift adds in a round.  The models compute in
     float32, which holds a loss ``L`` to about ``LOSS_RESOLUTION * L``: a predicted excess
     below that is none the model can show, and a level below it is rounding.  At a
     converged model the level can be far below it (consensus, leave at round 112 at a
-    learning rate of 0.001: ``R_drift`` about 1e-13 on a mean loss of 0.006), and any
-    disturbance of the gradients then reads as drift tens of times its level.
+    learning rate of 0.001: ``R_drift`` about 1e-13 on a mean loss of 0.004), and any
+    disturbance of the gradients then reads as drift up to thousands of times its level.
     """
     loss = np.asarray(loss_devices, dtype=float)
     floor = LOSS_RESOLUTION * float(loss.mean()) if loss.size else 0.0
