@@ -886,7 +886,13 @@ class CorrectionTolerances(_Spec):
 
 
 class CorrectionBudget(_Spec):
-    """What one correction may spend; it stops at whichever runs out first."""
+    """What one correction may spend; it stops at whichever runs out first.
+
+    Each round's extra exchanges and local steps are cut to what is left of the seconds
+    and bits, counting a round (and each extra exchange) at the mean cost of the rounds
+    before the event and each extra step at the slowest trainee's step time.  Those are
+    estimates: the last round can still overrun by what a round costs more than the mean.
+    """
 
     rounds: int = Field(5, ge=1, le=10000, description="Rounds after the event during which actions apply.")
     seconds: float | None = Field(
@@ -894,6 +900,14 @@ class CorrectionBudget(_Spec):
     )
     bits: float | None = Field(
         None, gt=0, description="Bits sent by every device since the event, gossip included (null: no limit)."
+    )
+    replay_share: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Seconds and bits since the event, each at most this share of what the rounds "
+        "since training (last) started from scratch cost: what retrain would spend to replay them "
+        "(null: no limit; with seconds or bits, the lower limit counts).",
     )
     max_local_steps: int = Field(40, ge=0, le=100000, description="Cap on extra local steps per round.")
     max_links: int = Field(2, ge=0, le=1000, description="Links topology refinement may add per decision.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from dataclasses import replace
 from itertools import pairwise
@@ -735,6 +736,47 @@ def test_allocation_precisions_must_be_distinct(tiny_scenario) -> None:
 
     with pytest.raises(ScenarioError, match="precisions_bits must be distinct"):
         parse_scenario(apply_overrides(tiny_scenario, ["allocation.precisions_bits=[8, 8]"]))
+
+
+def test_replay_share_cuts_the_correction_to_its_share_of_the_rounds_before_the_event(run_tiny) -> None:
+    share = 0.4
+    late = "events=[{kind: leave, device: 1, round: 6}]"
+    run = run_tiny(
+        late,
+        "training.rounds=10",
+        "correction.policy=local",
+        *EAGER,
+        f"correction.budget.replay_share={share}",
+    )
+    rounds = run.rows("rounds")
+    event_s = min(row["time_s"] for row in rounds if row["round"] == 6)
+    history_bits = sum(t["delivered_bits"] for t in run.rows("transfers") if t["round"] < 6)
+    first, second, end = (c for c in corrections(run) if c["round"] >= 6)
+    # What retrain would replay: the six rounds before the leave, their seconds and bits.
+    assert first["budget_limits"]["seconds"] == pytest.approx(share * event_s)
+    assert first["budget_limits"]["bits"] == pytest.approx(share * history_bits)
+    # A round and the corrected slots' exchange at the mean round's 1/6 of event_s, the rest
+    # in extra steps at the slowest trainee's step time; the decision asked for the cap.
+    step_s = max(
+        row["compute_s"] / row["steps"] for row in rounds if row["round"] == 5 and row["device"] != 1
+    )
+    fits = math.floor((share * event_s - 2 * event_s / 6) / step_s)
+    assert 0 < fits < 40
+    assert first["local_steps"] == fits and first["budget_cut"] == {"local_steps": 40, "syncs": 0}
+    # The next round no longer fits the steps' exchange: the correction ends within its limit.
+    assert second["local_steps"] == 0 and second["budget_cut"]["local_steps"] == 40
+    assert end["kind"] == "correction_end" and end["rounds"] == 1
+    assert end["reason"] == "the budget left does not fit the chosen action"
+    assert end["seconds"] <= share * event_s and end["bits"] <= share * history_bits
+
+
+def test_the_lower_of_seconds_and_replay_share_is_the_limit(run_tiny) -> None:
+    late = "events=[{kind: leave, device: 1, round: 6}]"
+    common = (late, "training.rounds=10", "correction.policy=local", *EAGER)
+    run = run_tiny(*common, "correction.budget.replay_share=1", "correction.budget.seconds=0.01")
+    limits = first_decision(run)["budget_limits"]
+    assert limits["seconds"] == 0.01 and limits["bits"] > 0
+    assert "budget_limits" not in first_decision(run_tiny(*common))  # no limit asked
 
 
 def test_a_second_retrain_replays_only_the_rounds_since_the_first(run_tiny) -> None:

@@ -17,7 +17,8 @@ into a :class:`Plan` with :func:`plan_round`:
   steps, ``mu = 1 / (eta tau)``, one exchange, or one link.
 
 Sizes are capped by the correction budget (``max_local_steps``, ``max_syncs``,
-``max_links``).  Local correction sizes each of its groups on its own: the extra steps
+``max_links``), and :func:`fit_plan` cuts a round's extra exchanges and steps to what is
+left of its seconds and bits.  Local correction sizes each of its groups on its own: the extra steps
 train a group for that group's count and leave the groups of other actions as they are.
 When several devices take the extra steps together after a leave (every retained
 device), each keeps ``1 / m`` of its displacement (:func:`parallel_step_scale`).
@@ -25,8 +26,9 @@ device), each keeps ``1 / m`` of its displacement (:func:`parallel_step_scale`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -39,9 +41,11 @@ __all__ = [
     "SINGLE_ACTIONS",
     "CorrectionState",
     "Plan",
+    "RoundCost",
     "allocation_weights",
     "decide_for",
     "drift_level",
+    "fit_plan",
     "parallel_step_scale",
     "plan_round",
 ]
@@ -81,6 +85,15 @@ class Plan:
         return not self.extra_steps and not any(self.mu) and not self.syncs and not self.links
 
 
+@dataclass(frozen=True)
+class RoundCost:
+    """What one round of a correction costs, as :func:`fit_plan` counts it."""
+
+    seconds: float  # a regular round, its steps and its exchange; every extra exchange the same
+    bits: float  # likewise
+    step_s: float  # one extra local step on the slowest device that takes them
+
+
 @dataclass
 class CorrectionState:
     """A correction in progress and what it has spent so far."""
@@ -109,6 +122,12 @@ class CorrectionState:
     teacher_before: float | None = None
     teacher_done: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
+    # What the correction may spend in all (budget.seconds and budget.bits, or their
+    # replay_share if lower; None: no limit), and a round's cost as it plans (None: no
+    # round before the event to take it from).
+    limit_s: float | None = None
+    limit_bits: float | None = None
+    round_cost: RoundCost | None = None
 
     @property
     def teacher_rows(self) -> int:
@@ -369,6 +388,42 @@ def plan_round(policy: str, decision: Decision, spec: CorrectionSpec, eta: float
         syncs=syncs,
         sync_groups=sync if syncs else (),
         links=links,
+    )
+
+
+def _how_many(left: float, each: float) -> float:
+    """How many items of cost ``each`` fit into ``left`` (any number when they cost nothing)."""
+    if each <= 0 or math.isinf(left):
+        return math.inf if left >= 0 else 0.0
+    return max(math.floor(left / each + 1e-9), 0)
+
+
+def fit_plan(plan: Plan, left_s: float, left_bits: float, cost: RoundCost) -> Plan:
+    """``plan`` cut so that its round costs at most ``left_s`` seconds and ``left_bits`` bits.
+
+    The round's regular steps and exchange are paid whatever the plan (``cost.seconds``,
+    ``cost.bits``).  Extra exchanges come first (synchronisation before more training):
+    each costs a regular round's seconds and bits, and as many are kept as fit.  Extra
+    local steps then cost ``cost.step_s`` each plus the exchange that sends the
+    corrected slots (a round's seconds and bits): they are kept, or cut to as many as
+    fit (none when that exchange's bits do not), each group to at most that many.
+    Proximal damping and links cost nothing and stay.
+    """
+    rest_s, rest_bits = left_s - cost.seconds, left_bits - cost.bits
+    syncs = int(min(plan.syncs, _how_many(rest_s, cost.seconds), _how_many(rest_bits, cost.bits)))
+    rest_s -= syncs * cost.seconds
+    rest_bits -= syncs * cost.bits
+    steps = plan.extra_steps
+    if steps:
+        exchange_fits = rest_s >= cost.seconds and rest_bits >= cost.bits
+        fit = _how_many(rest_s - cost.seconds, cost.step_s) if exchange_fits else 0
+        steps = int(min(steps, fit))
+    return replace(
+        plan,
+        syncs=syncs,
+        sync_groups=plan.sync_groups if syncs else (),
+        extra_steps=steps,
+        extra_group_steps=tuple(min(s, steps) for s in plan.extra_group_steps) if steps else (),
     )
 
 

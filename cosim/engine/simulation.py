@@ -39,6 +39,7 @@ and the correction's cost go to ``events``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Generator
@@ -54,8 +55,10 @@ from cosim.allocator.knapsack import GroupOptions, allocate, quantized_value, sl
 from cosim.engine.correction import (
     CorrectionState,
     Plan,
+    RoundCost,
     allocation_weights,
     decide_for,
+    fit_plan,
     loss_ratio,
     parallel_step_scale,
     plan_round,
@@ -499,6 +502,7 @@ class Simulation:
             trains=trains,
             baseline=self._baseline,
         )
+        self._budget_limits(self._correction, r, now)
         if left:
             # The deletion shock needs the departed slot's copies: measure it before the
             # tombstones zero them.  Everything else is measured at the round's start, on
@@ -514,6 +518,45 @@ class Simulation:
                 teacher = self.learner.teacher_logits(trains)
                 self._correction.teacher = teacher
                 self._teacher_flops = {d: self.learner.forward_flops(len(t)) for d, t in teacher.items()}
+
+    def _budget_limits(self, state: CorrectionState, r: int, now: float) -> None:
+        """Set what ``state`` may spend in all and what a round costs it (:func:`fit_plan`).
+
+        The rounds before the event are what retrain would replay (a residual policy never
+        starts training over): their seconds and bits give ``replay_share``'s limits, and
+        their mean a round's cost.
+        """
+        budget = self.scenario.correction.budget
+        rounds, history_s, history_bits = r, now, self._bits_before_events
+        share = budget.replay_share
+        limits_s = [
+            v for v in (budget.seconds, None if share is None else share * history_s) if v is not None
+        ]
+        limits_bits = [
+            v for v in (budget.bits, None if share is None else share * history_bits) if v is not None
+        ]
+        state.limit_s = min(limits_s, default=None)
+        state.limit_bits = min(limits_bits, default=None)
+        if rounds > 0:
+            step_flops = self.learner.flops_per_step()
+            trainees = state.trainees(self.members.active) or self.members.active
+            step_s = max(step_flops / self.flops_per_s[d] for d in trainees)
+            state.round_cost = RoundCost(history_s / rounds, history_bits / rounds, step_s)
+
+    def _fit_to_budget(self, state: CorrectionState, plan: Plan) -> Plan:
+        """``plan`` cut to what is left of the correction's seconds and bits (:func:`fit_plan`)."""
+        if state.round_cost is None or (state.limit_s is None and state.limit_bits is None):
+            return plan
+        left_s = math.inf if state.limit_s is None else state.limit_s - (self.env.now - state.start_s)
+        left_bits = (
+            math.inf if state.limit_bits is None else state.limit_bits - (self._bits_total - state.start_bits)
+        )
+        # A leave's teacher pass (local_target teacher) is computed in this round whatever the plan.
+        active = self.members.active
+        left_s -= max(
+            (f / self.flops_per_s[d] for d, f in self._teacher_flops.items() if d in active), default=0.0
+        )
+        return fit_plan(plan, left_s, left_bits, state.round_cost)
 
     def _start_calibration(self, r: int, kind: str, now: float, active: list[int]) -> None:
         """FedEraser: back to the initial adapter, then replay the stored rounds without the leavers."""
@@ -757,6 +800,8 @@ class Simulation:
         if plan.extra_steps and not state.trainees(self.members.active):
             # The newcomer the extra steps were for is gone: nothing to train on.
             plan = replace(plan, extra_steps=0, extra_group_steps=())
+        planned = plan
+        plan = self._fit_to_budget(state, plan)
         if state.teacher is not None:
             # tolerances.teacher_progress compares the next decision's distance with this one's.
             state.teacher_before = state.history[-1]["teacher_distance"] if plan.extra_steps else None
@@ -789,6 +834,11 @@ class Simulation:
             "sync_groups": list(plan.sync_groups),
             "links_added": added,
         }
+        if state.rounds == 0 and (state.limit_s is not None or state.limit_bits is not None):
+            detail["budget_limits"] = {"seconds": state.limit_s, "bits": state.limit_bits}
+        if plan != planned:
+            # Cut to what is left of the budget: what the decision asked for.
+            detail["budget_cut"] = {"local_steps": planned.extra_steps, "syncs": planned.syncs}
         self._event("correction", -1, -1, detail)
         plan = replace(plan, links=0)  # spent
         if plan.idle and not added:
@@ -796,6 +846,8 @@ class Simulation:
                 reason = f"{topology_reason}, and no feasible link to add"
             elif all(a == Action.NONE for a in plan.actions):
                 reason = "every residual within tolerance"
+            elif not planned.idle:
+                reason = "the budget left does not fit the chosen action"
             else:
                 reason = "the chosen action can do nothing more"
             self._end_correction(reason)
@@ -820,9 +872,9 @@ class Simulation:
         spent_bits = self._bits_total - state.start_bits
         if state.rounds >= budget.rounds:
             self._end_correction("round budget spent")
-        elif budget.seconds is not None and spent_s >= budget.seconds:
+        elif state.limit_s is not None and spent_s >= state.limit_s:
             self._end_correction("time budget spent")
-        elif budget.bits is not None and spent_bits >= budget.bits:
+        elif state.limit_bits is not None and spent_bits >= state.limit_bits:
             self._end_correction("bit budget spent")
 
     def _end_correction(self, reason: str, bits_total: int | None = None) -> None:

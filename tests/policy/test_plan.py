@@ -9,7 +9,9 @@ import pytest
 
 from cosim.engine.correction import (
     Plan,
+    RoundCost,
     allocation_weights,
+    fit_plan,
     parallel_step_scale,
     plan_round,
     tolerances_of,
@@ -338,3 +340,48 @@ def test_the_scenario_option_reaches_the_policy() -> None:
     assert tolerances_of(Correction(policy="priority")).event_first
     off = Correction(policy="priority", tolerances={"event_first": False})
     assert not tolerances_of(off).event_first
+
+
+# --------------------------------------------------------------------------- the budget
+
+ASKED = Plan(
+    actions=(Action.LOCAL_CORRECTION, Action.SYNC_SCHEDULING, Action.PROXIMAL_DAMPING),
+    extra_steps=40,
+    extra_group_steps=(40, 0, 0),
+    mu=(0.0, 0.0, 3.0),
+    syncs=3,
+    sync_groups=(1,),
+    links=2,
+)
+COST = RoundCost(seconds=0.25, bits=1e6, step_s=0.02)
+
+
+@pytest.mark.parametrize(
+    ("left_s", "left_bits", "syncs", "steps"),
+    [
+        (math.inf, math.inf, 3, 40),  # no limit: as asked
+        # 0.25 round + 3 x 0.25 syncs + 0.25 exchange + 40 x 0.02 = 2.05 s, 5 Mbit
+        (2.05, 5e6, 3, 40),
+        (2.0, 5e6, 3, 37),  # 2.0 - 1.25 = 0.75 s left for steps: 37 of 0.02 s
+        (1.25, math.inf, 3, 0),  # the steps' exchange fits, no step does
+        (1.2, math.inf, 3, 0),  # the steps' exchange does not fit
+        (0.9, math.inf, 2, 0),  # 0.9 - 0.25 round: two syncs of 0.25
+        (math.inf, 4.5e6, 3, 0),  # a round and three syncs fit the bits, the steps' exchange not
+        (math.inf, 3e6, 2, 0),
+        (math.inf, 0.5e6, 0, 0),  # not even the round itself
+    ],
+)
+def test_a_plan_is_cut_to_the_seconds_and_bits_left(left_s, left_bits, syncs, steps) -> None:
+    plan = fit_plan(ASKED, left_s, left_bits, COST)
+    assert plan.syncs == syncs and plan.sync_groups == ((1,) if syncs else ())
+    assert plan.extra_steps == steps and plan.extra_group_steps == ((steps, 0, 0) if steps else ())
+    # Damping and links cost nothing: they stay.
+    assert plan.mu == ASKED.mu and plan.links == ASKED.links and plan.actions == ASKED.actions
+
+
+def test_a_cut_keeps_each_group_s_steps_below_the_new_count() -> None:
+    asked = Plan(actions=(Action.LOCAL_CORRECTION,) * 2, extra_steps=30, extra_group_steps=(30, 12))
+    plan = fit_plan(asked, 0.25 + 0.25 + 20 * 0.02, math.inf, COST)
+    assert plan.extra_steps == 20 and plan.extra_group_steps == (20, 12)
+    plan = fit_plan(asked, 0.25 + 0.25 + 10 * 0.02, math.inf, COST)
+    assert plan.extra_steps == 10 and plan.extra_group_steps == (10, 10)
