@@ -527,21 +527,20 @@ class Simulation:
         their mean a round's cost.
         """
         budget = self.scenario.correction.budget
-        rounds, history_s, history_bits = r, now, self._bits_before_events
+        history_s, history_bits = now, self._bits_before_events
         share = budget.replay_share
-        limits_s = [
-            v for v in (budget.seconds, None if share is None else share * history_s) if v is not None
-        ]
-        limits_bits = [
-            v for v in (budget.bits, None if share is None else share * history_bits) if v is not None
-        ]
-        state.limit_s = min(limits_s, default=None)
-        state.limit_bits = min(limits_bits, default=None)
-        if rounds > 0:
+
+        def limit(cap: float | None, history: float) -> float | None:
+            shares = () if share is None else (share * history,)
+            return min((v for v in (cap, *shares) if v is not None), default=None)
+
+        state.limit_s = limit(budget.seconds, history_s)
+        state.limit_bits = limit(budget.bits, history_bits)
+        if r > 0:
             step_flops = self.learner.flops_per_step()
             trainees = state.trainees(self.members.active) or self.members.active
             step_s = max(step_flops / self.flops_per_s[d] for d in trainees)
-            state.round_cost = RoundCost(history_s / rounds, history_bits / rounds, step_s)
+            state.round_cost = RoundCost(history_s / r, history_bits / r, step_s)
 
     def _fit_to_budget(self, state: CorrectionState, plan: Plan) -> Plan:
         """``plan`` cut to what is left of the correction's seconds and bits (:func:`fit_plan`)."""
