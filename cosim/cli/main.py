@@ -305,7 +305,9 @@ def experiments(
         bool,
         typer.Option(
             "--no-run",
-            help="Run nothing: build the tables from the complete runs of this plan already in --out.",
+            help="Run nothing: build the tables from the complete runs of this plan already in --out, "
+            "also those made from another version of their scenario (which a run without --no-run "
+            "makes again and replaces).",
         ),
     ] = False,
     overrides: Annotated[
