@@ -176,6 +176,10 @@ class BuiltinNetwork(_Spec):
     def access_delay_s(self) -> float:
         return self.radio.access_delay_s
 
+    @property
+    def packet_bits(self) -> int:
+        return self.radio.packet_bits
+
 
 # ns-3 network (cosim.network.ns3).  Its nested sections are unions tagged by ``model``
 # (propagation, fading) or ``kind`` (mobility); an unknown ``model`` is routed to a
@@ -889,9 +893,12 @@ class CorrectionBudget(_Spec):
     """What one correction may spend; it stops at whichever runs out first.
 
     Each round's extra exchanges and local steps are cut to what is left of the seconds
-    and bits, counting a round (and each extra exchange) at the mean cost of the rounds
-    before the event and each extra step at the slowest trainee's step time.  Those are
-    estimates: the last round can still overrun by what a round costs more than the mean.
+    and bits, counting a round (and each extra exchange) at the mean cost of retrain's
+    replay of the rounds before the event and each extra step at the slowest trainee's step
+    time.  Those are estimates: the last round can still overrun by what a round costs more
+    than the mean.  The replay is estimated from those rounds' gossip as it went, sent again
+    without the devices no longer active and without their slots
+    (:func:`cosim.engine.replay.replay_cost`).
     """
 
     rounds: int = Field(5, ge=1, le=10000, description="Rounds after the event during which actions apply.")
@@ -905,9 +912,10 @@ class CorrectionBudget(_Spec):
         None,
         gt=0,
         le=1,
-        description="Seconds and bits since the event, each at most this share of what the rounds "
-        "since training (last) started from scratch cost: what retrain would spend to replay them "
-        "(null: no limit; with seconds or bits, the lower limit counts).",
+        description="Seconds and bits since the event, each at most this share of what retrain would "
+        "spend to replay the rounds since training (last) started from scratch, estimated from "
+        "those rounds without the devices gone (null: no limit; with seconds or bits, the lower "
+        "limit counts).",
     )
     max_local_steps: int = Field(40, ge=0, le=100000, description="Cap on extra local steps per round.")
     max_links: int = Field(2, ge=0, le=1000, description="Links topology refinement may add per decision.")

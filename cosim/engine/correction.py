@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from cosim.engine.replay import ReplayCost
 from cosim.policy.priority import TERMS, Action, Budget, Decision, Tolerances, decide
 from cosim.scenario import Correction as CorrectionSpec
 
@@ -128,6 +129,7 @@ class CorrectionState:
     limit_s: float | None = None
     limit_bits: float | None = None
     round_cost: RoundCost | None = None
+    replay: ReplayCost | None = None  # the estimate of retrain's replay these come from
 
     @property
     def teacher_rows(self) -> int:

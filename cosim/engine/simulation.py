@@ -63,6 +63,7 @@ from cosim.engine.correction import (
     parallel_step_scale,
     plan_round,
 )
+from cosim.engine.replay import RoundRecord, Sent, replay_cost
 from cosim.graph import hop_distances, metropolis_hastings
 from cosim.learning.history import UpdateHistory, calibrate, difference
 from cosim.learning.learner import FULL_PRECISION_BITS, SlotLearner
@@ -208,6 +209,9 @@ class Simulation:
         self._bits_before_events = 0
         self._extra_rounds = 0  # rounds a retrain adds (it replays the rounds before the event)
         self._last_reset = 0  # the round training last started from scratch
+        # Each round's gossip since then, as it went: what retrain's replay would cost
+        # (replay_cost) without the devices that have left.
+        self._replay_records: list[RoundRecord] = []
         self._correction: CorrectionState | None = None
         # The residuals just before the last event, and the devices they were measured on; a
         # correction keeps the one of the event that started it.
@@ -468,6 +472,7 @@ class Simulation:
             self._end_correction("superseded by a new event", self._bits_before_events)
         if spec.policy == "retrain":
             self.learner.reset()
+            self._replay_records = []
             self._extra_rounds += r - self._last_reset
             replay = r - self._last_reset
             self._last_reset = r
@@ -523,11 +528,21 @@ class Simulation:
         """Set what ``state`` may spend in all and what a round costs it (:func:`fit_plan`).
 
         The rounds before the event are what retrain would replay (a residual policy never
-        starts training over): their seconds and bits give ``replay_share``'s limits, and
-        their mean a round's cost.
+        starts training over).  Their gossip replayed without the devices no longer active
+        (:func:`~cosim.engine.replay.replay_cost`) gives ``replay_share``'s limits, and its
+        mean a round's cost.
         """
         budget = self.scenario.correction.budget
-        history_s, history_bits = now, self._bits_before_events
+        net = self.scenario.network
+        replay = replay_cost(
+            self._replay_records,
+            self._gone(),
+            slot_s=net.slot_s,
+            access_delay_s=net.access_delay_s,
+            packet_bits=net.packet_bits,
+        )
+        state.replay = replay
+        history_s, history_bits = replay.seconds, replay.bits
         share = budget.replay_share
 
         def limit(cap: float | None, history: float) -> float | None:
@@ -536,11 +551,20 @@ class Simulation:
 
         state.limit_s = limit(budget.seconds, history_s)
         state.limit_bits = limit(budget.bits, history_bits)
-        if r > 0:
+        if replay.rounds > 0:
             step_flops = self.learner.flops_per_step()
             trainees = state.trainees(self.members.active) or self.members.active
             step_s = max(step_flops / self.flops_per_s[d] for d in trainees)
-            state.round_cost = RoundCost(history_s / r, history_bits / r, step_s)
+            state.round_cost = RoundCost(history_s / replay.rounds, history_bits / replay.rounds, step_s)
+
+    def _gone(self) -> set[int]:
+        """The slot owners of the replay records that are not active now (-1: an ownerless slot)."""
+        active = set(self.members.active)
+        seen = {-1}
+        for record in self._replay_records:
+            seen.update(record.computed_s)
+            seen.update(d for m in record.messages for d in (m.src, m.dst, *m.slot_bits))
+        return seen - active
 
     def _fit_to_budget(self, state: CorrectionState, plan: Plan) -> Plan:
         """``plan`` cut to what is left of the correction's seconds and bits (:func:`fit_plan`)."""
@@ -835,6 +859,12 @@ class Simulation:
         }
         if state.rounds == 0 and (state.limit_s is not None or state.limit_bits is not None):
             detail["budget_limits"] = {"seconds": state.limit_s, "bits": state.limit_bits}
+            if state.replay is not None:
+                detail["replay_estimate"] = {
+                    "seconds": state.replay.seconds,
+                    "bits": state.replay.bits,
+                    "rounds": state.replay.rounds,
+                }
         if plan != planned:
             # Cut to what is left of the budget: what the decision asked for.
             detail["budget_cut"] = {"local_steps": planned.extra_steps, "syncs": planned.syncs}
@@ -1135,6 +1165,8 @@ class Simulation:
                 # slots in the message, layer groups sent
                 carries[(d, members[j])] = (n_slots, int((carried > 0).any(axis=0).sum()))
         results = self.network.transfer(now, messages, deadline, on_air)
+        if purpose == "gossip":
+            self._replay_records.append(self._round_record(now, tx_start, messages, results, allocations))
 
         delivered = np.zeros((len(members), len(members)), dtype=bool)
         needed: list[simpy.Event] = []
@@ -1205,6 +1237,37 @@ class Simulation:
                 if ok and res.dst in received:
                     received[res.dst] += res.bits
         return sent, received
+
+    def _round_record(
+        self,
+        now: float,
+        tx_start: dict[int, float],
+        messages: list[Message],
+        results: list[TransferResult],
+        allocations: list[list[dict[str, Any]]],
+    ) -> RoundRecord:
+        """A gossip exchange as it went, each message's payload bits per slot owner (:class:`RoundRecord`)."""
+        owner = {} if self.learner.shared else {s: d for d, s in self.learner.slot_of.items()}
+        sent = []
+        for msg, res, rows in zip(messages, results, allocations, strict=True):
+            slot_bits: dict[int, int] = {}
+            if not self.learner.shared:
+                for row in rows:
+                    d = owner.get(row["slot"], -1)
+                    slot_bits[d] = slot_bits.get(d, 0) + row["bits"]
+            sent.append(
+                Sent(
+                    src=msg.src,
+                    dst=msg.dst,
+                    bits=msg.bits,
+                    ready_s=msg.start_s,
+                    start_s=res.start_s,
+                    finish_s=res.finish_s,
+                    linked=res.rate_bps > 0,
+                    slot_bits=slot_bits,
+                )
+            )
+        return RoundRecord(start_s=now, computed_s=dict(tx_start), messages=tuple(sent))
 
     def _lag(self, links: LinkState, adjacency: np.ndarray, senders: list[int]) -> Lag:
         """What the priority allocation reads of the copies, once per exchange (:class:`Lag`)."""
