@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.sparse.csgraph import connected_components
 
 from cosim.engine.replay import RoundRecord, Sent, replay_cost
 from cosim.network import Message
@@ -27,13 +28,17 @@ def network(seed: int) -> BuiltinBackend:
 
 
 def exchange(net: BuiltinBackend, start_s: float, rng: np.random.Generator) -> tuple[RoundRecord, list]:
-    """One round: every device computes, then sends every other device its slots and its own."""
+    """One round: every device computes, then sends every other device the slots it holds.
+
+    A device holds the slots of its part of the graph; a message never carries the receiver's own.
+    """
     computed = {d: start_s + float(rng.uniform(0.0, 0.02)) for d in range(DEVICES)}
     slot_bits = {d: int(rng.integers(20_000, 120_000)) for d in range(DEVICES)}
+    _, part = connected_components(net.links(start_s, range(DEVICES)).rate_bps > 0, directed=False)
     messages, carried = [], []
     for src in range(DEVICES):
         for dst in rng.permutation([d for d in range(DEVICES) if d != src]):
-            carries = {d: b for d, b in slot_bits.items() if d != dst}  # never the receiver's own
+            carries = {d: b for d, b in slot_bits.items() if d != dst and part[d] == part[src]}
             messages.append(Message(src, int(dst), 512 + sum(carries.values()), computed[src]))
             carried.append(carries)
     deadline = max(computed.values()) + SLOT_S
@@ -49,14 +54,33 @@ def reference(net: BuiltinBackend, record: RoundRecord, gone: set[int]) -> tuple
     """The round sent again through the network itself, among the devices left and without their slots."""
     computed = max(t for d, t in record.computed_s.items() if d not in gone)
     deadline = computed + SLOT_S
-    messages = [
-        Message(m.src, m.dst, m.bits - sum(b for d, b in m.slot_bits.items() if d in gone), m.ready_s)
-        for m in record.messages
-        if m.src not in gone and m.dst not in gone
-    ]
-    results = net.transfer(record.start_s, messages, deadline)
+    kept = [m for m in record.messages if m.src not in gone and m.dst not in gone]
+    results = net.transfer(record.start_s, [Message(m.src, m.dst, m.bits, m.ready_s) for m in kept], deadline)
     # The engine's round: over when every message is through and every device has computed,
     # or at the deadline when one is not delivered.
+    # A slot crosses only links: a message carries no slot of a device no link among
+    # those left connects to its sender (a dense reachability, independent of the estimate's).
+    left = sorted({m.src for m in record.messages} - gone)
+    index = {d: i for i, d in enumerate(left)}
+    linked = np.eye(len(left), dtype=int)
+    for m, r in zip(kept, results, strict=True):
+        if r.rate_bps > 0:
+            linked[index[m.src], index[m.dst]] = linked[index[m.dst], index[m.src]] = 1
+    _, part = connected_components(linked, directed=False)
+    results = net.transfer(
+        record.start_s,
+        [
+            Message(
+                m.src,
+                m.dst,
+                m.bits
+                - sum(b for d, b in m.slot_bits.items() if d in gone or part[index[d]] != part[index[m.src]]),
+                m.ready_s,
+            )
+            for m in kept
+        ],
+        deadline,
+    )
     late = any(not r.delivered for r in results)
     end = deadline if late else max([computed, *(r.finish_s for r in results)])
     return end - record.start_s, float(sum(r.delivered_bits for r in results))
@@ -107,3 +131,22 @@ def test_a_message_without_the_slot_of_a_device_gone_is_that_much_shorter() -> N
     # With it the round waits for device 2's computing, and every bit goes.
     everyone = replay_cost([record], (), slot_s=1.0, access_delay_s=ACCESS_S, packet_bits=PACKET_BITS)
     assert everyone.bits == 2_100_000 and everyone.seconds == pytest.approx(0.5)
+
+
+def test_where_the_devices_gone_held_the_graph_together_a_message_carries_its_part_s_slots() -> None:
+    # The path 0 - 1 - 2 - 3 without device 1: 2 -> 3 no longer relays slot 0 (nor 1),
+    # and 3 -> 2 still carries slot 3.  Goodput 1 Mbit/s, nothing cut off.
+    def sent(src: int, dst: int, slots: dict[int, int], at: float) -> Sent:
+        bits = sum(slots.values())
+        return Sent(src, dst, bits, 0.0, at, at + ACCESS_S + bits / 1e6, True, slots)
+
+    messages = (
+        sent(0, 1, {0: 1000, 2: 2000, 3: 3000}, 0.0),
+        sent(1, 0, {1: 4000, 2: 2000, 3: 3000}, 0.0),
+        sent(2, 3, {0: 1000, 1: 4000, 2: 2000}, 0.0),
+        sent(3, 2, {0: 1000, 1: 4000, 3: 3000}, 0.0),
+    )
+    record = RoundRecord(0.0, dict.fromkeys(range(4), 0.0), messages)
+    cost = replay_cost([record], {1}, slot_s=1.0, access_delay_s=ACCESS_S, packet_bits=PACKET_BITS)
+    assert cost.bits == 2000 + 3000
+    assert cost.seconds == pytest.approx(ACCESS_S + 3000 / 1e6)

@@ -12,7 +12,8 @@ starting once the previous one is through (as :class:`~cosim.network.builtin.Bui
 does): a message's airtime is the access delay plus its bits at the goodput it went at,
 a message finishing after the exchange's deadline (the slowest remaining device's compute
 end plus ``network.slot_s``) is not delivered, and its whole packets through by the deadline
-count as sent.  What the estimate does not replay: the learning (a slower or faster
+count as sent.  Where the devices gone held the graph together, a message carries only
+the slots of its sender's part of it.  What the estimate does not replay: the learning (a slower or faster
 convergence), a budgeted allocation filling the bits the leaver's slot freed with other
 slots, the contention of a shared medium (ns-3), correction exchanges and pulls (retrain
 has none), and, after a join, the newcomer's part (it was not there to record).
@@ -72,9 +73,12 @@ def replay_cost(
     A round costs from its exchange's start to its end: when every remaining message is
     through and every remaining device has computed, or the deadline when a message is
     not delivered.  The bits are what the messages among the remaining devices deliver,
-    each message without the bits of the slots of ``without``.
+    each message without the bits of the slots of ``without`` and of the remaining devices
+    that no link among the remaining devices, in any record, connects to its sender.
     """
     gone = set(without)
+    records = list(records)
+    part = _components(records, gone)
     seconds = bits = 0.0
     n = 0
     for record in records:
@@ -90,7 +94,10 @@ def replay_cost(
             if not m.linked:
                 waits = True  # its receiver waits for it until the deadline
                 continue
-            payload = m.bits - sum(b for d, b in m.slot_bits.items() if d in gone)
+            cut_off = (
+                d for d in m.slot_bits if d in gone or (d in part and part[d] != part[m.src])
+            )  # gone, or on the other side of a split: its slot never reaches the sender
+            payload = m.bits - sum(m.slot_bits[d] for d in cut_off)
             airtime = m.finish_s - m.start_s - access_delay_s
             goodput = m.bits / airtime if airtime > 0 else float("inf")
             start = max(m.ready_s, free.get(m.src, m.ready_s))
@@ -105,3 +112,27 @@ def replay_cost(
                 bits += min(payload, int(through // packet_bits) * packet_bits)
         seconds += (deadline if waits else min(end, deadline)) - record.start_s
     return ReplayCost(seconds=seconds, bits=bits, rounds=n)
+
+
+def _components(records: list[RoundRecord], gone: set[int]) -> dict[int, int]:
+    """Per remaining device, a label of its part of the graph of every link among the remaining devices.
+
+    A slot crosses only links: where the devices gone held the graph together, the replay's
+    messages carry only the slots of their sender's part.
+    """
+    parent: dict[int, int] = {}
+
+    def root(d: int) -> int:
+        while parent.setdefault(d, d) != d:
+            parent[d] = parent[parent[d]]
+            d = parent[d]
+        return d
+
+    for record in records:
+        for d in record.computed_s:
+            if d not in gone:
+                root(d)
+        for m in record.messages:
+            if m.linked and m.src not in gone and m.dst not in gone:
+                parent[root(m.src)] = root(m.dst)
+    return {d: root(d) for d in list(parent)}
