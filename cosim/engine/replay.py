@@ -13,9 +13,9 @@ does): a message's airtime is the access delay plus its bits at the goodput it w
 a message finishing after the exchange's deadline (the slowest remaining device's compute
 end plus ``network.slot_s``) is not delivered, and its whole packets through by the deadline
 count as sent.  Where the devices gone held the graph together, a message carries only
-the slots of its sender's part of it.  What the estimate does not replay: the learning (a slower or faster
-convergence), a budgeted allocation filling the bits the leaver's slot freed with other
-slots, the contention of a shared medium (ns-3), correction exchanges and pulls (retrain
+the slots of its sender's part of it.  What the estimate does not replay: the learning
+(a slower or faster convergence), a budgeted allocation filling the bits the leaver's
+slot freed with other slots, the contention of a shared medium (ns-3), correction exchanges and pulls (retrain
 has none), and, after a join, the newcomer's part (it was not there to record).
 """
 
@@ -80,9 +80,7 @@ def replay_cost(
     records = list(records)
     part = _components(records, gone)
     seconds = bits = 0.0
-    n = 0
     for record in records:
-        n += 1
         remaining = [t for d, t in record.computed_s.items() if d not in gone]
         computed = max(remaining, default=record.start_s)
         deadline = computed + slot_s
@@ -111,7 +109,7 @@ def replay_cost(
                 through = max(0.0, (deadline - start - access_delay_s) * goodput)
                 bits += min(payload, int(through // packet_bits) * packet_bits)
         seconds += (deadline if waits else min(end, deadline)) - record.start_s
-    return ReplayCost(seconds=seconds, bits=bits, rounds=n)
+    return ReplayCost(seconds=seconds, bits=bits, rounds=len(records))
 
 
 def _components(records: list[RoundRecord], gone: set[int]) -> dict[int, int]:

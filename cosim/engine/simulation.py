@@ -210,7 +210,12 @@ class Simulation:
         self._extra_rounds = 0  # rounds a retrain adds (it replays the rounds before the event)
         self._last_reset = 0  # the round training last started from scratch
         # Each round's gossip since then, as it went: what retrain's replay would cost
-        # (replay_cost) without the devices that have left.
+        # (replay_cost) without the devices that have left.  Kept only where a correction
+        # budget takes its limits or a round's cost from it.
+        budget = scenario.correction.budget
+        self._keep_replay = scenario.correction.policy in RESIDUAL_POLICIES and any(
+            v is not None for v in (budget.seconds, budget.bits, budget.replay_share)
+        )
         self._replay_records: list[RoundRecord] = []
         self._correction: CorrectionState | None = None
         # The residuals just before the last event, and the devices they were measured on; a
@@ -1165,7 +1170,7 @@ class Simulation:
                 # slots in the message, layer groups sent
                 carries[(d, members[j])] = (n_slots, int((carried > 0).any(axis=0).sum()))
         results = self.network.transfer(now, messages, deadline, on_air)
-        if purpose == "gossip":
+        if purpose == "gossip" and self._keep_replay:
             self._replay_records.append(self._round_record(now, tx_start, messages, results, allocations))
 
         delivered = np.zeros((len(members), len(members)), dtype=bool)
