@@ -982,6 +982,16 @@ class Correction(_Spec):
         "model (its answers are one token).",
     )
 
+    learning_rate: float | None = Field(
+        None,
+        gt=0,
+        le=10,
+        description="The step size of local correction's extra steps (null: training.learning_rate). "
+        "A round's extra steps cost compute time, which the regular steps' rate spreads thinly: at "
+        "four times the rate a quarter of the steps (budget.max_local_steps) move a slot about as far "
+        "(Adam moves each weight by about the rate a step). The method's count of the steps uses this rate.",
+    )
+
     step_share: Literal["parallel", "whole"] = Field(
         "parallel",
         description="How much of its extra local steps' displacement each retained device keeps when "

@@ -329,7 +329,11 @@ def decide_for(
     ``learn_devices``, one row per measured device (:func:`relative_terms`).
     ``measured_loss`` (:func:`loss_ratio`) counts only with ``tolerances.measured_loss``.
     """
-    budget = Budget(rounds=max(rounds_left, 0), max_local_steps=spec.budget.max_local_steps)
+    budget = Budget(
+        rounds=max(rounds_left, 0),
+        max_local_steps=spec.budget.max_local_steps,
+        local_eta=spec.learning_rate,
+    )
     if spec.tolerances.mode == "relative":
         if baseline is None:
             raise ValueError("relative tolerances need the pre-event residuals (baseline)")

@@ -1045,6 +1045,7 @@ class Simulation:
                         len(extra), state.kind, self.scenario.correction.step_share
                     ),
                     teacher=state.teacher if state.kind != "join" else None,
+                    lr=self.scenario.correction.learning_rate,
                 )
                 state.local_steps += plan.extra_steps * len(extra)
                 extra_s = {

@@ -337,6 +337,7 @@ class SlotLearner:
         group_steps: Sequence[int] | None = None,
         step_scale: float = 1.0,
         teacher: Mapping[int, torch.Tensor] | None = None,
+        lr: float | None = None,
     ) -> dict[int, float]:
         """``steps`` local steps on each device's own slot, all devices in one batched pass.
 
@@ -359,12 +360,17 @@ class SlotLearner:
         by the mean squared distance of its centred answer logits from the teacher's row for
         that sample (every device in ``devices`` needs one); the minibatches are drawn as
         without it.
+        ``lr`` is these steps' learning rate (None: ``training.learning_rate``); the
+        optimizers go back to the training rate after them, their state kept.
         Returns each device's mean training loss over the steps.
         """
         if not devices or steps <= 0:
             return {}
         if not 0.0 < step_scale <= 1.0:
             raise ValueError(f"step_scale must lie in (0, 1] (got {step_scale})")
+        if lr is not None and not lr > 0.0:
+            raise ValueError(f"lr must be > 0 (got {lr})")
+        eta = self.training.learning_rate if lr is None else float(lr)
         groups = self.model_spec.layer_groups
         if isinstance(mu, (int, float)):
             mu_of = dict.fromkeys(self.layers, float(mu))
@@ -386,6 +392,7 @@ class SlotLearner:
         batch = self.training.batch_size
         anchors = self.own_state(devices)
         totals = dict.fromkeys(devices, 0.0)
+        self._set_lr(devices, eta)
         for step in range(steps):
             inputs, answers, targets = [], [], []
             for d in devices:
@@ -422,12 +429,13 @@ class SlotLearner:
                 for d in devices:
                     for n, p in self.own[d].items():
                         if mu_of[n] > 0 and step < until[n]:
-                            shrink = self.training.learning_rate * mu_of[n]
+                            shrink = eta * mu_of[n]
                             p.add_(anchors[d][n], alpha=shrink).div_(1.0 + shrink)
             for d, value in zip(devices, per_device.detach().tolist(), strict=True):
                 totals[d] += value
         self._drop_mask = None
         self._clear_views()
+        self._set_lr(devices, self.training.learning_rate)
         if step_scale != 1.0:
             with torch.no_grad():
                 for d in devices:
@@ -435,6 +443,11 @@ class SlotLearner:
                         p.copy_(anchors[d][n] + step_scale * (p - anchors[d][n]))
         self._sync_own(devices)
         return {d: totals[d] / steps for d in devices}
+
+    def _set_lr(self, devices: list[int], lr: float) -> None:
+        for d in devices:
+            for group in self.optimizers[d].param_groups:
+                group["lr"] = lr
 
     def _sync_own(self, devices: list[int]) -> None:
         with torch.no_grad():

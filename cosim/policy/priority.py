@@ -13,7 +13,8 @@ tolerance), come from the same simple models that define the terms:
 
 * **local steps** ``n = ceil(log(R_learn / tol_learn) / -log(1 - rho))`` with
   ``rho = min(eta kappa, 1/2)``: the gradient steps that shrink a loss gap ``R_learn``
-  to its tolerance at the linear rate of a ``kappa``-PL function with step ``eta``
+  to its tolerance at the linear rate of a ``kappa``-PL function with step ``eta`` (the
+  steps' own rate, ``correction.learning_rate``, where set)
   (the same model that makes ``E / (2 kappa)`` a loss gap), capped at
   ``Budget.max_local_steps``.  With Adam the real rate is faster than ``eta kappa``
   suggests, so in practice the cap decides.
@@ -160,12 +161,15 @@ class Budget:
 
     rounds: int  # gossip rounds available for the correction
     max_local_steps: int | None = None  # cap on the local correction steps of one group
+    local_eta: float | None = None  # the local correction steps' learning rate (None: terms.eta)
 
     def __post_init__(self) -> None:
         if self.rounds < 0:
             raise ValueError(f"budget.rounds must be >= 0 (got {self.rounds})")
         if self.max_local_steps is not None and self.max_local_steps < 0:
             raise ValueError(f"budget.max_local_steps must be >= 0 (got {self.max_local_steps})")
+        if self.local_eta is not None and not self.local_eta > 0:
+            raise ValueError(f"correction.learning_rate must be > 0 (got {self.local_eta})")
 
 
 @dataclass(frozen=True)
@@ -312,8 +316,9 @@ def decide(terms: ResidualTerms, tolerances: Tolerances, budget: Budget) -> Deci
 
     kappa = np.asarray(terms.kappa, dtype=float)
     d_g = np.asarray(terms.disagreement, dtype=float)
+    local_eta = terms.eta if budget.local_eta is None else budget.local_eta
     local_steps = tuple(
-        local_steps_needed(float(r), tolerances.learn, terms.eta, float(kappa[g]), budget.max_local_steps)
+        local_steps_needed(float(r), tolerances.learn, local_eta, float(kappa[g]), budget.max_local_steps)
         for g, r in enumerate(terms.learn)
     )
     mu = tuple(proximal_strength(float(r), tolerances.drift, terms.eta, terms.tau) for r in terms.drift)

@@ -98,6 +98,32 @@ def test_step_scale_keeps_that_fraction_of_each_devices_displacement(make_learne
         assert rngs_full[d].random() == rngs_scaled[d].random()
 
 
+def test_lr_trains_as_a_learner_of_that_rate_and_gives_the_optimizers_their_own_back(
+    make_learner, random_views
+):
+    # The proximal step shrinks by the steps' own rate times mu: mu 1.0 makes that visible.
+    slow, fast = make_learner(slot_dropout=0.0), make_learner(slot_dropout=0.0, learning_rate=0.04)
+    for learner in (slow, fast):
+        random_views(learner, seed=5)
+    devices = [0, 1, 3]
+    start = {d: {n: p.detach().clone() for n, p in slow.own[d].items()} for d in devices}
+    rngs_slow, rngs_fast = _rngs(devices, seed=9), _rngs(devices, seed=9)
+    losses = fast.train(devices, 3, rngs_fast, mu=1.0)
+    assert slow.train(devices, 3, rngs_slow, mu=1.0, lr=0.04) == losses
+    for d in devices:
+        assert _max_diff(slow.own[d], start[d]) > 1e-2
+        assert _max_diff(slow.own[d], fast.own[d]) == 0.0
+        assert [g["lr"] for g in slow.optimizers[d].param_groups] == [0.01]
+    # The next steps go at the learner's own rate, from the state the fast steps left.
+    rngs_next = _rngs(devices, seed=10)
+    slow.train(devices, 2, rngs_next)
+    fast.train(devices, 2, _rngs(devices, seed=10), lr=0.01)
+    for d in devices:
+        assert _max_diff(slow.own[d], fast.own[d]) == 0.0
+    with pytest.raises(ValueError, match=r"lr must be > 0 \(got -0.1\)"):
+        slow.train(devices, 1, rngs_next, lr=-0.1)
+
+
 def test_teacher_logits_are_each_device_s_centred_answer_logits_on_its_training_samples(
     make_learner, random_views
 ):

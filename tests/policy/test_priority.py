@@ -353,6 +353,16 @@ def test_decision_sizes_come_from_the_size_models(make_terms):
     assert decision.exchanges == (0, 0, exchanges_needed(3.0, 1.0, 0.5))
 
 
+def test_local_steps_are_counted_at_the_correction_s_own_learning_rate(make_terms):
+    terms = make_terms(learn=[5.0, 2.0], drift=[0.1, 0.1], consensus=[0.1, 0.1], kappa=[0.5, 2.0])
+    # eta 0.1 (the terms'): rho 0.05 and 0.2 give 32 and 4 steps; at 0.4: rho 0.2 and 0.5 give
+    # log(5) / -log(0.8) = 7.2 -> 8 and log(2) / -log(0.5) = 1 step.
+    assert decide(terms, TOL, Budget(rounds=50)).local_steps == (32, 4)
+    assert decide(terms, TOL, Budget(rounds=50, local_eta=0.4)).local_steps == (8, 1)
+    with pytest.raises(ValueError, match=r"correction.learning_rate must be > 0 \(got 0.0\)"):
+        Budget(rounds=50, local_eta=0.0)
+
+
 # --------------------------------------------------------------------------- topology
 
 
