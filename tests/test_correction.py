@@ -192,19 +192,10 @@ def test_local_correction_trains_only_the_groups_it_was_chosen_for(run_tiny, mon
 
     calls, scales = [], []
 
-    def train(self, devices, steps, rngs, mu=0.0, group_steps=None, step_scale=1.0, teacher=None, lr=None):  # type: ignore[no-untyped-def]
+    def train(self, devices, steps, rngs, **kwargs):  # type: ignore[no-untyped-def]
         before = {d: {n: p.detach().clone() for n, p in self.own[d].items()} for d in devices}
-        result = real_train(
-            self,
-            devices,
-            steps,
-            rngs,
-            mu=mu,
-            group_steps=group_steps,
-            step_scale=step_scale,
-            teacher=teacher,
-            lr=lr,
-        )
+        result = real_train(self, devices, steps, rngs, **kwargs)
+        group_steps = kwargs.get("group_steps")
         moved = {
             g: any(
                 not torch.equal(p.detach(), before[d][n])
@@ -215,7 +206,7 @@ def test_local_correction_trains_only_the_groups_it_was_chosen_for(run_tiny, mon
             for g in (0, 1)
         }
         calls.append((group_steps, moved))
-        scales.append((group_steps, len(devices), step_scale))
+        scales.append((group_steps, len(devices), kwargs.get("step_scale", 1.0)))
         return result
 
     monkeypatch.setattr(simulation, "plan_round", group_0_only)
@@ -499,9 +490,9 @@ def test_teacher_correction_fits_each_model_from_before_the_tombstones_and_pays_
         made.append(real_teacher(self, devices))
         return made[-1]
 
-    def train(self, devices, steps, rngs, mu=0.0, group_steps=None, step_scale=1.0, teacher=None, lr=None):  # type: ignore[no-untyped-def]
-        passed.append((group_steps is not None, teacher))
-        return real_train(self, devices, steps, rngs, mu, group_steps, step_scale, teacher, lr)
+    def train(self, devices, steps, rngs, **kwargs):  # type: ignore[no-untyped-def]
+        passed.append((kwargs.get("group_steps") is not None, kwargs.get("teacher")))
+        return real_train(self, devices, steps, rngs, **kwargs)
 
     monkeypatch.setattr(SlotLearner, "teacher_logits", teacher_logits)
     monkeypatch.setattr(SlotLearner, "train", train)
@@ -603,10 +594,10 @@ def test_whole_step_share_keeps_every_retained_device_its_whole_displacement(run
     scales: dict[str, list[tuple[int, float]]] = {}
     share = "parallel"
 
-    def train(self, devices, steps, rngs, mu=0.0, group_steps=None, step_scale=1.0, teacher=None, lr=None):  # type: ignore[no-untyped-def]
-        if group_steps is not None:
-            scales[share].append((len(devices), step_scale))
-        return real_train(self, devices, steps, rngs, mu, group_steps, step_scale, teacher, lr)
+    def train(self, devices, steps, rngs, **kwargs):  # type: ignore[no-untyped-def]
+        if kwargs.get("group_steps") is not None:
+            scales[share].append((len(devices), kwargs.get("step_scale", 1.0)))
+        return real_train(self, devices, steps, rngs, **kwargs)
 
     monkeypatch.setattr(SlotLearner, "train", train)
     for share in ("parallel", "whole"):
@@ -623,9 +614,9 @@ def test_correction_learning_rate_drives_the_extra_steps_and_no_other(run_tiny, 
     real_train = SlotLearner.train
     rates: dict[bool, set[float | None]] = {True: set(), False: set()}  # extra steps or not
 
-    def train(self, devices, steps, rngs, mu=0.0, group_steps=None, step_scale=1.0, teacher=None, lr=None):  # type: ignore[no-untyped-def]
-        rates[group_steps is not None].add(lr)
-        return real_train(self, devices, steps, rngs, mu, group_steps, step_scale, teacher, lr)
+    def train(self, devices, steps, rngs, **kwargs):  # type: ignore[no-untyped-def]
+        rates[kwargs.get("group_steps") is not None].add(kwargs.get("lr"))
+        return real_train(self, devices, steps, rngs, **kwargs)
 
     monkeypatch.setattr(SlotLearner, "train", train)
     run_tiny(LEAVE, "correction.policy=local", "correction.learning_rate=0.012", *EAGER, fresh=True)
