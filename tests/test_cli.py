@@ -323,3 +323,31 @@ def test_run_says_which_events_did_not_happen(tiny_file: Path, tmp_path: Path) -
         f"events.0 (leave at time_s 1e+09) did not happen: the run ended at {simulated:.2f} simulated s"
         in flat(result.stderr)
     )
+
+
+def test_run_names_the_devices_whose_messages_are_mostly_cut_off(tiny_file: Path, tmp_path: Path) -> None:
+    from cosim.cli.run import CUT_OFF_MIN_MESSAGES, CUT_OFF_SHARE
+
+    result = invoke("run", tiny_file, "--out", tmp_path / "run", "-q", "--set", "network.slot_s=0.005")
+    assert result.exit_code == 0, result.output
+    messages = json.loads((tmp_path / "run" / "manifest.json").read_text())["summary"]["gossip_messages"]
+    out = flat(result.stderr)
+    starved = [
+        m
+        for m in messages
+        if m["sent"] >= CUT_OFF_MIN_MESSAGES and m["delivered"] < CUT_OFF_SHARE * m["sent"]
+    ]
+    assert starved, messages
+    for m in messages:
+        line = f"device {m['device']}: {m['delivered']} of its {m['sent']} slot-exchange messages got through"
+        assert (line in out) == (m in starved)
+    sent, through = sum(m["sent"] for m in messages), sum(m["delivered"] for m in messages)
+    worst = min(messages, key=lambda m: (m["delivered"] / m["sent"], m["device"]))
+    assert f"{through}/{sent} (device {worst['device']}: {worst['delivered']}/{worst['sent']})" in out
+
+
+def test_run_names_no_device_when_its_messages_get_through(tiny_run) -> None:
+    out, result = tiny_run
+    messages = json.loads((out / "manifest.json").read_text())["summary"]["gossip_messages"]
+    assert all(m["delivered"] == m["sent"] for m in messages), messages
+    assert "slot-exchange messages got through" not in flat(result.stderr)

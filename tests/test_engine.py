@@ -176,6 +176,23 @@ def test_a_message_costs_the_bits_that_got_through_by_the_deadline(run_tiny) -> 
         assert row["bits_sent"] == sum(t["delivered_bits"] for t in own)
 
 
+def test_the_summary_counts_each_senders_exchange_messages_and_those_through(run_tiny) -> None:
+    run = run_tiny("network.slot_s=0.005")
+    transfers = [t for t in run.rows("transfers") if t["purpose"] != "pull"]
+    senders = sorted({t["src"] for t in transfers})
+    expected = [
+        {
+            "device": d,
+            "sent": sum(t["src"] == d for t in transfers),
+            "delivered": sum(t["src"] == d and t["delivered"] for t in transfers),
+        }
+        for d in senders
+    ]
+    assert run.summary["gossip_messages"] == expected
+    assert any(m["delivered"] < m["sent"] for m in expected)
+    assert sum(m["sent"] for m in expected) == len(transfers)
+
+
 def test_a_round_with_a_message_cut_off_lasts_until_the_deadline(run_tiny) -> None:
     # The receiver cannot tell that a message will not arrive, and a cut-off message is on
     # the air until the deadline: the next round starts no earlier.

@@ -13,6 +13,11 @@ from cosim.engine.simulation import RoundInfo
 from cosim.scenario import Scenario
 from cosim.trace.schema import TABLES
 
+# A device whose slot-exchange messages got through less often than this (over at least
+# CUT_OFF_MIN_MESSAGES sent) is named at the end of a run.
+CUT_OFF_SHARE = 0.25
+CUT_OFF_MIN_MESSAGES = 10
+
 
 def _format_acc(acc: dict[str, float]) -> str:
     return "  ".join(f"{k} {v:.2f}" for k, v in acc.items())
@@ -62,6 +67,15 @@ def run_command(spec: Scenario, out_dir: Path, *, quiet: bool, console: Console)
     table.add_row("rounds", str(summary["rounds"]))
     table.add_row("live devices at the end", str(summary["live_devices"]))
     table.add_row("bits sent", f"{summary['bits_sent'] / 8e6:.1f} MB")
+    messages = summary.get("gossip_messages", [])
+    if messages:
+        sent = sum(m["sent"] for m in messages)
+        worst = min(messages, key=lambda m: (m["delivered"] / m["sent"], m["device"]))
+        table.add_row(
+            "exchange messages through (lowest device)",
+            f"{sum(m['delivered'] for m in messages)}/{sent} "
+            f"(device {worst['device']}: {worst['delivered']}/{worst['sent']})",
+        )
     table.add_row("memory of a device's slot copies", f"{summary['copy_bytes_per_device'] / 2**20:.2f} MiB")
     if "history_bytes" in summary:
         table.add_row(
@@ -71,6 +85,16 @@ def run_command(spec: Scenario, out_dir: Path, *, quiet: bool, console: Console)
     for split, acc in summary["final_accuracy"].items():
         table.add_row(f"final {split} accuracy", f"{acc:.3f}")
     console.print(table)
+    for m in messages:
+        if m["sent"] >= CUT_OFF_MIN_MESSAGES and m["delivered"] < CUT_OFF_SHARE * m["sent"]:
+            console.print(
+                f"[yellow]device {m['device']}: {m['delivered']} of its {m['sent']} slot-exchange messages "
+                f"got through by the deadline[/] (the rest were cut off and not mixed), so its "
+                "neighbours' copies of its slot lag. A longer network.slot_s, or a budget that "
+                "fits each message into the slot (allocation.method: priority with a "
+                "budget_fraction near 1 / the number of neighbours), lets them through.",
+                highlight=False,
+            )
     for event in summary.get("events_not_reached", []):
         when = f"round {event['round']}" if "round" in event else f"time_s {event['time_s']:g}"
         console.print(

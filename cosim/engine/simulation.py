@@ -1545,6 +1545,7 @@ class Simulation:
             "simulated_s": float(self.env.now),
             "final_accuracy": final,
             "bits_sent": int(sum(t["delivered_bits"] for t in transfers)),
+            "gossip_messages": self._gossip_messages(transfers),
             "live_devices": len(self.members.active),
             "copy_bytes_per_device": self.learner.copy_bytes(),
             **(
@@ -1554,6 +1555,18 @@ class Simulation:
             ),
             **({"events_not_reached": self._events_not_reached()} if self._not_reached else {}),
         }
+
+    @staticmethod
+    def _gossip_messages(transfers: list[dict[str, Any]]) -> list[dict[str, int]]:
+        """Per sender, its slot-exchange messages (round and correction exchanges): how many
+        it sent and how many got through whole by their exchange's deadline."""
+        counts: dict[int, list[int]] = {}
+        for t in transfers:
+            if t["purpose"] != "pull":
+                c = counts.setdefault(int(t["src"]), [0, 0])
+                c[0] += 1
+                c[1] += int(bool(t["delivered"]))
+        return [{"device": d, "sent": c[0], "delivered": c[1]} for d, c in sorted(counts.items())]
 
     def _events_not_reached(self) -> list[dict[str, Any]]:
         """The scheduled events the run ended before (a ``time_s`` after its last round began)."""
