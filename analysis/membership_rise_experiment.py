@@ -14,7 +14,14 @@ loss-threshold MIA AUC on the forget split (the ``evaluations`` table's ``mia_au
 ``priority``'s rise with ``none``'s seed by seed. *steps* counts the seeds whose first
 correction decision took extra local steps.
 
+``--pair A B`` (repeatable) instead compares ``priority`` in directory A with
+``priority`` in directory B (the same leaves and seeds under other correction options),
+paired by seed: the difference A − B at the end of the leave's round and at the end,
+with paired t tests, and each side's extra local steps in its first decision and over
+its whole correction (``correction_end``).
+
     .venv/bin/python analysis/membership_rise_experiment.py runs/fresh-drift runs/fresh-learning
+    .venv/bin/python analysis/membership_rise_experiment.py --pair runs/fresh-drift runs/answers-whole-drift
 """
 
 from __future__ import annotations
@@ -52,6 +59,46 @@ def first_steps(run_dir: Path) -> int:
     if rows.empty:
         return 0
     return int(json.loads(rows["detail"].iloc[0]).get("local_steps", 0))
+
+
+def total_steps(run_dir: Path) -> int:
+    """The extra local steps of the whole correction (0 without one)."""
+    events = pd.read_parquet(run_dir / "events.parquet")
+    rows = events[events["kind"] == "correction_end"]
+    if rows.empty:
+        return 0
+    return int(json.loads(rows["detail"].iloc[0]).get("extra_local_steps", 0))
+
+
+def paired(a: Path, b: Path) -> str:
+    """``priority`` in ``a`` against ``priority`` in ``b``, paired by regime and seed."""
+    runs = {}
+    for directory in (a, b):
+        for path in sorted(directory.iterdir()):
+            m = NAME.match(path.name)
+            if m and m["policy"] == "priority" and (path / "evaluations.parquet").exists():
+                runs[(directory, m["regime"], int(m["seed"]))] = path
+    keys = sorted({(r, s) for d, r, s in runs if d == a} & {(r, s) for d, r, s in runs if d == b})
+    if not keys:
+        raise SystemExit(f"{a} and {b}: no priority leave of the same regime and seed in both")
+    rows = []
+    for regime, seed in keys:
+        pa, pb = runs[(a, regime, seed)], runs[(b, regime, seed)]
+        (da, ra, ea), (db, rb, eb) = forget_auc(pa), forget_auc(pb)
+        if not np.isclose(da, db):
+            raise ValueError(f"{regime} seed {seed}: the deleted models differ ({da} against {db})")
+        rows.append((ra - rb, ea - eb, first_steps(pa), first_steps(pb), total_steps(pa), total_steps(pb)))
+    d = pd.DataFrame(rows, columns=["round", "end", "first_a", "first_b", "total_a", "total_b"])
+    p_round, p_end = (
+        stats.ttest_rel(d["round"], 0 * d["round"]).pvalue,
+        stats.ttest_rel(d["end"], 0 * d["end"]).pvalue,
+    )
+    return (
+        f"| {a} − {b} | {len(d)} | {d['round'].mean():+.3f} ({p_round:.3f}) "
+        f"| {d['end'].mean():+.3f} ({p_end:.3f}) "
+        f"| {d['first_a'].min()}–{d['first_a'].max()} / {d['first_b'].min()}–{d['first_b'].max()} "
+        f"| {d['total_a'].min()}–{d['total_a'].max()} / {d['total_b'].min()}–{d['total_b'].max()} |"
+    )
 
 
 def table(directory: Path) -> pd.DataFrame:
@@ -106,8 +153,19 @@ def summary(directory: Path, df: pd.DataFrame) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("directories", nargs="+", type=Path)
+    parser.add_argument("directories", nargs="*", type=Path)
+    parser.add_argument("--pair", nargs=2, type=Path, action="append", default=[], metavar=("A", "B"))
     args = parser.parse_args()
+    if args.pair:
+        print(
+            "| priority: A − B | seeds | leave's round (p) | end (p) | first decision's steps per device: A / B "
+            "| correction's extra steps: A / B |"
+        )
+        print("|---|---:|---|---|---|---|")
+        for a, b in args.pair:
+            print(paired(a, b))
+    if not args.directories:
+        return
     print(
         "| directory | regime | seeds | deleted | leave's round: none | leave's round: priority "
         "| rise: priority − none | p | seeds priority rose more | seeds with steps | end: none "
