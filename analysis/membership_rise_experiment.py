@@ -158,8 +158,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.pair:
         print(
-            "| priority: A − B | seeds | leave's round (p) | end (p) | first decision's steps per device: A / B "
-            "| correction's extra steps: A / B |"
+            "| priority: A − B | seeds | leave's round (p) | end (p) "
+            "| first decision's steps per device: A / B | correction's extra steps: A / B |"
         )
         print("|---|---:|---|---|---|---|")
         for a, b in args.pair:
