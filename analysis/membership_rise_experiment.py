@@ -52,22 +52,16 @@ def forget_auc(run_dir: Path) -> tuple[float, float, float]:
     return float(after["mia_auc"].iloc[0]), float(in_round["mia_auc"].iloc[0]), end
 
 
-def first_steps(run_dir: Path) -> int:
-    """The extra local steps of the first correction decision (0 without one)."""
+def steps(run_dir: Path) -> tuple[int, int]:
+    """The extra local steps of the first correction decision (per device) and of the whole
+    correction (``correction_end``); 0 where there is none."""
     events = pd.read_parquet(run_dir / "events.parquet")
-    rows = events[events["kind"] == "correction"]
-    if rows.empty:
-        return 0
-    return int(json.loads(rows["detail"].iloc[0]).get("local_steps", 0))
-
-
-def total_steps(run_dir: Path) -> int:
-    """The extra local steps of the whole correction (0 without one)."""
-    events = pd.read_parquet(run_dir / "events.parquet")
-    rows = events[events["kind"] == "correction_end"]
-    if rows.empty:
-        return 0
-    return int(json.loads(rows["detail"].iloc[0]).get("extra_local_steps", 0))
+    first = events[events["kind"] == "correction"]
+    end = events[events["kind"] == "correction_end"]
+    return (
+        int(json.loads(first["detail"].iloc[0]).get("local_steps", 0)) if len(first) else 0,
+        int(json.loads(end["detail"].iloc[0]).get("extra_local_steps", 0)) if len(end) else 0,
+    )
 
 
 def paired(a: Path, b: Path) -> str:
@@ -87,11 +81,12 @@ def paired(a: Path, b: Path) -> str:
         (da, ra, ea), (db, rb, eb) = forget_auc(pa), forget_auc(pb)
         if not np.isclose(da, db):
             raise ValueError(f"{regime} seed {seed}: the deleted models differ ({da} against {db})")
-        rows.append((ra - rb, ea - eb, first_steps(pa), first_steps(pb), total_steps(pa), total_steps(pb)))
+        (first_a, total_a), (first_b, total_b) = steps(pa), steps(pb)
+        rows.append((ra - rb, ea - eb, first_a, first_b, total_a, total_b))
     d = pd.DataFrame(rows, columns=["round", "end", "first_a", "first_b", "total_a", "total_b"])
     p_round, p_end = (
-        stats.ttest_rel(d["round"], 0 * d["round"]).pvalue,
-        stats.ttest_rel(d["end"], 0 * d["end"]).pvalue,
+        stats.ttest_1samp(d["round"], 0.0).pvalue,
+        stats.ttest_1samp(d["end"], 0.0).pvalue,
     )
     return (
         f"| {a} − {b} | {len(d)} | {d['round'].mean():+.3f} ({p_round:.3f}) "
@@ -128,7 +123,7 @@ def table(directory: Path) -> pd.DataFrame:
                 "none_end": n_end,
                 "priority_end": p_end,
                 "retrain_end": forget_auc(by_policy["retrain"])[2],
-                "steps": first_steps(by_policy["priority"]),
+                "steps": steps(by_policy["priority"])[0],
             }
         )
     if not rows:
