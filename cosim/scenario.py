@@ -992,6 +992,17 @@ class Correction(_Spec):
         "(Adam moves each weight by about the rate a step). The method's count of the steps uses this rate.",
     )
 
+    wait_rounds: int = Field(
+        0,
+        ge=0,
+        le=10000,
+        description="Regular rounds after the event before a residual policy acts (priority and the "
+        "single actions). The residuals are still estimated and logged each of those rounds, and the "
+        "correction ends at once when nothing calls for action; otherwise the rounds pass as under "
+        "none, and the first decision that acts sees what they left: what regular training recovers "
+        "in them needs no correction. They count against the budget (0: act on the event's estimate).",
+    )
+
     step_share: Literal["parallel", "whole"] = Field(
         "parallel",
         description="How much of its extra local steps' displacement each retained device keeps when "
@@ -999,6 +1010,16 @@ class Correction(_Spec):
         "parallel block coordinate step: a gap common to them is otherwise closed m times over); "
         "whole: all of it. A newcomer after a join always keeps all of it.",
     )
+
+    @model_validator(mode="after")
+    def _wait_within_budget(self) -> Correction:
+        if self.wait_rounds and self.wait_rounds >= self.budget.rounds:
+            raise ValueError(
+                f"correction.wait_rounds: {self.wait_rounds} leaves no round of the correction budget "
+                f"(correction.budget.rounds: {self.budget.rounds}) to act in; allowed: 0 to "
+                f"{self.budget.rounds - 1}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _teacher_progress_needs_teacher(self) -> Correction:

@@ -836,3 +836,43 @@ def test_a_correction_that_a_join_supersedes_does_not_pay_for_the_join_s_pull(ru
     assert pull["round"] == 2 and pull["delivered_bits"] > 0
     # The leave's correction spent round 1; round 2, the join's pull included, is not its.
     assert leave_end["bits"] == sum(t["delivered_bits"] for t in transfers if t["round"] == 1)
+
+
+# --------------------------------------------------------------------------- waiting
+
+
+def test_wait_rounds_let_regular_rounds_pass_as_under_none_before_the_first_action(run_tiny) -> None:
+    waited = run_tiny(LEAVE, "correction.policy=priority", "correction.wait_rounds=1", *EAGER)
+    decisions = [c for c in corrections(waited) if c["kind"] == "correction"]
+    first, second = decisions[0], decisions[1]
+    # The event's round: residuals estimated and logged, nothing done.
+    assert first["round"] == 2 and first["correction_round"] == 0 and first["waiting"] is True
+    assert set(first["actions"]) == {"none"} and len(first["actions"]) == 2
+    assert first["local_steps"] == 0 and first["syncs"] == 0 and first["mu"] == []
+    assert all(r.startswith("waiting: regular round 1 of 1 before acting; ") for r in first["reasons"])
+    assert first["baseline"]["devices"] == [0, 1, 2, 3]  # the pre-event terms, with the first decision
+    # ... and it ran as under none: the same steps, transfers and evaluations through round 2.
+    none = run_tiny(LEAVE)
+
+    def through_event(run: Any, table: str) -> list[dict[str, Any]]:
+        return [row for row in run.rows(table) if row["round"] <= 2]
+
+    for table in ("rounds", "transfers", "evaluations"):
+        assert through_event(waited, table) == through_event(none, table), table
+    # The next round acts on what the regular round left (every term past these tolerances).
+    assert second["round"] == 3 and second["correction_round"] == 1 and "waiting" not in second
+    assert set(second["actions"]) - {"none"}
+    acting = run_tiny(LEAVE, "correction.policy=priority", *EAGER)
+    assert "waiting" not in first_decision(acting) and set(first_decision(acting)["actions"]) - {"none"}
+
+
+def test_wait_rounds_must_leave_a_round_of_the_budget_to_act_in(tiny_scenario) -> None:
+    from cosim.scenario import ScenarioError, apply_overrides, parse_scenario
+
+    raw = apply_overrides(tiny_scenario, ["correction.wait_rounds=3", "correction.budget.rounds=3"])
+    with pytest.raises(
+        ScenarioError, match=r"correction.wait_rounds: 3 leaves no round .*budget.rounds: 3.*allowed: 0 to 2"
+    ):
+        parse_scenario(raw)
+    spec = parse_scenario(apply_overrides(tiny_scenario, ["correction.wait_rounds=2"]))
+    assert spec.correction.wait_rounds == 2

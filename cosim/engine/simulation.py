@@ -806,34 +806,11 @@ class Simulation:
         )
         return decision
 
-    def _correction_plan(self, r: int) -> Plan:
-        state = self._correction
-        if state is None or state.replay_rounds is not None:
-            return Plan()
+    def _decision_detail(
+        self, state: CorrectionState, decision: Any, plan: Plan, topology_reason: str, added: int
+    ) -> dict[str, Any]:
+        """A decision and the plan it became, as the ``correction`` event's detail."""
         spec = self.scenario.correction
-        decision = self._decide(state)
-        eta, tau = self.scenario.training.learning_rate, self.scenario.training.local_steps
-        plan = plan_round(spec.policy, decision, spec, eta, tau)
-        topology_reason = decision.topology_reason
-        added = 0
-        if plan.links:
-            wall = time.perf_counter()
-            added = self._refine(plan.links)
-            self._wall_correction_s += time.perf_counter() - wall
-            state.links_added += added
-            if spec.policy == "priority" and added:
-                # The graph changed: size this round's other actions on the new graph.
-                decision = self._decide(state)
-                plan = replace(plan_round(spec.policy, decision, spec, eta, tau), links=0)
-        if plan.extra_steps and not state.trainees(self.members.active):
-            # The newcomer the extra steps were for is gone: nothing to train on.
-            plan = replace(plan, extra_steps=0, extra_group_steps=())
-        planned = plan
-        plan = self._fit_to_budget(state, plan)
-        if state.teacher is not None:
-            # tolerances.teacher_progress compares the next decision's distance with this one's.
-            state.teacher_before = state.history[-1]["teacher_distance"] if plan.extra_steps else None
-        state.weights = allocation_weights(decision)
         detail = {
             "policy": spec.policy,
             "event": state.kind,
@@ -870,6 +847,48 @@ class Simulation:
                     "bits": state.replay.bits,
                     "rounds": state.replay.rounds,
                 }
+        return detail
+
+    def _correction_plan(self, r: int) -> Plan:
+        state = self._correction
+        if state is None or state.replay_rounds is not None:
+            return Plan()
+        spec = self.scenario.correction
+        decision = self._decide(state)
+        eta, tau = self.scenario.training.learning_rate, self.scenario.training.local_steps
+        plan = plan_round(spec.policy, decision, spec, eta, tau)
+        topology_reason = decision.topology_reason
+        added = 0
+        if state.rounds < spec.wait_rounds and not plan.idle:
+            # A regular round first, as under none (the allocator weighs the groups by their
+            # disagreement): what it recovers needs no correction.
+            idle = Plan(actions=(Action.NONE,) * decision.n_groups)
+            detail = self._decision_detail(state, decision, idle, topology_reason, 0)
+            wait = f"waiting: regular round {state.rounds + 1} of {spec.wait_rounds} before acting"
+            detail["reasons"] = [f"{wait}; {reason}" for reason in decision.reasons]
+            detail["waiting"] = True
+            self._event("correction", -1, -1, detail)
+            state.weights = None
+            return Plan()
+        if plan.links:
+            wall = time.perf_counter()
+            added = self._refine(plan.links)
+            self._wall_correction_s += time.perf_counter() - wall
+            state.links_added += added
+            if spec.policy == "priority" and added:
+                # The graph changed: size this round's other actions on the new graph.
+                decision = self._decide(state)
+                plan = replace(plan_round(spec.policy, decision, spec, eta, tau), links=0)
+        if plan.extra_steps and not state.trainees(self.members.active):
+            # The newcomer the extra steps were for is gone: nothing to train on.
+            plan = replace(plan, extra_steps=0, extra_group_steps=())
+        planned = plan
+        plan = self._fit_to_budget(state, plan)
+        if state.teacher is not None:
+            # tolerances.teacher_progress compares the next decision's distance with this one's.
+            state.teacher_before = state.history[-1]["teacher_distance"] if plan.extra_steps else None
+        state.weights = allocation_weights(decision)
+        detail = self._decision_detail(state, decision, plan, topology_reason, added)
         if plan != planned:
             # Cut to what is left of the budget: what the decision asked for.
             detail["budget_cut"] = {"local_steps": planned.extra_steps, "syncs": planned.syncs}
