@@ -104,12 +104,17 @@ def against_replay(df: pd.DataFrame, policies: tuple[str, ...] = POLICIES) -> st
 
 
 def acted(df: pd.DataFrame) -> pd.Series:
-    """Whether a run's correction acted: it ends at its first decision when nothing is to be done.
+    """Whether a run's correction acted (extra local steps, damping, exchanges or links in a round).
 
-    A correction that acts (extra local steps, damping, exchanges or links in a round)
-    lasts at least that round, so its simulated seconds are above 0.
+    ``correction_acting_rounds`` counts those rounds.  Runs from before it was recorded
+    (NaN) never waited: their correction ends at its first decision when nothing is to be
+    done, so one that acts lasts at least that round and its simulated seconds are above 0.
     """
-    return (df["correction_seconds"] > 0) | (df["correction_extra_local_steps"] > 0)
+    old = (df["correction_seconds"] > 0) | (df["correction_extra_local_steps"] > 0)
+    if "correction_acting_rounds" not in df:
+        return old
+    counted = df["correction_acting_rounds"]
+    return counted.gt(0).where(counted.notna(), old).astype(bool)
 
 
 def priority_against_none(df: pd.DataFrame) -> str:

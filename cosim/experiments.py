@@ -24,7 +24,9 @@ the ``retrain`` run of the same regime, event and seed (the unlearning reference
 * ``history_bytes_per_device``: the most memory one device's stored updates took
   (federaser; 0 for the others, which store no history);
 * the correction's own cost (``correction_end``: rounds, simulated seconds, bits,
-  extra local steps; for retrain the replayed rounds);
+  extra local steps; for retrain the replayed rounds), and ``correction_acting_rounds``,
+  the rounds in which it did something (a correction that waits, ``wait_rounds``, lasts
+  rounds in which it does nothing);
 * ``target_s`` and ``target_bits``: simulated seconds and bits from the event until the
   event's target split (retain after a leave, newcomer after a join) is first within
   ``target_tol`` of the retrain run's final value (NaN: never within the run;
@@ -225,6 +227,9 @@ def _figures(run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
         for key in cost:
             cost[key] += d[key]
     row.update({f"correction_{k}": v for k, v in cost.items()})
+    # The rounds in which a correction did something (NaN for runs from before they were counted).
+    acting = [json.loads(detail).get("acting_rounds") for detail in ends["detail"]]
+    row["correction_acting_rounds"] = float("nan") if None in acting else sum(acting)
     timeline = means[means["stage"].isin(["round", "after_event"])]
     row["timeline"] = timeline[["round", "stage", "time_s", "split", "accuracy"]]
     early = means[(means["stage"] == "round") & (means["round"] == row["event_round"] + EARLY_ROUNDS)]

@@ -864,6 +864,16 @@ def test_wait_rounds_let_regular_rounds_pass_as_under_none_before_the_first_acti
     assert set(second["actions"]) - {"none"}
     acting = run_tiny(LEAVE, "correction.policy=priority", *EAGER)
     assert "waiting" not in first_decision(acting) and set(first_decision(acting)["actions"]) - {"none"}
+    # correction_end counts the rounds that did something: the waiting round is not one of them.
+    for run in (waited, acting):
+        decided = [c for c in corrections(run) if c["kind"] == "correction"]
+        does = [
+            bool(c["local_steps"] or c["syncs"] or c["mu"] or c["links_added"]) and "waiting" not in c
+            for c in decided
+        ]
+        end = [c for c in corrections(run) if c["kind"] == "correction_end"][-1]
+        assert end["acting_rounds"] == sum(does) and end["rounds"] == 2
+    assert [c["acting_rounds"] for c in corrections(waited) if c["kind"] == "correction_end"] == [1]
 
 
 def test_wait_rounds_must_leave_a_round_of_the_budget_to_act_in(tiny_scenario) -> None:

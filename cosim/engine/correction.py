@@ -113,6 +113,7 @@ class CorrectionState:
     local_steps: int = 0  # extra local steps, summed over devices
     syncs: int = 0
     links_added: int = 0
+    acting_rounds: int = 0  # rounds in which it did something (steps, damping, exchanges or links)
     weights: np.ndarray | None = None  # allocation weight per group from the last decision
     replay_rounds: int | None = None  # retrain: the rounds before the event, replayed from scratch
     # local_target teacher, after a leave: per trainee its model's centred answer logits on its

@@ -894,6 +894,7 @@ class Simulation:
             detail["budget_cut"] = {"local_steps": planned.extra_steps, "syncs": planned.syncs}
         self._event("correction", -1, -1, detail)
         plan = replace(plan, links=0)  # spent
+        state.acting_rounds += not (plan.idle and not added)
         if plan.idle and not added:
             if topology_reason:
                 reason = f"{topology_reason}, and no feasible link to add"
@@ -951,6 +952,7 @@ class Simulation:
                 "teacher_rows": state.teacher_rows,
                 "syncs": state.syncs,
                 "links_added": state.links_added,
+                "acting_rounds": state.acting_rounds,
             },
         )
 

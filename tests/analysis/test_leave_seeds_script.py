@@ -61,6 +61,21 @@ def test_priority_against_none_pairs_the_seeds_and_counts_where_it_acted(analysi
     assert "| +0.03 [" in line  # final: 0.06 and 0.0
 
 
+def test_a_correction_that_waited_counts_as_acting_only_in_the_rounds_it_acted(analysis_script) -> None:
+    script = analysis_script("leave_seeds_experiment")
+    df = pd.DataFrame(
+        [
+            # waited a round (seconds above 0), then acted in none: not acted
+            _row("priority", 1, correction_seconds=2.0, correction_acting_rounds=0.0),
+            _row("priority", 2, correction_seconds=3.0, correction_acting_rounds=1.0),
+            # from before the count (NaN): seconds above 0 mean it acted
+            _row("priority", 3, correction_seconds=1.0, correction_acting_rounds=float("nan")),
+            _row("priority", 4, correction_acting_rounds=float("nan")),
+        ]
+    )
+    assert script.acted(df).tolist() == [False, True, True, False]
+
+
 def test_a_seed_in_two_directories_is_an_error(analysis_script, tmp_path) -> None:
     script = analysis_script("leave_seeds_experiment")
     for name in ("a", "b"):
