@@ -999,8 +999,11 @@ class Correction(_Spec):
         description="Regular rounds after the event before a residual policy acts (priority and the "
         "single actions). The residuals are still estimated and logged each of those rounds, and the "
         "correction ends at once when nothing calls for action; otherwise the rounds pass as under "
-        "none, and the first decision that acts sees what they left: what regular training recovers "
-        "in them needs no correction. They count against the budget (0: act on the event's estimate).",
+        "none, and the first decision that acts sees what they left. From then on a term past its "
+        "tolerance that, at the mean rate a round it fell at since the event's decision, comes within "
+        "tolerance in the budget's rounds left is left to the regular rounds (settling): what regular "
+        "training recovers needs no correction. They count against the budget (0: act on the event's "
+        "estimate, no settling).",
     )
 
     step_share: Literal["parallel", "whole"] = Field(

@@ -886,3 +886,34 @@ def test_wait_rounds_must_leave_a_round_of_the_budget_to_act_in(tiny_scenario) -
         parse_scenario(raw)
     spec = parse_scenario(apply_overrides(tiny_scenario, ["correction.wait_rounds=2"]))
     assert spec.correction.wait_rounds == 2
+
+
+def test_after_waiting_a_term_falling_fast_enough_is_left_to_the_regular_rounds(
+    run_tiny, monkeypatch
+) -> None:
+    from cosim.engine import simulation
+    from cosim.engine.correction import settling_terms
+
+    waited = run_tiny(LEAVE, "correction.policy=priority", "correction.wait_rounds=1", *EAGER)
+    first, second = [c for c in corrections(waited) if c["kind"] == "correction"][:2]
+    assert "settling" not in first["residuals"]
+
+    def terms(c: dict[str, Any]) -> np.ndarray:
+        return np.array([c["normalised"][t] for t in ("learn", "drift", "consensus")])
+
+    # What the run recorded is the rule on the two decisions' terms: one round on, 5 - 1 rounds left.
+    assert second["residuals"]["settling"] == settling_terms(terms(first), terms(second), 1, 4).tolist()
+    # Learning marked as settling in every group: the decision acts on the other terms instead.
+    calls: list[tuple[int, int]] = []
+
+    def learn_settles(first, now, rounds, left):
+        calls.append((rounds, left))
+        return np.array([[True] * now.shape[1], [False] * now.shape[1], [False] * now.shape[1]])
+
+    monkeypatch.setattr(simulation, "settling_terms", learn_settles)
+    run = run_tiny(LEAVE, "correction.policy=priority", "correction.wait_rounds=1", *EAGER, fresh=True)
+    after = [c for c in corrections(run) if c["kind"] == "correction"][1]
+    assert calls[0] == (1, 4)
+    assert "learn" not in after["acted"] and after["local_steps"] == 0
+    assert all("left to the regular rounds: learn at" in r for r in after["reasons"])
+    assert after["normalised"]["learn"] == pytest.approx(second["normalised"]["learn"])

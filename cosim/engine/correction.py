@@ -16,6 +16,11 @@ into a :class:`Plan` with :func:`plan_round`:
   (its own term is within tolerance) it takes a minimum dose: ``tau`` extra local
   steps, ``mu = 1 / (eta tau)``, one exchange, or one link.
 
+With ``wait_rounds`` the first rounds pass as under ``none`` (the engine still decides,
+to log the residuals), and from then on :func:`settling_terms` leaves to the regular
+rounds a term that, at the rate it has fallen since the event's decision, comes within
+tolerance in the rounds left.
+
 Sizes are capped by the correction budget (``max_local_steps``, ``max_syncs``,
 ``max_links``), and :func:`fit_plan` cuts a round's extra exchanges and steps to what is
 left of its seconds and bits.  Local correction sizes each of its groups on its own: the extra steps
@@ -47,8 +52,10 @@ __all__ = [
     "decide_for",
     "drift_level",
     "fit_plan",
+    "normalised_terms",
     "parallel_step_scale",
     "plan_round",
+    "settling_terms",
 ]
 
 SINGLE_ACTIONS: dict[str, Action] = {
@@ -121,6 +128,9 @@ class CorrectionState:
     teacher: dict[int, Any] | None = None
     # tolerances.teacher_progress: the teacher distance before the last round of extra steps
     # (None when that round took none), and whether the steps towards the teacher are done.
+    # wait_rounds: the event's decision's normalised terms (TERMS order x groups), from which
+    # later decisions measure how fast each term falls.
+    first_terms: np.ndarray | None = None
     teacher_before: float | None = None
     teacher_done: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -314,6 +324,36 @@ def relative_terms(
     )
 
 
+def normalised_terms(decision: Decision) -> np.ndarray:
+    """A decision's normalised terms, ``TERMS`` order x groups."""
+    values = {
+        "learn": decision.normalised_learn,
+        "drift": decision.normalised_drift,
+        "consensus": decision.normalised_consensus,
+    }
+    return np.array([values[t] for t in TERMS], dtype=float)
+
+
+def settling_terms(first: np.ndarray, now: np.ndarray, rounds: int, rounds_left: int) -> np.ndarray:
+    """Which terms the regular rounds left bring within tolerance, at the rate they fell so far.
+
+    ``first`` and ``now`` are normalised terms (term / tolerance, any shape) at the event's
+    decision and ``rounds`` rounds later.  A term past its tolerance now that fell meanwhile
+    falls by ``q = (now / first)^(1 / rounds)`` a round on average; at that rate it is within
+    tolerance after ``rounds * log(now) / log(first / now)`` more rounds, and it settles when
+    that is at most ``rounds_left``.  A term that did not fall does not settle.
+    """
+    if rounds < 1:
+        raise ValueError(f"settling_terms needs at least one round since the event (got {rounds})")
+    first = np.asarray(first, dtype=float)
+    now = np.asarray(now, dtype=float)
+    past = now > 1.0
+    fell = past & (first > now)
+    needed = np.full(now.shape, np.inf)
+    needed[fell] = rounds * np.log(now[fell]) / np.log(first[fell] / now[fell])
+    return fell & (needed <= rounds_left)
+
+
 def decide_for(
     terms: Any,
     spec: CorrectionSpec,
@@ -322,6 +362,7 @@ def decide_for(
     n_before: int = 1,
     n_after: int = 1,
     measured_loss: float | None = None,
+    settling: np.ndarray | None = None,
 ) -> Decision:
     """The priority-aware decision with the scenario's tolerances and what is left of the budget.
 
@@ -329,6 +370,7 @@ def decide_for(
     measured on ``n_before`` affected devices (``terms`` on ``n_after``); both need
     ``learn_devices``, one row per measured device (:func:`relative_terms`).
     ``measured_loss`` (:func:`loss_ratio`) counts only with ``tolerances.measured_loss``.
+    ``settling`` goes to :func:`~cosim.policy.priority.decide`.
     """
     budget = Budget(
         rounds=max(rounds_left, 0),
@@ -340,7 +382,7 @@ def decide_for(
             raise ValueError("relative tolerances need the pre-event residuals (baseline)")
         counted = measured_loss if spec.tolerances.measured_loss else None
         terms = relative_terms(terms, baseline, n_before, n_after, counted, spec.tolerances.drift_floor)
-    return decide(terms, tolerances_of(spec), budget)
+    return decide(terms, tolerances_of(spec), budget, settling)
 
 
 def _acts(decision: Decision) -> list[bool]:

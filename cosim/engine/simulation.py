@@ -60,8 +60,10 @@ from cosim.engine.correction import (
     decide_for,
     fit_plan,
     loss_ratio,
+    normalised_terms,
     parallel_step_scale,
     plan_round,
+    settling_terms,
 )
 from cosim.engine.replay import RoundRecord, Sent, replay_cost
 from cosim.graph import hop_distances, metropolis_hastings
@@ -781,9 +783,20 @@ class Simulation:
                     learn_devices=np.zeros_like(residuals.learn_devices),
                 )
                 counted = None
-        decision = decide_for(
-            decided, spec, spec.budget.rounds - state.rounds, baseline, n_before, len(affected), counted
-        )
+        args = (decided, spec, spec.budget.rounds - state.rounds, baseline, n_before, len(affected), counted)
+        decision = decide_for(*args)
+        settling: list[list[bool]] | None = None
+        if state.first_terms is not None and state.rounds >= spec.wait_rounds:
+            # After waiting: a term the rounds left bring within tolerance at the rate it fell
+            # since the event's decision is left to them.
+            mask = settling_terms(
+                state.first_terms, normalised_terms(decision), state.rounds, spec.budget.rounds - state.rounds
+            )
+            settling = mask.tolist()
+            if mask.any():
+                decision = decide_for(*args, settling=mask)
+        if state.rounds == 0 and spec.wait_rounds:
+            state.first_terms = normalised_terms(decision)
         state.history.append(
             {
                 **teacher,
@@ -802,6 +815,7 @@ class Simulation:
                 "magnitude": residuals.magnitude.tolist(),
                 "gamma": residuals.gamma,
                 "components": residuals.n_components,
+                **({} if settling is None else {"settling": settling}),
             }
         )
         return decision

@@ -46,6 +46,11 @@ left.  ``Decision.acted`` names the term acted on; ``Decision.dominant`` stays t
 largest.  The rule switches at the consensus term's own tolerance: just past it, the
 term ranks by its share-normalised value again.
 
+A term marked as settling (``decide``'s ``settling``: the regular rounds left bring it
+within tolerance at the rate it has fallen since the event, see
+:func:`cosim.engine.correction.settling_terms`) counts as within tolerance for the choice;
+the decision still records its value, and the reason names it.
+
 The rounds-to-consensus test keeps the spec's ``log(sum R_cons / eps) / gamma``, about
 twice the ``log(.) / (-2 log(1 - gamma))`` that the exchange count uses: conservative
 on purpose, since it decides whether the graph itself must change.  Its ``eps`` is the
@@ -279,12 +284,16 @@ def consensus_tolerance(tolerances: Tolerances, magnitude: np.ndarray) -> np.nda
     return tol
 
 
-def decide(terms: ResidualTerms, tolerances: Tolerances, budget: Budget) -> Decision:
+def decide(
+    terms: ResidualTerms, tolerances: Tolerances, budget: Budget, settling: np.ndarray | None = None
+) -> Decision:
     """Topology refinement first when its condition holds; per group the action of the term acted on.
 
     That term is the dominant one, unless ``tolerances.event_first`` puts a learning or
     drift term past its tolerance, whose action has a size, before a consensus term that
-    only the share holds.
+    only the share holds.  ``settling`` (terms in ``TERMS`` order x groups; see
+    :func:`settling_terms`) marks terms the regular rounds left bring within tolerance:
+    they count as within tolerance for the choice, and the decision records their values.
     """
     n_groups = len(np.asarray(terms.learn))
     size = np.asarray(terms.magnitude, dtype=float)
@@ -302,6 +311,13 @@ def decide(terms: ResidualTerms, tolerances: Tolerances, budget: Budget) -> Deci
     top = stacked.argmax(axis=0)
     dominant = tuple(names[i] for i in top)
     dominant_value = tuple(float(stacked[i, g]) for g, i in enumerate(top))
+    # What the choice sees: a settling term counts as within tolerance (0).
+    settles = np.zeros(stacked.shape, dtype=bool) if settling is None else np.asarray(settling, dtype=bool)
+    if settles.shape != stacked.shape:
+        raise ValueError(f"settling must have shape {stacked.shape} (terms x groups), got {settles.shape}")
+    chosen = np.where(settles, 0.0, stacked)
+    effective = {t: chosen[i] for i, t in enumerate(names)}
+    first = chosen.argmax(axis=0)
 
     gamma = float(terms.gamma)
     eps = tolerances.consensus_total or tolerances.consensus * n_groups
@@ -333,7 +349,8 @@ def decide(terms: ResidualTerms, tolerances: Tolerances, budget: Budget) -> Deci
     share_binds = cons_tol < tolerances.consensus
     # The consensus term against its own tolerance alone (without the share).
     cons_own = np.asarray(terms.consensus, dtype=float) / tolerances.consensus
-    for g, (term, value) in enumerate(zip(dominant, dominant_value, strict=True)):
+    for g, i in enumerate(first):
+        term, value = names[i], float(chosen[i, g])
         by_share = term == "consensus" and bool(share_binds[g])
         share = f"{tolerances.consensus_share:.3g} of the copies' size" if by_share else ""
         deferred = ""
@@ -342,9 +359,9 @@ def decide(terms: ResidualTerms, tolerances: Tolerances, budget: Budget) -> Deci
             # event.  A term past its own tolerance (what the event raised) acts first;
             # max keeps the first of equal values, so learn wins a tie as in TERMS.
             past = [
-                (float(normalised[t][g]), t)
+                (float(effective[t][g]), t)
                 for t in ("learn", "drift")
-                if normalised[t][g] > 1.0 and sizes[t][g] > 0
+                if effective[t][g] > 1.0 and sizes[t][g] > 0
             ]
             if past:
                 first_value, first = max(past, key=lambda vt: vt[0])
@@ -355,14 +372,23 @@ def decide(terms: ResidualTerms, tolerances: Tolerances, budget: Budget) -> Deci
                 term, value = first, first_value
         acted.append(term)
         acted_value.append(value)
+        settled = [
+            f"{t} at {stacked[k, g]:.3g}x"
+            for k, t in enumerate(names)
+            if settles[k, g] and stacked[k, g] > 1.0
+        ]
+        left = f"; left to the regular rounds: {', '.join(settled)}" if settled else ""
         if value > 1.0:  # a deferred-to term is past its tolerance too
             action = TERMS[term]
             by = f" ({share})" if by_share else ""
-            reason = deferred or f"{term} dominates at {value:.3g}x its tolerance{by}"
+            reason = (deferred or f"{term} dominates at {value:.3g}x its tolerance{by}") + left
         else:
             action = Action.NONE
             of = f"; tolerance {share}" if by_share else ""
-            reason = f"all terms within tolerance (largest: {term} at {value:.3g}x{of})"
+            if settled:
+                reason = f"every term within tolerance or settling{left}"
+            else:
+                reason = f"all terms within tolerance (largest: {term} at {value:.3g}x{of})"
         if topology_reason:
             # The group's own term still decides what priority does with it in the same
             # round (after the links), so the reason names both.

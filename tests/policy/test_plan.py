@@ -14,6 +14,7 @@ from cosim.engine.correction import (
     fit_plan,
     parallel_step_scale,
     plan_round,
+    settling_terms,
     tolerances_of,
 )
 from cosim.policy.priority import Action, Budget, Tolerances, decide
@@ -385,3 +386,39 @@ def test_a_cut_keeps_each_group_s_steps_below_the_new_count() -> None:
     assert plan.extra_steps == 20 and plan.extra_group_steps == (20, 12)
     plan = fit_plan(asked, 0.25 + 0.25 + 10 * 0.02, math.inf, COST)
     assert plan.extra_steps == 10 and plan.extra_group_steps == (10, 10)
+
+
+# --------------------------------------------------------------------------- settling
+
+
+def _rounds_by_stepping(first: float, now: float, rounds: int) -> float:
+    """Brute force: step the term down by its mean factor a round until it is within tolerance."""
+    q = (now / first) ** (1.0 / rounds)
+    value, k = now, 0
+    while value > 1.0 and k < 10_000:
+        value *= q
+        k += 1
+    return k if value <= 1.0 else math.inf
+
+
+def test_a_term_settles_when_its_rate_brings_it_within_tolerance_in_the_rounds_left() -> None:
+    rng = np.random.default_rng(0)
+    checked = 0
+    for _ in range(2000):
+        first, now = (float(v) for v in rng.uniform(0.5, 8.0, size=2))
+        rounds, left = int(rng.integers(1, 4)), int(rng.integers(0, 8))
+        q = (now / first) ** (1.0 / rounds)
+        if now > 1.0 and first > now and abs(math.log(now) / -math.log(q) - left) < 1e-9:
+            continue  # on the boundary rounding decides
+        settles = bool(settling_terms(np.array([first]), np.array([now]), rounds, left)[0])
+        # Whole rounds at the mean rate, stepped by the brute force; "never" for a term that did not fall.
+        needed = _rounds_by_stepping(first, now, rounds) if first > now else (0 if now <= 1.0 else math.inf)
+        assert settles == (now > 1.0 and needed <= left), (first, now, rounds, left)
+        checked += now > 1.0 and first > now
+    assert checked > 500
+    # Closed form: from 4 to 2 in a round halves it a round, within tolerance one round on.
+    mask = settling_terms(np.array([[4.0, 4.0, 0.5, 2.0]]), np.array([[2.0, 2.0, 0.4, 3.0]]), 1, 1)
+    assert mask.tolist() == [[True, True, False, False]]  # within tolerance now / rising: no
+    assert not settling_terms(np.array([2.2]), np.array([2.0]), 1, 4)[0]  # needs 7.3 rounds
+    with pytest.raises(ValueError, match="at least one round"):
+        settling_terms(np.array([2.0]), np.array([1.5]), 0, 4)

@@ -225,6 +225,30 @@ def test_event_first_puts_the_event_terms_before_a_standing_disagreement(make_te
     assert decide(tie, replace(shared, event_first=True), BUDGET).actions == (Action.LOCAL_CORRECTION,)
 
 
+def test_a_settling_term_counts_as_within_tolerance_for_the_choice_only(make_terms):
+    # Group 0: learn 5 settles, drift 2 is past its tolerance: damping.  Group 1: learn 3
+    # settles and nothing else is past tolerance: no action.  Group 2: nothing settles.
+    terms = make_terms(learn=[5.0, 3.0, 4.0], drift=[2.0, 0.5, 0.1], consensus=[0.1, 0.2, 0.3])
+    settling = np.array([[True, True, False], [False, False, False], [False, False, False]])
+    decision = decide(terms, TOL, BUDGET, settling)
+    assert decision.actions == (Action.PROXIMAL_DAMPING, Action.NONE, Action.LOCAL_CORRECTION)
+    assert decision.dominant == ("learn", "learn", "learn")  # still the largest, as recorded
+    assert decision.normalised_learn == (5.0, 3.0, 4.0)
+    assert decision.acted == ("drift", "drift", "learn") and decision.acted_value == (2.0, 0.5, 4.0)
+    assert (
+        decision.reasons[0] == "drift dominates at 2x its tolerance; left to the regular rounds: learn at 5x"
+    )
+    assert (
+        decision.reasons[1]
+        == "every term within tolerance or settling; left to the regular rounds: learn at 3x"
+    )
+    assert (
+        decision.reasons[2] == decide(terms, TOL, BUDGET).reasons[2] == "learn dominates at 4x its tolerance"
+    )
+    with pytest.raises(ValueError, match=r"settling must have shape \(3, 3\)"):
+        decide(terms, TOL, BUDGET, settling[:, :2])
+
+
 def test_event_first_defers_only_to_an_action_that_can_act(make_terms):
     # Learn past its tolerance, but no local step allowed (cap 0): local correction could do
     # nothing, so the consensus term held by the share keeps the group.  Likewise drift past
