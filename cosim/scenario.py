@@ -999,11 +999,12 @@ class Correction(_Spec):
         description="Regular rounds after the event before a residual policy acts (priority and the "
         "single actions). The residuals are still estimated and logged each of those rounds, and the "
         "correction ends at once when nothing calls for action; otherwise the rounds pass as under "
-        "none, and the first decision that acts sees what they left. From then on a term past its "
-        "tolerance that, at the mean rate a round it fell at since the event's decision, comes within "
-        "tolerance in the budget's rounds left is left to the regular rounds (settling): what regular "
-        "training recovers needs no correction. They count against the budget (0: act on the event's "
-        "estimate, no settling).",
+        "none (a leave's teacher pass is still taken at the event), and the first decision that acts "
+        "sees what they left. From then on a term past its tolerance that, at the factor a round it "
+        "fell by while waiting, comes within tolerance in the budget's rounds left is left to the "
+        "regular rounds for the per-group choice (settling; the topology test is unchanged): what "
+        "regular training recovers needs no correction. They count against the budget (0: act on "
+        "the event's estimate, no settling).",
     )
 
     step_share: Literal["parallel", "whole"] = Field(
@@ -1016,7 +1017,7 @@ class Correction(_Spec):
 
     @model_validator(mode="after")
     def _wait_within_budget(self) -> Correction:
-        if self.wait_rounds and self.wait_rounds >= self.budget.rounds:
+        if self.policy in RESIDUAL_POLICIES and self.wait_rounds >= self.budget.rounds > 0:
             raise ValueError(
                 f"correction.wait_rounds: {self.wait_rounds} leaves no round of the correction budget "
                 f"(correction.budget.rounds: {self.budget.rounds}) to act in; allowed: 0 to "

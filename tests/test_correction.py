@@ -879,20 +879,30 @@ def test_wait_rounds_let_regular_rounds_pass_as_under_none_before_the_first_acti
 def test_wait_rounds_must_leave_a_round_of_the_budget_to_act_in(tiny_scenario) -> None:
     from cosim.scenario import ScenarioError, apply_overrides, parse_scenario
 
-    raw = apply_overrides(tiny_scenario, ["correction.wait_rounds=3", "correction.budget.rounds=3"])
+    raw = apply_overrides(
+        tiny_scenario,
+        ["correction.policy=priority", "correction.wait_rounds=3", "correction.budget.rounds=3"],
+    )
     with pytest.raises(
         ScenarioError, match=r"correction.wait_rounds: 3 leaves no round .*budget.rounds: 3.*allowed: 0 to 2"
     ):
         parse_scenario(raw)
-    spec = parse_scenario(apply_overrides(tiny_scenario, ["correction.wait_rounds=2"]))
+    spec = parse_scenario(
+        apply_overrides(tiny_scenario, ["correction.policy=priority", "correction.wait_rounds=2"])
+    )
     assert spec.correction.wait_rounds == 2
+    # Under a policy that does not wait the field is read as it is.
+    none = parse_scenario(
+        apply_overrides(tiny_scenario, ["correction.wait_rounds=3", "correction.budget.rounds=3"])
+    )
+    assert none.correction.wait_rounds == 3
 
 
 def test_after_waiting_a_term_falling_fast_enough_is_left_to_the_regular_rounds(
     run_tiny, monkeypatch
 ) -> None:
     from cosim.engine import simulation
-    from cosim.engine.correction import settling_terms
+    from cosim.engine.correction import settling_terms, waiting_rate
 
     waited = run_tiny(LEAVE, "correction.policy=priority", "correction.wait_rounds=1", *EAGER)
     first, second = [c for c in corrections(waited) if c["kind"] == "correction"][:2]
@@ -902,18 +912,49 @@ def test_after_waiting_a_term_falling_fast_enough_is_left_to_the_regular_rounds(
         return np.array([c["normalised"][t] for t in ("learn", "drift", "consensus")])
 
     # What the run recorded is the rule on the two decisions' terms: one round on, 5 - 1 rounds left.
-    assert second["residuals"]["settling"] == settling_terms(terms(first), terms(second), 1, 4).tolist()
+    rate = waiting_rate(terms(first), terms(second), 1)
+    assert second["residuals"]["settling"] == settling_terms(rate, terms(second), 4).tolist()
     # Learning marked as settling in every group: the decision acts on the other terms instead.
-    calls: list[tuple[int, int]] = []
+    calls: list[tuple[np.ndarray, np.ndarray, int]] = []
 
-    def learn_settles(first, now, rounds, left):
-        calls.append((rounds, left))
+    def learn_settles(rate, now, left):
+        calls.append((rate, now, left))
         return np.array([[True] * now.shape[1], [False] * now.shape[1], [False] * now.shape[1]])
 
     monkeypatch.setattr(simulation, "settling_terms", learn_settles)
     run = run_tiny(LEAVE, "correction.policy=priority", "correction.wait_rounds=1", *EAGER, fresh=True)
     after = [c for c in corrections(run) if c["kind"] == "correction"][1]
-    assert calls[0] == (1, 4)
+    # The rate from the waiting round (the event's decision to the next), this decision's terms.
+    assert np.allclose(calls[0][0], rate) and np.allclose(calls[0][1], terms(second)) and calls[0][2] == 4
     assert "learn" not in after["acted"] and after["local_steps"] == 0
     assert all("left to the regular rounds: learn at" in r for r in after["reasons"])
     assert after["normalised"]["learn"] == pytest.approx(second["normalised"]["learn"])
+
+
+def test_two_waiting_rounds_and_a_budget_that_ends_with_them_plus_one(run_tiny) -> None:
+    run = run_tiny(
+        LEAVE, "correction.policy=priority", "correction.wait_rounds=2", "correction.budget.rounds=3", *EAGER
+    )
+    decided = [c for c in corrections(run) if c["kind"] == "correction"]
+    assert [(c["round"], c.get("waiting", False)) for c in decided] == [(2, True), (3, True)]
+    # The run ends (4 rounds) before the third round of the budget: nothing acted.
+    end = [c for c in corrections(run) if c["kind"] == "correction_end"][-1]
+    assert end["acting_rounds"] == 0 and end["extra_local_steps"] == 0 and end["syncs"] == 0
+    budget = run_tiny(
+        LEAVE,
+        "training.rounds=6",
+        "correction.policy=priority",
+        "correction.wait_rounds=1",
+        "correction.budget.rounds=2",
+        *EAGER,
+    )
+    decided = [c for c in corrections(budget) if c["kind"] == "correction"]
+    end = [c for c in corrections(budget) if c["kind"] == "correction_end"][-1]
+    assert [c["round"] for c in decided] == [2, 3] and decided[1]["residuals"]["settling"] is not None
+    assert end["reason"] == "round budget spent" and end["rounds"] == 2 and end["acting_rounds"] == 1
+
+
+def test_a_replay_counts_every_round_it_lasts_as_acting(run_tiny) -> None:
+    run = run_tiny(LEAVE, "correction.policy=retrain")
+    end = [c for c in corrections(run) if c["kind"] == "correction_end"][-1]
+    assert end["rounds"] == 2 and end["acting_rounds"] == 2  # rounds 0 and 1 replayed

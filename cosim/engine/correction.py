@@ -18,8 +18,8 @@ into a :class:`Plan` with :func:`plan_round`:
 
 With ``wait_rounds`` the first rounds pass as under ``none`` (the engine still decides,
 to log the residuals), and from then on :func:`settling_terms` leaves to the regular
-rounds a term that, at the rate it has fallen since the event's decision, comes within
-tolerance in the rounds left.
+rounds a term that, at the rate it fell while the correction waited
+(:func:`waiting_rate`), comes within tolerance in the rounds left.
 
 Sizes are capped by the correction budget (``max_local_steps``, ``max_syncs``,
 ``max_links``), and :func:`fit_plan` cuts a round's extra exchanges and steps to what is
@@ -56,6 +56,7 @@ __all__ = [
     "parallel_step_scale",
     "plan_round",
     "settling_terms",
+    "waiting_rate",
 ]
 
 SINGLE_ACTIONS: dict[str, Action] = {
@@ -128,9 +129,10 @@ class CorrectionState:
     teacher: dict[int, Any] | None = None
     # tolerances.teacher_progress: the teacher distance before the last round of extra steps
     # (None when that round took none), and whether the steps towards the teacher are done.
-    # wait_rounds: the event's decision's normalised terms (TERMS order x groups), from which
-    # later decisions measure how fast each term falls.
+    # wait_rounds: the event's decision's normalised terms (TERMS order x groups), and the
+    # factor a round each fell by while the correction waited (waiting_rate).
     first_terms: np.ndarray | None = None
+    wait_rate: np.ndarray | None = None
     teacher_before: float | None = None
     teacher_done: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -334,23 +336,38 @@ def normalised_terms(decision: Decision) -> np.ndarray:
     return np.array([values[t] for t in TERMS], dtype=float)
 
 
-def settling_terms(first: np.ndarray, now: np.ndarray, rounds: int, rounds_left: int) -> np.ndarray:
-    """Which terms the regular rounds left bring within tolerance, at the rate they fell so far.
+def waiting_rate(first: np.ndarray, waited: np.ndarray, rounds: int) -> np.ndarray:
+    """The factor a round each term fell by while the correction waited.
 
-    ``first`` and ``now`` are normalised terms (term / tolerance, any shape) at the event's
-    decision and ``rounds`` rounds later.  A term past its tolerance now that fell meanwhile
-    falls by ``q = (now / first)^(1 / rounds)`` a round on average; at that rate it is within
-    tolerance after ``rounds * log(now) / log(first / now)`` more rounds, and it settles when
-    that is at most ``rounds_left``.  A term that did not fall does not settle.
+    ``first`` and ``waited`` are normalised terms (term / tolerance, any shape) at the
+    event's decision and ``rounds`` regular rounds later: ``q = (waited / first)^(1 / rounds)``.
+    A term that was 0 at the event has no rate (``inf``: it does not settle).
     """
     if rounds < 1:
-        raise ValueError(f"settling_terms needs at least one round since the event (got {rounds})")
+        raise ValueError(f"waiting_rate needs at least one round of waiting (got {rounds})")
     first = np.asarray(first, dtype=float)
+    waited = np.asarray(waited, dtype=float)
+    rate = np.full(first.shape, np.inf)
+    known = first > 0
+    rate[known] = (np.maximum(waited[known], 0.0) / first[known]) ** (1.0 / rounds)
+    return rate
+
+
+def settling_terms(rate: np.ndarray, now: np.ndarray, rounds_left: int) -> np.ndarray:
+    """Which terms the regular rounds left bring within tolerance at the rate they fell while waiting.
+
+    ``rate`` is :func:`waiting_rate`, ``now`` the normalised terms of this decision.  A term
+    past its tolerance whose rate is below 1 is within it after ``log(now) / -log(rate)``
+    more rounds at that rate, and settles when that is at most ``rounds_left`` (the rounds
+    of the budget left, this one included).  A term that did not fall while waiting does
+    not settle.
+    """
+    rate = np.asarray(rate, dtype=float)
     now = np.asarray(now, dtype=float)
-    past = now > 1.0
-    fell = past & (first > now)
+    fell = (now > 1.0) & (rate < 1.0)
     needed = np.full(now.shape, np.inf)
-    needed[fell] = rounds * np.log(now[fell]) / np.log(first[fell] / now[fell])
+    with np.errstate(divide="ignore"):
+        needed[fell] = np.log(now[fell]) / -np.log(rate[fell])
     return fell & (needed <= rounds_left)
 
 

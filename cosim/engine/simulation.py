@@ -64,6 +64,7 @@ from cosim.engine.correction import (
     parallel_step_scale,
     plan_round,
     settling_terms,
+    waiting_rate,
 )
 from cosim.engine.replay import RoundRecord, Sent, replay_cost
 from cosim.graph import hop_distances, metropolis_hastings
@@ -788,9 +789,11 @@ class Simulation:
         settling: list[list[bool]] | None = None
         if state.first_terms is not None and state.rounds >= spec.wait_rounds:
             # After waiting: a term the rounds left bring within tolerance at the rate it fell
-            # since the event's decision is left to them.
+            # while the correction waited (regular rounds alone) is left to them.
+            if state.wait_rate is None:
+                state.wait_rate = waiting_rate(state.first_terms, normalised_terms(decision), state.rounds)
             mask = settling_terms(
-                state.first_terms, normalised_terms(decision), state.rounds, spec.budget.rounds - state.rounds
+                state.wait_rate, normalised_terms(decision), spec.budget.rounds - state.rounds
             )
             settling = mask.tolist()
             if mask.any():
@@ -913,7 +916,8 @@ class Simulation:
             if topology_reason:
                 reason = f"{topology_reason}, and no feasible link to add"
             elif all(a == Action.NONE for a in plan.actions):
-                reason = "every residual within tolerance"
+                settles = bool(np.any(state.history[-1].get("settling", False)))
+                reason = "every residual within tolerance" + (" or settling" if settles else "")
             elif not planned.idle:
                 reason = "the budget left does not fit the chosen action"
             else:
@@ -966,7 +970,8 @@ class Simulation:
                 "teacher_rows": state.teacher_rows,
                 "syncs": state.syncs,
                 "links_added": state.links_added,
-                "acting_rounds": state.acting_rounds,
+                # A replay (retrain, federaser) works in every round it lasts.
+                "acting_rounds": state.rounds if state.replay_rounds is not None else state.acting_rounds,
             },
         )
 

@@ -47,9 +47,10 @@ largest.  The rule switches at the consensus term's own tolerance: just past it,
 term ranks by its share-normalised value again.
 
 A term marked as settling (``decide``'s ``settling``: the regular rounds left bring it
-within tolerance at the rate it has fallen since the event, see
-:func:`cosim.engine.correction.settling_terms`) counts as within tolerance for the choice;
-the decision still records its value, and the reason names it.
+within tolerance at the rate it fell while the correction waited, see
+:func:`cosim.engine.correction.settling_terms`) counts as within tolerance for the
+per-group choice; the decision still records its value, and the reason names it.  The
+topology test (split, gap, rounds to consensus) reads the terms as they are.
 
 The rounds-to-consensus test keeps the spec's ``log(sum R_cons / eps) / gamma``, about
 twice the ``log(.) / (-2 log(1 - gamma))`` that the exchange count uses: conservative
@@ -317,7 +318,7 @@ def decide(
         raise ValueError(f"settling must have shape {stacked.shape} (terms x groups), got {settles.shape}")
     chosen = np.where(settles, 0.0, stacked)
     effective = {t: chosen[i] for i, t in enumerate(names)}
-    first = chosen.argmax(axis=0)
+    picked = chosen.argmax(axis=0)
 
     gamma = float(terms.gamma)
     eps = tolerances.consensus_total or tolerances.consensus * n_groups
@@ -349,7 +350,7 @@ def decide(
     share_binds = cons_tol < tolerances.consensus
     # The consensus term against its own tolerance alone (without the share).
     cons_own = np.asarray(terms.consensus, dtype=float) / tolerances.consensus
-    for g, i in enumerate(first):
+    for g, i in enumerate(picked):
         term, value = names[i], float(chosen[i, g])
         by_share = term == "consensus" and bool(share_binds[g])
         share = f"{tolerances.consensus_share:.3g} of the copies' size" if by_share else ""

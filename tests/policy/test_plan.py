@@ -16,6 +16,7 @@ from cosim.engine.correction import (
     plan_round,
     settling_terms,
     tolerances_of,
+    waiting_rate,
 )
 from cosim.policy.priority import Action, Budget, Tolerances, decide
 from cosim.scenario import Correction
@@ -391,34 +392,38 @@ def test_a_cut_keeps_each_group_s_steps_below_the_new_count() -> None:
 # --------------------------------------------------------------------------- settling
 
 
-def _rounds_by_stepping(first: float, now: float, rounds: int) -> float:
-    """Brute force: step the term down by its mean factor a round until it is within tolerance."""
-    q = (now / first) ** (1.0 / rounds)
+def _rounds_by_stepping(rate: float, now: float) -> float:
+    """Brute force: step the term down by its rate a round until it is within tolerance."""
     value, k = now, 0
     while value > 1.0 and k < 10_000:
-        value *= q
+        value *= rate
         k += 1
     return k if value <= 1.0 else math.inf
 
 
-def test_a_term_settles_when_its_rate_brings_it_within_tolerance_in_the_rounds_left() -> None:
+def test_the_waiting_rate_is_the_mean_factor_a_round() -> None:
+    rate = waiting_rate(np.array([[8.0, 2.0, 0.0, 3.0]]), np.array([[2.0, 3.0, 1.0, 0.0]]), 2)
+    assert rate.tolist() == [[0.5, math.sqrt(1.5), math.inf, 0.0]]  # 8 -> 2 in two rounds: halved each
+    with pytest.raises(ValueError, match="at least one round"):
+        waiting_rate(np.array([2.0]), np.array([1.5]), 0)
+
+
+def test_a_term_settles_when_its_waiting_rate_brings_it_within_tolerance_in_the_rounds_left() -> None:
     rng = np.random.default_rng(0)
     checked = 0
     for _ in range(2000):
-        first, now = (float(v) for v in rng.uniform(0.5, 8.0, size=2))
+        first, waited, now = (float(v) for v in rng.uniform(0.5, 8.0, size=3))
         rounds, left = int(rng.integers(1, 4)), int(rng.integers(0, 8))
-        q = (now / first) ** (1.0 / rounds)
-        if now > 1.0 and first > now and abs(math.log(now) / -math.log(q) - left) < 1e-9:
+        rate = float(waiting_rate(np.array([first]), np.array([waited]), rounds)[0])
+        if now > 1.0 and rate < 1.0 and abs(math.log(now) / -math.log(rate) - left) < 1e-9:
             continue  # on the boundary rounding decides
-        settles = bool(settling_terms(np.array([first]), np.array([now]), rounds, left)[0])
-        # Whole rounds at the mean rate, stepped by the brute force; "never" for a term that did not fall.
-        needed = _rounds_by_stepping(first, now, rounds) if first > now else (0 if now <= 1.0 else math.inf)
-        assert settles == (now > 1.0 and needed <= left), (first, now, rounds, left)
-        checked += now > 1.0 and first > now
+        settles = bool(settling_terms(np.array([rate]), np.array([now]), left)[0])
+        # Whole rounds at the waiting rate, stepped by the brute force; "never" for a term that did not fall.
+        needed = _rounds_by_stepping(rate, now) if rate < 1.0 else (0 if now <= 1.0 else math.inf)
+        assert settles == (now > 1.0 and needed <= left), (first, waited, now, rounds, left)
+        checked += now > 1.0 and rate < 1.0
     assert checked > 500
-    # Closed form: from 4 to 2 in a round halves it a round, within tolerance one round on.
-    mask = settling_terms(np.array([[4.0, 4.0, 0.5, 2.0]]), np.array([[2.0, 2.0, 0.4, 3.0]]), 1, 1)
-    assert mask.tolist() == [[True, True, False, False]]  # within tolerance now / rising: no
-    assert not settling_terms(np.array([2.2]), np.array([2.0]), 1, 4)[0]  # needs 7.3 rounds
-    with pytest.raises(ValueError, match="at least one round"):
-        settling_terms(np.array([2.0]), np.array([1.5]), 0, 4)
+    # Closed form: halved a round, 2 is within tolerance one round on; 4 needs two.
+    mask = settling_terms(np.array([[0.5, 0.5, 0.5, 1.5, 0.0]]), np.array([[2.0, 4.0, 0.4, 3.0, 5.0]]), 1)
+    assert mask.tolist() == [[True, False, False, False, True]]  # within tolerance now / rising: no
+    assert settling_terms(np.array([0.5]), np.array([4.0]), 2)[0]

@@ -249,6 +249,20 @@ def test_a_settling_term_counts_as_within_tolerance_for_the_choice_only(make_ter
         decide(terms, TOL, BUDGET, settling[:, :2])
 
 
+def test_event_first_defers_only_to_terms_that_do_not_settle(make_terms):
+    # Both groups: consensus 0.9 is 1.8x the share (0.5), within its own tolerance.
+    # Group 0: learn 3 settles, drift 1.5 does not: drift comes first (learn would win if it counted).
+    # Group 1: learn 3 settles and drift is within tolerance: the standing disagreement acts.
+    terms = make_terms(
+        learn=[3.0, 3.0], drift=[1.5, 0.5], consensus=[0.9, 0.9], magnitude=np.array([10.0, 10.0])
+    )
+    shared = Tolerances(learn=1.0, drift=1.0, consensus=1.0, consensus_share=0.05)
+    settling = np.array([[True, True], [False, False], [False, False]])
+    decision = decide(terms, shared, BUDGET, settling)
+    assert decision.actions == (Action.PROXIMAL_DAMPING, Action.SYNC_SCHEDULING)
+    assert decide(terms, shared, BUDGET).actions == (Action.LOCAL_CORRECTION, Action.LOCAL_CORRECTION)
+
+
 def test_event_first_defers_only_to_an_action_that_can_act(make_terms):
     # Learn past its tolerance, but no local step allowed (cap 0): local correction could do
     # nothing, so the consensus term held by the share keeps the group.  Likewise drift past
