@@ -76,6 +76,25 @@ def test_a_correction_that_waited_counts_as_acting_only_in_the_rounds_it_acted(a
     assert script.acted(df).tolist() == [False, True, True, False]
 
 
+def test_the_whole_correction_is_set_beside_the_replay_over_the_seeds_where_it_acted(analysis_script) -> None:
+    script = analysis_script("leave_seeds_experiment")
+    df = pd.DataFrame(
+        [
+            _row("retrain", 1, correction_seconds=10.0, correction_bits=100e6),
+            _row("retrain", 2, correction_seconds=20.0, correction_bits=100e6),
+            _row("retrain", 3, correction_seconds=6.0, correction_bits=100e6),
+            _row("priority", 1, correction_seconds=1.0, correction_bits=10e6, correction_acting_rounds=1),
+            _row("priority", 2, correction_seconds=9.0, correction_bits=40e6, correction_acting_rounds=2),
+            # waited a round and did nothing more: its seconds count over every seed only
+            _row("priority", 3, correction_seconds=2.0, correction_bits=10e6, correction_acting_rounds=0),
+        ]
+    )
+    line = script.whole_correction(df).splitlines()[-1]
+    # Acted (seeds 1, 2): replay 15 s / 100 Mbit, correction 5 s / 25 Mbit; every seed: 12 s / 100 Mbit
+    # against 4 s / 20 Mbit; seed 1 is 10x in both, seed 2 2.2x in seconds.
+    assert line == "| regime_x | 3 | 2/3 | 3.0x | 4.0x | 3.0x / 5.0x | 1/2 |"
+
+
 def test_a_seed_in_two_directories_is_an_error(analysis_script, tmp_path) -> None:
     script = analysis_script("leave_seeds_experiment")
     for name in ("a", "b"):
