@@ -146,6 +146,16 @@ def priority_against_none(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _replay_ratios(rows: pd.DataFrame) -> tuple[str, str]:
+    """The replay's mean seconds and bits over the correction's, as table cells ("–" with no rows)."""
+    if rows.empty:
+        return "–", "–"
+    return (
+        saving(rows["correction_seconds_replay"].mean(), rows["correction_seconds"].mean()),
+        saving(rows["correction_bits_replay"].mean(), rows["correction_bits"].mean()),
+    )
+
+
 def whole_correction(df: pd.DataFrame) -> str:
     """``priority``'s whole correction beside the same seed's replay (see the module docstring)."""
     lines = [
@@ -161,16 +171,8 @@ def whole_correction(df: pd.DataFrame) -> str:
             did["correction_bits"] * FACTOR <= did["correction_bits_replay"]
         )
 
-        def ratios(r: pd.DataFrame) -> tuple[str, str]:
-            if r.empty:
-                return "–", "–"
-            return (
-                saving(r["correction_seconds_replay"].mean(), r["correction_seconds"].mean()),
-                saving(r["correction_bits_replay"].mean(), r["correction_bits"].mean()),
-            )
-
-        acted_s, acted_bits = ratios(did)
-        every_s, every_bits = ratios(runs)
+        acted_s, acted_bits = _replay_ratios(did)
+        every_s, every_bits = _replay_ratios(runs)
         cells = [
             str(len(runs)),
             f"{len(did)}/{len(runs)}",

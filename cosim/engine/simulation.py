@@ -790,11 +790,10 @@ class Simulation:
         if state.first_terms is not None and state.rounds >= spec.wait_rounds:
             # After waiting: a term the rounds left bring within tolerance at the rate it fell
             # while the correction waited (regular rounds alone) is left to them.
+            terms_now = normalised_terms(decision)
             if state.wait_rate is None:
-                state.wait_rate = waiting_rate(state.first_terms, normalised_terms(decision), state.rounds)
-            mask = settling_terms(
-                state.wait_rate, normalised_terms(decision), spec.budget.rounds - state.rounds
-            )
+                state.wait_rate = waiting_rate(state.first_terms, terms_now, state.rounds)
+            mask = settling_terms(state.wait_rate, terms_now, spec.budget.rounds - state.rounds)
             settling = mask.tolist()
             if mask.any():
                 decision = decide_for(*args, settling=mask)
@@ -911,8 +910,9 @@ class Simulation:
             detail["budget_cut"] = {"local_steps": planned.extra_steps, "syncs": planned.syncs}
         self._event("correction", -1, -1, detail)
         plan = replace(plan, links=0)  # spent
-        state.acting_rounds += not (plan.idle and not added)
-        if plan.idle and not added:
+        acting = not plan.idle or added > 0
+        state.acting_rounds += acting
+        if not acting:
             if topology_reason:
                 reason = f"{topology_reason}, and no feasible link to add"
             elif all(a == Action.NONE for a in plan.actions):
