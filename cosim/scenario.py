@@ -752,7 +752,8 @@ class Training(_Spec):
         le=10,
         description="The optimizer's step size. With Adam at 0.003 the consensus regime's retained "
         "accuracy does not settle in long runs (it peaks around round 100 and falls); at 0.001 it "
-        "does (EXPERIMENTS.md, section 1).",
+        "does (EXPERIMENTS.md section 1; docs/experiments/05-consensus-at-round-112-the-learning-rate-"
+        "not-the-leave.md).",
     )
     optimizer: Literal["sgd", "adam"] = "adam"
     slot_dropout: float = Field(

@@ -177,7 +177,8 @@ def parallel_step_scale(trainees: int, kind: str = "leave", share: str = "parall
     direction when the round's regular steps begin, so the fraction actually kept is
     somewhat above ``1 / m`` (the measurements below include that).
 
-    Measured in the learning regime (``EXPERIMENTS.md`` section 1), leave seeds 2 and 3:
+    Measured in the learning regime with the package at eea5b5a (``EXPERIMENTS.md`` section 1
+    as of 2e00da7; the runs there have since been made again), leave seeds 2 and 3:
     retained accuracy at the end of the correction's first round 0.32 and 0.44 with the
     whole displacement, 0.78 and 0.74 with ``1 / m`` (no correction: 0.52 and 0.49).
     """
