@@ -51,7 +51,12 @@ def load(directories: list[Path]) -> pd.DataFrame:
             wait_rounds(directory / f"{r.regime}-{r.event}-{r.policy}-s{r.seed}") for r in df.itertuples()
         ]
         frames.append(df)
-    return one_run_each(pd.concat(frames, ignore_index=True), ["regime", "event", "policy", "wait", "seed"])
+    df = one_run_each(pd.concat(frames, ignore_index=True), ["regime", "event", "policy", "wait", "seed"])
+    waits = df[df["wait"] > 0].groupby(["regime", "event", "policy"])["wait"].nunique()
+    if (waits > 1).any():
+        regime, event, policy = waits[waits > 1].index[0]
+        raise ValueError(f"{regime} {event} {policy}: runs with more than one wait_rounds > 0")
+    return df
 
 
 def table(df: pd.DataFrame) -> str:
@@ -66,11 +71,9 @@ def table(df: pd.DataFrame) -> str:
             for policy in POLICIES:
                 of = rows[rows["policy"] == policy]
                 without = target_accuracy(of[of["wait"] == 0], ev, suffix)
-                waited = of[of["wait"] > 0]
+                waited = of[of["wait"] > 0]  # one wait_rounds per policy (load checks it)
                 if without.empty or waited.empty:
                     continue
-                if waited["wait"].nunique() > 1:
-                    raise ValueError(f"{regime} {event} {policy}: runs with more than one wait_rounds > 0")
                 with_wait = target_accuracy(waited, ev, suffix)
                 seeds = without.index.intersection(with_wait.index)
                 if seeds.empty:
