@@ -12,13 +12,15 @@ loss-threshold MIA AUC on the forget split (the ``evaluations`` table's ``mia_au
 
 *rise* is the change from *deleted* to *leave's round*; the paired t test compares
 ``priority``'s rise with ``none``'s seed by seed. *steps* counts the seeds whose first
-correction decision took extra local steps.
+correction decision that does not wait took extra local steps. With
+``correction.wait_rounds`` the leave's round is a waiting round: its figure is then a
+regular round's, and the steps come in a later round.
 
 ``--pair A B`` (repeatable) instead compares ``priority`` in directory A with
 ``priority`` in directory B (the same leaves and seeds under other correction options),
 paired by seed: the difference A − B at the end of the leave's round and at the end,
-with paired t tests, and each side's extra local steps in its first decision and over
-its whole correction (``correction_end``).
+with paired t tests, and each side's extra local steps in its first decision that does
+not wait and over its whole correction (``correction_end``).
 
     .venv/bin/python analysis/membership_rise_experiment.py runs/fresh-drift runs/fresh-learning
     .venv/bin/python analysis/membership_rise_experiment.py --pair runs/fresh-drift runs/answers-whole-drift
@@ -53,13 +55,16 @@ def forget_auc(run_dir: Path) -> tuple[float, float, float]:
 
 
 def steps(run_dir: Path) -> tuple[int, int]:
-    """The extra local steps of the first correction decision (per device) and of the whole
-    correction (``correction_end``); 0 where there is none."""
+    """The extra local steps of the first correction decision that does not wait (per
+    device; a decision made while ``correction.wait_rounds`` holds the correction back is
+    marked ``waiting`` and takes none) and of the whole correction (``correction_end``); 0
+    where there is none."""
     events = pd.read_parquet(run_dir / "events.parquet")
-    first = events[events["kind"] == "correction"]
+    decisions = [json.loads(d) for d in events.loc[events["kind"] == "correction", "detail"]]
+    first = [d for d in decisions if not d.get("waiting", False)]
     end = events[events["kind"] == "correction_end"]
     return (
-        int(json.loads(first["detail"].iloc[0]).get("local_steps", 0)) if len(first) else 0,
+        int(first[0].get("local_steps", 0)) if first else 0,
         int(json.loads(end["detail"].iloc[0]).get("extra_local_steps", 0)) if len(end) else 0,
     )
 
