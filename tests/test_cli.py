@@ -243,7 +243,7 @@ def test_run_with_overwrite_replaces_every_file_of_the_earlier_run(
     ("command", "option"),
     [("run", "--out"), ("sweep", "--out"), ("experiments", "--out"), ("report", "--out"), ("export", "DIR")],
 )
-def test_an_output_directory_that_is_a_file_exits_2(
+def test_an_output_directory_that_is_a_file_or_under_one_exits_2(
     tiny_run, tiny_file: Path, tmp_path: Path, command: str, option: str
 ) -> None:
     taken = tmp_path / "taken"
@@ -260,6 +260,11 @@ def test_an_output_directory_that_is_a_file_exits_2(
     }[command]
     result = invoke(command, *args)
     assert_user_error(result, [f"{option} {taken}: exists and is not a directory"])
+    assert taken.read_text() == "a file\n"
+    # a directory under the file cannot be made either: the same error, before any work
+    under = taken / "sub" / "run"
+    result = invoke(command, *[under if a == taken else a for a in args])
+    assert_user_error(result, [f"{option} {under}: {taken} is a file, so no directory can be made under it"])
     assert taken.read_text() == "a file\n"
 
 

@@ -74,9 +74,14 @@ def validate(
 
 
 def _not_a_file(path: Path, option: str) -> None:
-    """Exit 2 when ``path``, a directory to write into, is an existing file."""
+    """Exit 2 when ``path``, a directory to write into, is an existing file or lies under one."""
     if path.exists() and not path.is_dir():
         fail(f"{option} {path}: exists and is not a directory")
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                fail(f"{option} {path}: {parent} is a file, so no directory can be made under it")
+            return
 
 
 def _make_room(out_dir: Path, overwrite: bool) -> None:
