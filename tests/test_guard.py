@@ -47,6 +47,20 @@ def test_an_aborted_run_is_marked_interrupted(tiny_scenario, tmp_path) -> None:
     assert not list((tmp_path / "run").glob("*.parquet"))
 
 
+def abort_at_once(scenario, out_dir, on_round=None):
+    """Runs in the spawned child: the process aborts before it writes anything."""
+    os.abort()
+
+
+def test_a_run_that_dies_before_writing_anything_is_marked_interrupted(tiny_scenario, tmp_path) -> None:
+    out_dir = tmp_path / "not" / "made"
+    with pytest.raises(RunCrashed, match="SIGABRT"):
+        run_guarded(parse_scenario(tiny_scenario), out_dir, target=abort_at_once)
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted" and "SIGABRT" in manifest["reason"]
+    assert [p.name for p in out_dir.iterdir()] == ["manifest.json"]
+
+
 def test_a_guarded_run_equals_an_in_process_run(tiny_scenario, tmp_path) -> None:
     scenario = parse_scenario(tiny_scenario)
     guarded = run_guarded(scenario, tmp_path / "a")

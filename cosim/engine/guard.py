@@ -151,6 +151,9 @@ def _describe(exitcode: int | None) -> str:
 
 
 def _mark_interrupted(out_dir: Path, reason: str) -> None:
+    """Mark the run in ``out_dir`` interrupted with ``reason``; a child that died before it
+    wrote anything leaves a manifest holding only these two fields."""
+    out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "manifest.json"
     manifest = json.loads(path.read_text()) if path.is_file() else {}
     if manifest.get("status") == "complete":
