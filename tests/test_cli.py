@@ -356,3 +356,22 @@ def test_run_names_no_device_when_its_messages_get_through(tiny_run) -> None:
     messages = json.loads((out / "manifest.json").read_text())["summary"]["gossip_messages"]
     assert all(m["delivered"] == m["sent"] for m in messages), messages
     assert "slot-exchange messages got through" not in flat(result.stderr)
+
+
+def test_ctrl_c_during_a_run_says_where_its_rounds_are_and_exits_130(
+    tiny_file: Path, tmp_path: Path, monkeypatch
+) -> None:
+    import cosim.cli.run as run_module
+
+    def interrupted(spec, out_dir, on_round=None):
+        called_with.append(out_dir)
+        raise KeyboardInterrupt  # as run_guarded re-raises Ctrl-C once the child has written
+
+    called_with: list[Path] = []
+    monkeypatch.setattr(run_module, "run_guarded", interrupted)
+    out = tmp_path / "run"
+    result = invoke("run", tiny_file, "--out", out, "-q")
+    assert result.exit_code == 130, result.output
+    assert called_with == [out]
+    assert "Traceback" not in result.output
+    assert flat(f"interrupted: {out} holds the rounds traced so far") in flat(result.output)

@@ -59,6 +59,13 @@ def run_command(spec: Scenario, out_dir: Path, *, quiet: bool, console: Console)
         except RunCrashed as err:
             console.print(f"[bold red]error:[/] {err}", highlight=False)
             raise SystemExit(1) from None
+        except KeyboardInterrupt:
+            console.print(
+                f"[yellow]interrupted:[/] {out_dir} holds the rounds traced so far, "
+                "its manifest marked interrupted",
+                highlight=False,
+            )
+            raise SystemExit(130) from None
 
     table = Table(title=f"{spec.name}: summary", show_header=True)
     table.add_column("quantity")
