@@ -119,7 +119,7 @@ def plan_experiments(
     if unknown:
         raise ScenarioError(f"--policy: {', '.join(unknown)} not a policy; allowed: {', '.join(POLICIES)}")
     if adapters not in ("orthogonal", "shared"):
-        raise ScenarioError(f"adapters: {adapters!r} is not an adapter kind; allowed: orthogonal, shared")
+        raise ScenarioError(f"--adapters: {adapters!r} is not an adapter kind; allowed: orthogonal, shared")
     if adapters == "shared" and (bad := [p for p in policies if p not in SHARED_POLICIES]):
         raise ScenarioError(
             f"--policy: {', '.join(bad)} need orthogonal slots; allowed with shared adapters: "

@@ -162,7 +162,10 @@ def test_a_tiny_run_writes_the_four_tables_and_a_complete_manifest(
         ("leave", 3, 2),
         ("join", 4, 3),
     ]
-    assert f"trace: {out}/" in flat(result.stderr)
+    written = "manifest.json, rounds.parquet, transfers.parquet, events.parquet, evaluations.parquet"
+    assert f"trace: {out}/ ({written}, allocations.parquet, state.json, state.safetensors)" in flat(
+        result.stderr
+    )
 
 
 @pytest.mark.parametrize(

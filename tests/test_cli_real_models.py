@@ -34,7 +34,11 @@ def _no_tokenizer(tmp_path: Path, model_dir: Path) -> Path:
         ("no_tokenizer", ["model.base: the directory holds no tokenizer"]),
         (
             "missing_column",
-            ["data.file.path:", "missing column(s) 'question'; the file has: prompt, response, topic"],
+            [
+                "data.file.path:",
+                "missing column(s) 'question' (data.file.prompt_field); "
+                "the file has: prompt, response, topic",
+            ],
         ),
         ("empty_device", ["data.file.partition: device 3 gets no training rows"]),
         ("wrong_format", ["data.file.path:", "cannot be read as parquet"]),

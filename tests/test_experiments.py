@@ -259,3 +259,13 @@ def test_a_bad_regime_file_is_a_scenario_error_with_or_without_overrides(
     for overrides in [(), ("training.rounds=3",)]:
         with pytest.raises(ScenarioError, match=re.escape(message)):
             plan_experiments(tmp_path, (1,), ("none",), overrides=overrides)
+
+
+def test_unknown_policies_and_adapter_kinds_name_their_option(tmp_path: Path, tiny_scenario) -> None:
+    directory = regime_dir(tmp_path, tiny_scenario)
+    with pytest.raises(ScenarioError, match=r"^--policy: prioritty not a policy; allowed: none, "):
+        plan_experiments(directory, seeds=(1,), policies=("prioritty",))
+    with pytest.raises(
+        ScenarioError, match=r"^--adapters: 'weird' is not an adapter kind; allowed: orthogonal, shared$"
+    ):
+        plan_experiments(directory, seeds=(1,), adapters="weird")

@@ -11,7 +11,7 @@ from rich.table import Table
 from cosim.engine.guard import RunCrashed, run_guarded
 from cosim.engine.simulation import RoundInfo
 from cosim.scenario import Scenario
-from cosim.trace.schema import TABLES
+from cosim.trace.writer import RUN_FILES
 
 # A device whose slot-exchange messages got through less often than this (over at least
 # CUT_OFF_MIN_MESSAGES sent) is named at the end of a run.
@@ -113,4 +113,5 @@ def run_command(spec: Scenario, out_dir: Path, *, quiet: bool, console: Console)
         before, after = entry["before_event"], entry["after_event"]
         changes = "  ".join(f"{k} {before[k]:.2f}->{after[k]:.2f}" for k in after if k in before)
         console.print(f"round {entry['round']} ({', '.join(entry['events'])}): accuracy {changes}")
-    console.print(f"trace: {out_dir}/{{manifest.json, {', '.join(TABLES)}}}.parquet")
+    written = [name for name in RUN_FILES if (out_dir / name).exists()]
+    console.print(f"trace: {out_dir}/ ({', '.join(written)})", highlight=False)

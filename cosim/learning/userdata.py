@@ -102,10 +102,11 @@ def dirichlet_partition(
 # --------------------------------------------------------------------------- the file
 
 
-def _columns_needed(spec: FileData) -> list[str]:
-    fields = [spec.text_field] if spec.text_field else [spec.prompt_field, spec.response_field]
-    extra = {"column": spec.device_column, "dirichlet": spec.label_column}.get(spec.partition)
-    return [*fields, *([extra] if extra else [])]
+def _columns_needed(spec: FileData) -> list[tuple[str, str]]:
+    """The columns the scenario names, each with the ``data.file`` field that names it."""
+    fields = ["text_field"] if spec.text_field else ["prompt_field", "response_field"]
+    fields += {"column": ["device_column"], "dirichlet": ["label_column"]}.get(spec.partition, [])
+    return [(field, getattr(spec, field)) for field in fields]
 
 
 def load_examples(spec: FileData) -> Examples:
@@ -126,12 +127,12 @@ def load_examples(spec: FileData) -> Examples:
         ) from None
     if len(table) == 0:
         raise ScenarioError(f"{where}: the file holds no rows")
-    missing = [c for c in _columns_needed(spec) if c not in table.column_names]
+    missing = [(f, c) for f, c in _columns_needed(spec) if c not in table.column_names]
     if missing:
+        named = ", ".join(f"{c!r} (data.file.{f})" for f, c in missing)
         raise ScenarioError(
-            f"{where}: missing column(s) {', '.join(map(repr, missing))}; the file has: "
-            f"{', '.join(table.column_names)} (set data.file.text_field, prompt_field, response_field, "
-            "device_column or label_column)"
+            f"{where}: missing column(s) {named}; the file has: {', '.join(table.column_names)} "
+            "(set each field named to one of these)"
         )
 
     def text_column(name: str) -> list[str]:

@@ -94,8 +94,14 @@ def test_max_eval_examples_caps_every_split() -> None:
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"prompt_field": "question"}, "missing column(s) 'question'; the file has: prompt, response, topic"),
-        ({"partition": "dirichlet", "label_column": "label"}, "missing column(s) 'label'"),
+        (
+            {"prompt_field": "question"},
+            "missing column(s) 'question' (data.file.prompt_field); the file has: prompt, response, topic",
+        ),
+        (
+            {"partition": "dirichlet", "label_column": "label"},
+            "missing column(s) 'label' (data.file.label_column)",
+        ),
     ],
 )
 def test_file_problems_name_the_fix(fields: dict[str, object], message: str) -> None:
