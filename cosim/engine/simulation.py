@@ -197,6 +197,7 @@ class Simulation:
         # air around it.
         self._on_air: list[TransferResult] = []
         self._round = 0
+        self._rounds_done = 0  # rounds played to their end (an interrupted run's summary counts these)
         self._slot_bits = sum(self.learner.slot_bits().values())
         self._allocation_rng = np.random.default_rng(np.random.SeedSequence([scenario.seed, 0xA110C]))
         n_groups = scenario.model.layer_groups
@@ -286,6 +287,7 @@ class Simulation:
                 acc = self._evaluate("round")
             else:
                 acc = {}
+            self._rounds_done = r + 1
             if self.on_round is not None:
                 mean_loss = float(np.mean(list(losses.values()))) if losses else float("nan")
                 self.on_round(RoundInfo(r, rounds, self.env.now, len(self.members.active), mean_loss, acc))
@@ -1581,7 +1583,7 @@ class Simulation:
         transfers = self.trace.rows["transfers"]
         return {
             "around_events": self._around_events(),
-            "rounds": self._round + 1,
+            "rounds": self._rounds_done,
             "simulated_s": float(self.env.now),
             "final_accuracy": final,
             "bits_sent": int(sum(t["delivered_bits"] for t in transfers)),
@@ -1609,7 +1611,8 @@ class Simulation:
         return [{"device": d, "sent": c[0], "delivered": c[1]} for d, c in sorted(counts.items())]
 
     def _events_not_reached(self) -> list[dict[str, Any]]:
-        """The scheduled events the run ended before (a ``time_s`` after its last round began)."""
+        """The scheduled events the run ended before: in a complete run those given by a
+        ``time_s`` after its last round began; in an interrupted one also those of later rounds."""
         return [
             {"index": i, **event.model_dump(mode="json", exclude_none=True)}
             for i, event in enumerate(self.events)
