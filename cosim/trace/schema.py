@@ -24,7 +24,11 @@ TABLES: dict[str, list[tuple[str, pa.DataType, str]]] = {
         ("time_s", _F, "simulated time the round started"),
         ("device", _I, "device id"),
         ("slot", _I, "the device's LoRA slot"),
-        ("loss", _F, "mean training loss over the round's local steps"),
+        (
+            "loss",
+            _F,
+            "mean training loss over the round's regular local steps (not a correction's extra ones)",
+        ),
         ("steps", _I, "local steps taken"),
         (
             "flops",
@@ -46,7 +50,7 @@ TABLES: dict[str, list[tuple[str, pa.DataType, str]]] = {
         ),
         ("bits_received", _I, "payload bits of the gossip delivered to it"),
         ("messages_sent", _I, "gossip messages it sent"),
-        ("messages_delivered", _I, "of those, delivered by the deadline"),
+        ("messages_delivered", _I, "of those, delivered by the deadline and used (not to a silent device)"),
         (
             "round_end_s",
             _F,
@@ -91,8 +95,14 @@ TABLES: dict[str, list[tuple[str, pa.DataType, str]]] = {
         ("distance_m", _F, "distance between the two devices"),
         ("snr_db", _F, "signal-to-noise ratio of the link"),
         ("mcs", _I, "modulation and coding scheme (-1: no link)"),
-        ("start_s", _F, "when sending began"),
-        ("finish_s", _F, "when the last bit arrived"),
+        ("start_s", _F, "when sending began (for a message the deadline cut off, when it would have)"),
+        (
+            "finish_s",
+            _F,
+            "when the last bit arrived; for a message the deadline cut off, when it would have "
+            "(after the deadline), start_s without a link, inf at ns-3 packet fidelity "
+            "(aborted at the deadline)",
+        ),
         ("delivered", _B, "arrived whole by the deadline and was used"),
         (
             "delivered_bits",
@@ -137,7 +147,7 @@ TABLES: dict[str, list[tuple[str, pa.DataType, str]]] = {
             "bytes and the calibration steps) or correction_end (its cost; teacher_rows: the samples "
             "of its teacher pass)",
         ),
-        ("device", _I, "the device concerned (for tombstone: the device applying it)"),
+        ("device", _I, "the device concerned (-1 if none; for tombstone: the device applying it)"),
         ("slot", _I, "the slot concerned (-1 if none)"),
         ("detail", _S, "JSON with event-specific values"),
     ],
@@ -205,7 +215,7 @@ TABLES: dict[str, list[tuple[str, pa.DataType, str]]] = {
             "1e-6 of the largest group's; 1 for every group when all are 0); the other methods, 1",
         ),
         ("budget_bits", _F, "the link's budget for the whole message; null: no budget (full)"),
-        ("delivered", _B, "the message arrived by the deadline"),
+        ("delivered", _B, "the message arrived by the deadline and was used (not to a silent device)"),
         (
             "staleness_rounds",
             _I,
