@@ -869,6 +869,16 @@ class CorrectionTolerances(_Spec):
         "actions), off otherwise; false: R_learn is the method's estimate E / (2 kappa) + S alone.",
     )
 
+    accuracy_drop: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="relative mode only, after a leave: while the retained devices' accuracy on "
+        "their residual samples is less than this far below its level just before the event (the "
+        "mean over the devices of before minus now), the correction does nothing and ends, whatever "
+        "the residual terms say; checked at every decision, so it also ends a correction once its "
+        "actions have brought that accuracy back (null: off; joins are not gated).",
+    )
     teacher_progress: float | None = Field(
         None,
         gt=0,
@@ -886,6 +896,11 @@ class CorrectionTolerances(_Spec):
             raise ValueError(
                 "measured_loss compares with the pre-event loss and needs mode: relative "
                 f"(got mode: {self.mode})"
+            )
+        if self.accuracy_drop is not None and self.mode != "relative":
+            raise ValueError(
+                f"accuracy_drop: {self.accuracy_drop} compares with the pre-event accuracy and needs "
+                f"mode: relative (got mode: {self.mode}); or set accuracy_drop: null"
             )
         return self
 

@@ -958,3 +958,50 @@ def test_a_replay_counts_every_round_it_lasts_as_acting(run_tiny) -> None:
     run = run_tiny(LEAVE, "correction.policy=retrain")
     end = [c for c in corrections(run) if c["kind"] == "correction_end"][-1]
     assert end["rounds"] == 2 and end["acting_rounds"] == 2  # rounds 0 and 1 replayed
+
+
+HURTING_LEAVE = "events=[{kind: leave, device: 2, round: 2}]"  # takes 1/6 off the retained samples
+
+
+def test_accuracy_drop_ends_a_correction_the_deletion_did_not_hurt_and_the_run_goes_on_as_under_none(
+    run_tiny,
+) -> None:
+    acting = run_tiny(HURTING_LEAVE, "correction.policy=priority", *EAGER)
+    first = first_decision(acting)
+    assert first["residuals"]["accuracy_drop"] == pytest.approx(1 / 6)
+    # The mean over the retained devices of their accuracy before minus now, on the same samples.
+    before = dict(zip(first["baseline"]["devices"], first["baseline"]["accuracy_devices"], strict=True))
+    now = dict(zip(first["affected"], first["residuals"]["accuracy_devices"], strict=True))
+    assert first["residuals"]["accuracy_drop"] == pytest.approx(np.mean([before[d] - now[d] for d in now]))
+    assert set(first["actions"]) - {"none"}  # every term past these tolerances
+    # Above the drop: the first decision ends the correction, whatever the terms say ...
+    gated = run_tiny(
+        HURTING_LEAVE, "correction.policy=priority", *EAGER, "correction.tolerances.accuracy_drop=0.5"
+    )
+    decisions = corrections(gated)
+    assert [c["kind"] for c in decisions] == ["correction", "correction_end"]
+    assert set(decisions[0]["actions"]) == {"none"} and decisions[0]["local_steps"] == 0
+    reason = "accuracy on the retained devices' samples +0.167 from before the event, below accuracy_drop 0.5"
+    assert decisions[0]["reasons"] == [reason, reason] and decisions[1]["reason"] == reason
+    assert decisions[1]["rounds"] == 0 and decisions[1]["seconds"] == 0.0
+    # ... and the run goes on exactly as under none.
+    none = run_tiny(HURTING_LEAVE)
+    for table in ("rounds", "transfers", "evaluations"):
+        assert gated.rows(table) == none.rows(table), table
+    # Below the drop: the correction acts as without the option.
+    below = run_tiny(
+        HURTING_LEAVE, "correction.policy=priority", *EAGER, "correction.tolerances.accuracy_drop=0.1"
+    )
+    assert [c["actions"] for c in corrections(below) if c["kind"] == "correction"] == [
+        c["actions"] for c in corrections(acting) if c["kind"] == "correction"
+    ]
+    assert below.rows("evaluations") == acting.rows("evaluations")
+
+
+def test_accuracy_drop_does_not_gate_a_join(run_tiny) -> None:
+    gated = run_tiny(JOIN, "correction.policy=priority", *EAGER, "correction.tolerances.accuracy_drop=0.5")
+    first = first_decision(gated)
+    assert "accuracy_drop" not in first["residuals"]  # a newcomer has no accuracy before
+    assert set(first["actions"]) - {"none"}
+    plain = run_tiny(JOIN, "correction.policy=priority", *EAGER)
+    assert gated.rows("evaluations") == plain.rows("evaluations")

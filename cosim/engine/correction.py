@@ -48,6 +48,7 @@ __all__ = [
     "CorrectionState",
     "Plan",
     "RoundCost",
+    "accuracy_drop",
     "allocation_weights",
     "decide_for",
     "drift_level",
@@ -279,6 +280,21 @@ def loss_ratio(loss: Mapping[int, float], before: Mapping[int, float]) -> float:
         level = mean if mean > 0 else 1.0
         ratios += [loss[d] / level for d in newcomers]
     return float(max(ratios, default=0.0))
+
+
+def accuracy_drop(accuracy: Mapping[int, float], before: Mapping[int, float]) -> float | None:
+    """How far the devices' accuracy on their residual samples fell since before the event.
+
+    ``accuracy`` and ``before`` map a device to its accuracy on its samples now and just
+    before the event (the same samples of each device).  Over the devices measured both
+    times (after a leave, the retained ones), the mean of ``before - accuracy``: above 0
+    when the event took accuracy off, below 0 when they are better than before.  ``None``
+    when no device was measured both times.
+    """
+    known = [d for d in accuracy if d in before]
+    if not known:
+        return None
+    return float(np.mean([before[d] - accuracy[d] for d in known]))
 
 
 def relative_terms(

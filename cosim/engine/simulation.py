@@ -56,6 +56,7 @@ from cosim.engine.correction import (
     CorrectionState,
     Plan,
     RoundCost,
+    accuracy_drop,
     allocation_weights,
     decide_for,
     fit_plan,
@@ -675,6 +676,7 @@ class Simulation:
             "learn": residuals.learn.tolist(),
             "learn_devices": residuals.learn_devices.tolist(),
             "loss_devices": residuals.loss_devices.tolist(),
+            "accuracy_devices": residuals.accuracy_devices.tolist(),
             "energy": residuals.energy.tolist(),
             "kappa": residuals.kappa.tolist(),
             "drift": residuals.drift.tolist(),
@@ -759,11 +761,16 @@ class Simulation:
             learn=learning_residual(residuals.energy, kappa, shock_devices.sum(axis=0)),
             learn_devices=learning_residual(residuals.energy_devices, kappa, shock_devices),
         )
-        measured = None
+        measured, dropped = None, None
         if state.baseline is not None:
             pre_event, devices = state.baseline
             before = dict(zip(devices, pre_event.loss_devices.tolist(), strict=True))
             measured = loss_ratio(dict(zip(affected, residuals.loss_devices.tolist(), strict=True)), before)
+            if state.kind != "join":  # a newcomer has no accuracy before to fall from
+                dropped = accuracy_drop(
+                    dict(zip(affected, residuals.accuracy_devices.tolist(), strict=True)),
+                    dict(zip(devices, pre_event.accuracy_devices.tolist(), strict=True)),
+                )
         teacher: dict[str, Any] = {}
         decided, counted = residuals, measured
         if state.teacher is not None:
@@ -808,6 +815,8 @@ class Simulation:
                 "learn_devices": residuals.learn_devices.tolist(),
                 "loss_devices": residuals.loss_devices.tolist(),
                 "loss_ratio": measured,
+                "accuracy_devices": residuals.accuracy_devices.tolist(),
+                **({} if dropped is None else {"accuracy_drop": dropped}),
                 "drift": residuals.drift.tolist(),
                 "consensus": residuals.consensus.tolist(),
                 "energy": residuals.energy.tolist(),
@@ -877,6 +886,21 @@ class Simulation:
         plan = plan_round(spec.policy, decision, spec, eta, tau)
         topology_reason = decision.topology_reason
         added = 0
+        gate, dropped = spec.tolerances.accuracy_drop, state.history[-1].get("accuracy_drop")
+        if gate is not None and dropped is not None and dropped < gate:
+            # The retained devices have (nearly) the accuracy they had before the leave on
+            # their own samples: nothing for a correction to make up, whatever the terms say.
+            idle = Plan(actions=(Action.NONE,) * decision.n_groups)
+            detail = self._decision_detail(state, decision, idle, topology_reason, 0)
+            reason = (
+                f"accuracy on the retained devices' samples {dropped:+.3f} from before the event, "
+                f"below accuracy_drop {gate:g}"
+            )
+            detail["reasons"] = [reason] * decision.n_groups
+            self._event("correction", -1, -1, detail)
+            state.weights = None
+            self._end_correction(reason)
+            return Plan()
         if state.rounds < spec.wait_rounds and not plan.idle:
             # A regular round first, as under none (the allocator weighs the groups by their
             # disagreement): what it recovers needs no correction.

@@ -16,7 +16,8 @@ Right after a join or a leave the correction policy needs, for every layer group
   and the squared size ``M_g`` of their mean, the scale that ``D_g`` is judged against
   when a tolerance is a share of the adapter's size;
 * each affected device's mean cross-entropy on its samples (``loss_devices``), the loss
-  that ``R_learn`` predicts the excess of, measured.
+  that ``R_learn`` predicts the excess of, measured, and its accuracy on them
+  (``accuracy_devices``).
 
 Units: ``E_g / (2 kappa_g)`` is the loss gap of a ``kappa``-strongly-convex (PL)
 function whose gradient has energy ``E_g``, summed over the affected devices; ``S_g``
@@ -61,6 +62,7 @@ __all__ = [
     "magnitude",
     "per_sample_slot_grads",
     "per_sample_slot_grads_and_losses",
+    "per_sample_slot_grads_losses_accuracy",
     "sample_indices",
     "slot_view",
 ]
@@ -81,6 +83,7 @@ class Residuals:
     shock_devices: np.ndarray  # (affected, G): each device's share of S_g (zeros: no slot deleted)
     learn_devices: np.ndarray  # (affected, G): E_i,g / (2 kappa_g) + S_i,g (rows add up to learn)
     loss_devices: np.ndarray  # (affected,): each affected device's mean cross-entropy on its samples
+    accuracy_devices: np.ndarray  # (affected,): each affected device's accuracy on the same samples
     zeta_sq: np.ndarray  # spread of the devices' projected mean gradients
     drift: np.ndarray  # R_drift_g = eta^2 tau^2 kappa_max_g zeta_g^2
     disagreement: np.ndarray  # D_g, mean squared distance of the copies to their mean
@@ -137,12 +140,25 @@ def per_sample_slot_grads_and_losses(
     answers: np.ndarray,
     slot: int | None = None,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """:func:`per_sample_slot_grads_losses_accuracy` without the accuracies."""
+    grads, losses, _ = per_sample_slot_grads_losses_accuracy(learner, device, inputs, answers, slot)
+    return grads, losses
+
+
+def per_sample_slot_grads_losses_accuracy(
+    learner: SlotLearner,
+    device: int,
+    inputs: np.ndarray,
+    answers: np.ndarray,
+    slot: int | None = None,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
     """Per-sample gradients of the loss w.r.t. slot ``slot``'s ``B`` in ``device``'s view.
 
     ``slot`` defaults to the device's own slot.  The device's view is its copy of every
     slot with its own slot taken from its trainable parameters, as in training, but with
     no slot dropout.  Returns ``{module: (n, d_out, r)}``, where row ``i`` is the gradient
-    of the cross-entropy of sample ``i`` alone, and the ``n`` cross-entropies.
+    of the cross-entropy of sample ``i`` alone, and the ``n`` cross-entropies
+    (:func:`per_sample_slot_grads_losses_accuracy` also the ``n`` accuracies).
 
     Exact, in one forward and one backward pass: every sample runs as its own "device"
     of the batched slot layers, each with its own leaf copy of ``B``; a sample's loss
@@ -171,11 +187,12 @@ def per_sample_slot_grads_and_losses(
             leaves[name] = value.expand(n, -1, -1).clone().requires_grad_(True)
             layer.own = leaves[name]
             layer.own_slot = slot_index
-        losses, _ = learner.sample_losses(np.asarray(inputs), np.asarray(answers))
+        losses, correct = learner.sample_losses(np.asarray(inputs), np.asarray(answers))
         grads = torch.autograd.grad(losses.sum(), list(leaves.values()))
     finally:
         learner._clear_views()
-    return {name: g.detach() for name, g in zip(leaves, grads, strict=True)}, losses.detach()
+    grads_of = {name: g.detach() for name, g in zip(leaves, grads, strict=True)}
+    return grads_of, losses.detach(), correct.detach()
 
 
 def draw_samples(
@@ -446,13 +463,14 @@ def compute_residuals(
     eta = learner.training.learning_rate if eta is None else eta
     tau = learner.training.local_steps if tau is None else tau
 
-    mean_grads, fishers, losses = [], [], []
+    mean_grads, fishers, losses, accuracies = [], [], [], []
     energy_unbiased = np.zeros(n_groups)
     for d in affected:
-        grads, sample_losses = per_sample_slot_grads_and_losses(
+        grads, sample_losses, correct = per_sample_slot_grads_losses_accuracy(
             learner, d, samples[d].inputs, samples[d].answers
         )
         losses.append(float(sample_losses.double().mean()))
+        accuracies.append(float(correct.double().mean()))
         mean_grads.append({n: g.mean(dim=0) for n, g in grads.items()})
         fishers.append(diagonal_fisher(grads))
         size = None if populations is None else populations[d]
@@ -503,6 +521,7 @@ def compute_residuals(
         shock_devices=shock_devices,
         learn_devices=learning_residual(energy_devices, kappa, shock_devices),
         loss_devices=np.array(losses, dtype=float),
+        accuracy_devices=np.array(accuracies, dtype=float),
         zeta_sq=zeta_sq,
         drift=drift_residual(eta, tau, kappa_max, zeta_sq),
         disagreement=d_g,

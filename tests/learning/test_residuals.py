@@ -179,6 +179,18 @@ def test_gradient_energy_and_curvature_against_brute_force(setup):
     np.testing.assert_allclose(res.energy_unbiased, unbiased, rtol=1e-4, atol=1e-4 * float(res.energy.max()))
     # Each device's mean cross-entropy on its samples, in the same view.
     np.testing.assert_allclose(res.loss_devices, losses, rtol=1e-5)
+    # ... and its accuracy on them: the highest answer logit of its own model is the answer.
+    accuracy = []
+    for d in DEVICES:
+        with torch.no_grad():
+            learner._set_views([d], train=False)
+            logits = learner._answer_logits(torch.as_tensor(samples[d].inputs))
+            learner._clear_views()
+        accuracy.append(
+            float((logits.argmax(dim=1) == learner._answer_index(samples[d].answers)).double().mean())
+        )
+    np.testing.assert_array_equal(res.accuracy_devices, accuracy)
+    assert 0.0 < float(np.mean(accuracy)) < 1.0  # neither all right nor all wrong: the check can fail
 
 
 def test_a_device_s_samples_do_not_depend_on_the_other_devices_drawn(setup):

@@ -215,6 +215,25 @@ def test_the_measured_loss_ratio_sums_the_known_devices_and_takes_each_newcomer_
         loss_ratio({0: 0.5, 1: float("nan")}, before)
 
 
+def test_the_accuracy_drop_averages_the_devices_measured_before_and_after() -> None:
+    from cosim.engine.correction import accuracy_drop
+
+    before = {0: 0.75, 1: 0.5, 2: 1.0}
+    # After a leave of device 2: devices 0 and 1 fell by 0.25 and rose by 0.25: no drop.
+    assert accuracy_drop({0: 0.5, 1: 0.75}, before) == pytest.approx(0.0)
+    # Both fell: ((0.75 - 0.5) + (0.5 - 0.25)) / 2.
+    assert accuracy_drop({0: 0.5, 1: 0.25}, before) == pytest.approx(0.25)
+    # A device not measured before (a newcomer) does not count; none measured both times: None.
+    assert accuracy_drop({0: 0.75, 5: 0.0}, before) == pytest.approx(0.0)
+    assert accuracy_drop({5: 0.0}, before) is None
+
+
+def test_accuracy_drop_needs_relative_tolerances() -> None:
+    with pytest.raises(ValueError, match=r"accuracy_drop: 0.01 compares with the pre-event accuracy"):
+        Correction(policy="priority", tolerances={"mode": "absolute", "accuracy_drop": 0.01})
+    assert Correction(policy="priority", tolerances={"accuracy_drop": 0.01}).tolerances.accuracy_drop == 0.01
+
+
 def test_with_measured_loss_the_loss_ratio_counts_as_a_third_learning_ratio() -> None:
     from cosim.engine.correction import decide_for
 
