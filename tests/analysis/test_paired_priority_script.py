@@ -1,0 +1,83 @@
+"""analysis/paired_priority_experiment.py: priority in two directories, leave by leave."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+from scipy import stats
+
+GATE_REASON = (
+    "accuracy on the retained devices' samples +0.000 from before the event, below accuracy_drop 0.01"
+)
+
+
+def _directory(root: Path, name: str, rows: list[dict], ends: dict[int, dict]) -> Path:
+    """``results.parquet`` of ``rows`` and, per priority seed in ``ends``, a run directory whose
+    ``events.parquet`` holds that ``correction_end`` detail."""
+    directory = root / name
+    directory.mkdir()
+    pd.DataFrame(rows).to_parquet(directory / "results.parquet")
+    for seed, end in ends.items():
+        run = directory / f"regime_x-leave-priority-s{seed}"
+        run.mkdir()
+        events = [{"round": 14, "kind": "correction_end", "device": -1, "detail": json.dumps(end)}]
+        pd.DataFrame(events).to_parquet(run / "events.parquet")
+    return directory
+
+
+def _row(
+    policy: str, seed: int, early: float = 0.5, end: float = 0.9, s: float = 0.0, bits: float = 0.0
+) -> dict:
+    return {
+        "regime": "regime_x",
+        "event": "leave",
+        "policy": policy,
+        "seed": seed,
+        "retain_acc_early": early,
+        "retain_acc": end,
+        "correction_seconds": s,
+        "correction_bits": bits,
+    }
+
+
+def test_priority_is_paired_by_seed_with_its_gate_and_costs(analysis_script, tmp_path) -> None:
+    script = analysis_script("paired_priority_experiment")
+    replay = [_row("retrain", seed, s=10.0, bits=100e6) for seed in (1, 2, 3)]
+    a = _directory(
+        tmp_path,
+        "a",
+        [
+            *replay,
+            _row("priority", 1, early=0.6, end=0.90),  # gated at the leave: nothing spent
+            _row("priority", 2, early=0.5, end=0.80, s=2.0, bits=20e6),  # gated a round later
+            _row("priority", 3, early=0.7, end=0.95, s=1.0, bits=10e6),
+        ],
+        {
+            1: {"reason": GATE_REASON, "rounds": 0},
+            2: {"reason": GATE_REASON, "rounds": 1},
+            3: {"reason": "every residual within tolerance", "rounds": 1},
+        },
+    )
+    b = _directory(
+        tmp_path,
+        "b",
+        [
+            *replay,
+            _row("priority", 1, early=0.4, end=0.90, s=6.0, bits=60e6),
+            _row("priority", 2, early=0.5, end=0.85, s=6.0, bits=30e6),
+            _row("priority", 3, early=0.6, end=0.95, s=3.0, bits=60e6),
+            _row("priority", 4),  # no seed 4 in a: left out
+        ],
+        {seed: {"reason": "round budget spent", "rounds": 5} for seed in (1, 2, 3, 4)},
+    )
+    line = script.table(a, b).splitlines()[-1]
+    early = stats.ttest_1samp([0.2, 0.0, 0.1], 0.0).pvalue
+    end = stats.ttest_1samp([0.0, -0.05, 0.0], 0.0).pvalue
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[:4] == ["regime_x", "3", "1", "1"]
+    assert cells[4].startswith("+0.10 [") and cells[5] == f"{early:.2f}"
+    assert cells[6].startswith("-0.02 [") and cells[7] == f"{end:.2f}"
+    # a: 1.0 s and 10 Mbit on the mean, b: 5.0 s and 50 Mbit; the replay 10 s and 100 Mbit
+    assert cells[8:] == ["1.00 / 5.00", "10 / 50", "10.0x / 2.0x", "10.0x / 2.0x"]
