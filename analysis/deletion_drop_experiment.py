@@ -4,8 +4,11 @@ Reads ``cosim experiments`` directories of leaves (``none``, ``priority`` and ``
 per regime and seed). For each seed, the deletion's drop is the network-wide retained
 accuracy just before the leave minus just after the deletion (the ``evaluations``
 table's ``before_event`` and ``after_event`` rows of the ``none`` run; the deleted
-model is the same under every policy). The seeds are split by that drop: under a point
-(``< 0.01``) or not. Per directory, regime and group it prints:
+model is the same under every policy). That mean is over every device's model on the
+retained devices' samples, the leaver's model among them before the leave; it is not
+what a device measures on its own samples (``correction.tolerances.accuracy_drop``
+reads that). The seeds are split by that drop: under a point (``< 0.01``) or not. Per
+directory, regime and group it prints:
 
 * *seeds*, and *already there*: the seeds whose retained accuracy is within a point of
   the replay's level right after the deletion (``none``'s catch-up costs 0);

@@ -878,7 +878,7 @@ class CorrectionTolerances(_Spec):
         "mean over the devices of before minus now), the correction does nothing and ends, whatever "
         "the residual terms say; checked at every decision, so it also ends a correction once its "
         "actions have brought that accuracy back (null: off; joins are not gated). Not recommended: "
-        "it also ends the links and exchanges that leave a network better than before the leave "
+        "it also ends the links and exchanges that leave a network ahead of deleting alone "
         "(docs/experiments/26-ending-a-correction-the-deletion-did-not-hurt.md).",
     )
     teacher_progress: float | None = Field(

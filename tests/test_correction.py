@@ -981,7 +981,10 @@ def test_accuracy_drop_ends_a_correction_the_deletion_did_not_hurt_and_the_run_g
     decisions = corrections(gated)
     assert [c["kind"] for c in decisions] == ["correction", "correction_end"]
     assert set(decisions[0]["actions"]) == {"none"} and decisions[0]["local_steps"] == 0
-    reason = "accuracy on the retained devices' samples +0.167 from before the event, below accuracy_drop 0.5"
+    reason = (
+        "accuracy on the retained devices' samples -0.167 since before the event "
+        "(a fall of less than accuracy_drop 0.5)"
+    )
     assert decisions[0]["reasons"] == [reason, reason] and decisions[1]["reason"] == reason
     assert decisions[1]["rounds"] == 0 and decisions[1]["seconds"] == 0.0
     # ... and the run goes on exactly as under none.

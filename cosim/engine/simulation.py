@@ -893,8 +893,8 @@ class Simulation:
             idle = Plan(actions=(Action.NONE,) * decision.n_groups)
             detail = self._decision_detail(state, decision, idle, topology_reason, 0)
             reason = (
-                f"accuracy on the retained devices' samples {dropped:+.3f} from before the event, "
-                f"below accuracy_drop {gate:g}"
+                f"accuracy on the retained devices' samples {-dropped:+.3f} since before the event "
+                f"(a fall of less than accuracy_drop {gate:g})"
             )
             detail["reasons"] = [reason] * decision.n_groups
             self._event("correction", -1, -1, detail)

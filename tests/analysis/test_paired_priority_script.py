@@ -9,7 +9,8 @@ import pandas as pd
 from scipy import stats
 
 GATE_REASON = (
-    "accuracy on the retained devices' samples +0.000 from before the event, below accuracy_drop 0.01"
+    "accuracy on the retained devices' samples +0.000 since before the event "
+    "(a fall of less than accuracy_drop 0.01)"
 )
 
 
