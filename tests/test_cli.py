@@ -378,3 +378,23 @@ def test_ctrl_c_during_a_run_says_where_its_rounds_are_and_exits_130(
     assert called_with == [out]
     assert "Traceback" not in result.output
     assert flat(f"interrupted: {out} holds the rounds traced so far") in flat(result.output)
+
+
+def test_ctrl_c_during_a_sweep_says_the_finished_runs_are_kept_and_exits_130(
+    tiny_file: Path, tmp_path: Path, monkeypatch
+) -> None:
+    import cosim.sweep
+
+    def interrupted(plan, out_dir, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cosim.sweep, "run_sweep", interrupted)
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(f"name: s\nbase: {tiny_file.name}\n")
+    out = tmp_path / "runs"
+    result = invoke("sweep", sweep, "--out", out)
+    assert result.exit_code == 130, result.output
+    assert "Traceback" not in result.output
+    assert flat(
+        f"interrupted: the finished runs in {out} are kept, and the same command runs the rest"
+    ) in flat(result.output)

@@ -262,6 +262,13 @@ def _run_plan(
             )
         except ScenarioError as err:
             fail(str(err))
+        except KeyboardInterrupt:
+            console.print(
+                f"[yellow]interrupted:[/] the finished runs in {out_dir} are kept, and the same "
+                "command runs the rest",
+                highlight=False,
+            )
+            raise typer.Exit(code=130) from None
     console.print(f"ran {len(ran)}, skipped {len(plan) - len(ran)}")
     if outdated:
         console.print(
