@@ -171,11 +171,13 @@ def made_by(run_dir: Path) -> str | None:
 def _run_one(scenario: Scenario, out_dir: str) -> dict[str, Any]:
     import torch
 
-    from cosim.engine.guard import parent_gone
+    from cosim.engine.guard import parent_gone, stopping
     from cosim.engine.simulation import run_scenario
 
     if parent_gone():  # an orphaned worker takes no more runs from the queue
         raise RuntimeError("the sweep that queued this run has exited")
+    if stopping():  # interrupted (Ctrl-C reaches the workers too): no more runs either
+        raise RuntimeError("the sweep that queued this run was interrupted")
 
     torch.set_num_threads(1)  # parallel runs share the cores: one thread each
     return run_scenario(scenario, Path(out_dir))
@@ -252,13 +254,19 @@ def _run_local(
         pending: dict[Future[dict[str, Any]], SweepRun] = {
             pool.submit(_run_one, run.scenario, str(out_dir / run.name)): run for run in todo
         }
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                run = pending.pop(future)
-                status = "complete" if future.exception() is None else f"failed: {future.exception()}"
-                if on_done is not None:
-                    on_done(run, status)
+        try:
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    run = pending.pop(future)
+                    status = "complete" if future.exception() is None else f"failed: {future.exception()}"
+                    if on_done is not None:
+                        on_done(run, status)
+        except KeyboardInterrupt:
+            # The runs under way are interrupted (and marked so) by the same Ctrl-C; the
+            # queued ones are dropped rather than run to the end before the pool closes.
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
 
 
 def _run_ray(

@@ -195,3 +195,50 @@ def test_a_sweep_worker_whose_parent_is_gone_starts_no_queued_run(
     with pytest.raises(RuntimeError, match="has exited"):
         _run_one(parse_scenario(tiny_scenario), str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
+
+
+def test_an_interrupted_sweep_worker_starts_no_queued_run(tiny_scenario, tmp_path, monkeypatch) -> None:
+    from cosim.engine import guard
+    from cosim.sweep import _run_one
+
+    monkeypatch.setattr(guard, "_stopping", type("Set", (), {"is_set": staticmethod(lambda: True)})())
+    with pytest.raises(RuntimeError, match="was interrupted"):
+        _run_one(parse_scenario(tiny_scenario), str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_ctrl_c_stops_a_sweep_without_running_its_queued_runs(tiny_scenario, tmp_path) -> None:
+    spec = tiny_scenario | {"training": tiny_scenario["training"] | {"rounds": 400}}
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(spec))
+    (tmp_path / "sweep.yaml").write_text("name: s\nbase: base.yaml\nseeds: [1, 2, 3, 4, 5]\n")
+    out = tmp_path / "runs"
+    sweep = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from cosim.cli.main import main; main()",
+            "sweep",
+            str(tmp_path / "sweep.yaml"),
+            "--out",
+            str(out),
+            "--jobs",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    deadline = time.monotonic() + 120
+    first: list[Path] = []
+    while not first and time.monotonic() < deadline:
+        first = list(out.glob("*/manifest.json")) if out.exists() else []  # written as a run starts
+        time.sleep(0.1)
+    assert first, "the first run never started"
+    os.killpg(sweep.pid, signal.SIGINT)  # Ctrl-C: the whole foreground group
+    output, _ = sweep.communicate(timeout=120)
+    assert sweep.returncode == 130, output
+    statuses = {p.parent.name: json.loads(p.read_text())["status"] for p in out.glob("*/manifest.json")}
+    # The run under way is marked interrupted; none of the four queued runs ran.
+    assert list(statuses.values()) == ["interrupted"], statuses
+    assert "interrupted: the finished runs in" in " ".join(output.split())

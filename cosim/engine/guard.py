@@ -32,7 +32,15 @@ from typing import Any
 from cosim.engine.simulation import RoundInfo, run_scenario
 from cosim.scenario import Scenario, ScenarioError
 
-__all__ = ["RunCrashed", "child_setup", "exit_with_parent", "parent_gone", "run_guarded", "stop_once"]
+__all__ = [
+    "RunCrashed",
+    "child_setup",
+    "exit_with_parent",
+    "parent_gone",
+    "run_guarded",
+    "stop_once",
+    "stopping",
+]
 
 INTERRUPT_GRACE_S = 60.0
 """How long an orphaned child may take to write its interrupted run before it is ended."""
@@ -63,6 +71,11 @@ def stop_once() -> None:
 
 def _on_signal(signum: int, frame: Any) -> None:
     stop_once()
+
+
+def stopping() -> bool:
+    """Whether this process has been interrupted (SIGINT or SIGTERM, see :func:`stop_once`)."""
+    return _stopping.is_set()
 
 
 def parent_gone() -> bool:
