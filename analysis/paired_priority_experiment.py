@@ -30,11 +30,14 @@ GATE = "accuracy on the retained devices' samples"  # how accuracy_drop's correc
 
 
 def gated(run_dir: Path) -> str:
-    """``"leave"`` or ``"later"`` where ``accuracy_drop`` ended the run's correction, else ``""``."""
+    """``"leave"`` or ``"later"`` where ``accuracy_drop`` ended the run's correction, else ``""``
+    (its decision's ``accuracy_gate``, or for runs made before that flag its reason)."""
     events = pd.read_parquet(run_dir / "events.parquet")
+    decisions = [json.loads(d) for d in events.loc[events["kind"] == "correction", "detail"]]
     ends = [json.loads(d) for d in events.loc[events["kind"] == "correction_end", "detail"]]
+    flagged = any(d.get("accuracy_gate", False) for d in decisions)
     for end in ends:
-        if str(end.get("reason", "")).startswith(GATE):
+        if flagged or str(end.get("reason", "")).startswith(GATE):
             return "leave" if end.get("rounds", 0) == 0 else "later"
     return ""
 

@@ -117,7 +117,9 @@ def plan_experiments(
     """
     unknown = [p for p in policies if p not in POLICIES]
     if unknown:
-        raise ScenarioError(f"--policy: {', '.join(unknown)} not a policy; allowed: {', '.join(POLICIES)}")
+        named = ", ".join(map(repr, unknown))
+        verb = "is not a policy" if len(unknown) == 1 else "are not policies"
+        raise ScenarioError(f"--policy: {named} {verb}; allowed: {', '.join(POLICIES)}")
     if adapters not in ("orthogonal", "shared"):
         raise ScenarioError(f"--adapters: {adapters!r} is not an adapter kind; allowed: orthogonal, shared")
     if adapters == "shared" and (bad := [p for p in policies if p not in SHARED_POLICIES]):

@@ -877,7 +877,8 @@ class CorrectionTolerances(_Spec):
         "their residual samples is less than this far below its level just before the event (the "
         "mean over the devices of before minus now), the correction does nothing and ends, whatever "
         "the residual terms say; checked at every decision, so it also ends a correction once its "
-        "actions have brought that accuracy back (null: off; joins are not gated). Not recommended: "
+        "actions have brought that accuracy back; a graph the leave split is left split (null: off; "
+        "joins, and leaves at the boundary of a join, are not gated). Not recommended: "
         "it also ends the links and exchanges that leave a network ahead of deleting alone "
         "(docs/experiments/26-ending-a-correction-the-deletion-did-not-hurt.md).",
     )

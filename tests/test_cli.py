@@ -361,23 +361,34 @@ def test_run_names_no_device_when_its_messages_get_through(tiny_run) -> None:
     assert "slot-exchange messages got through" not in flat(result.stderr)
 
 
-def test_ctrl_c_during_a_run_says_where_its_rounds_are_and_exits_130(
+def test_ctrl_c_during_a_run_says_what_it_left_and_exits_130(
     tiny_file: Path, tmp_path: Path, monkeypatch
 ) -> None:
     import cosim.cli.run as run_module
 
+    written: dict[str, str] = {}
+
     def interrupted(spec, out_dir, on_round=None):
-        called_with.append(out_dir)
+        if "status" in written:  # the child had begun its trace: its manifest is marked
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "manifest.json").write_text(json.dumps({"status": written["status"]}))
         raise KeyboardInterrupt  # as run_guarded re-raises Ctrl-C once the child has written
 
-    called_with: list[Path] = []
     monkeypatch.setattr(run_module, "run_guarded", interrupted)
-    out = tmp_path / "run"
-    result = invoke("run", tiny_file, "--out", out, "-q")
-    assert result.exit_code == 130, result.output
-    assert called_with == [out]
-    assert "Traceback" not in result.output
-    assert flat(f"interrupted: {out} holds the rounds traced so far") in flat(result.output)
+    expected = {
+        None: "interrupted: before the run started; nothing was written to {out}",
+        "interrupted": "interrupted: {out} holds the rounds traced so far, its manifest marked interrupted",
+        "complete": "interrupted: {out} holds the whole run: it had finished",
+    }
+    for status, message in expected.items():
+        written.clear()
+        if status is not None:
+            written["status"] = status
+        out = tmp_path / f"run-{status}"
+        result = invoke("run", tiny_file, "--out", out, "-q")
+        assert result.exit_code == 130, result.output
+        assert "Traceback" not in result.output
+        assert flat(message.format(out=out)) in flat(result.output)
 
 
 def test_ctrl_c_during_a_sweep_says_the_finished_runs_are_kept_and_exits_130(

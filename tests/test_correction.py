@@ -985,7 +985,10 @@ def test_accuracy_drop_ends_a_correction_the_deletion_did_not_hurt_and_the_run_g
         "accuracy on the retained devices' samples -0.167 since before the event "
         "(a fall of less than accuracy_drop 0.5)"
     )
-    assert decisions[0]["reasons"] == [reason, reason] and decisions[1]["reason"] == reason
+    # The gate's reason, then what the terms said; flagged for analyses.
+    assert decisions[0]["accuracy_gate"] is True and decisions[1]["reason"] == reason
+    assert [r.split("; ", 1)[0] for r in decisions[0]["reasons"]] == [reason, reason]
+    assert [r.split("; ", 1)[1] for r in decisions[0]["reasons"]] == first["reasons"]
     assert decisions[1]["rounds"] == 0 and decisions[1]["seconds"] == 0.0
     # ... and the run goes on exactly as under none.
     none = run_tiny(HURTING_LEAVE)
@@ -1007,4 +1010,25 @@ def test_accuracy_drop_does_not_gate_a_join(run_tiny) -> None:
     assert "accuracy_drop" not in first["residuals"]  # a newcomer has no accuracy before
     assert set(first["actions"]) - {"none"}
     plain = run_tiny(JOIN, "correction.policy=priority", *EAGER)
+    assert gated.rows("evaluations") == plain.rows("evaluations")
+
+
+def test_accuracy_drop_reports_no_change_as_plus_zero(run_tiny) -> None:
+    unchanged = "events=[{kind: leave, device: 0, round: 1}]"  # the samples' accuracy does not move
+    gated = run_tiny(
+        unchanged, "correction.policy=priority", *EAGER, "correction.tolerances.accuracy_drop=0.01"
+    )
+    first = first_decision(gated)
+    assert first["residuals"]["accuracy_drop"] == 0.0
+    assert first["reasons"][0].startswith("accuracy on the retained devices' samples +0.000 since before")
+
+
+def test_accuracy_drop_does_not_gate_a_leave_at_the_boundary_of_a_join(run_tiny) -> None:
+    both = "events=[{kind: leave, device: 2, round: 2}, {kind: join, round: 2}]"
+    gated = run_tiny(both, "correction.policy=priority", *EAGER, "correction.tolerances.accuracy_drop=0.5")
+    first = first_decision(gated)
+    assert 4 in first["affected"]  # the newcomer, whose data must still be learnt
+    assert "accuracy_drop" not in first["residuals"] and "accuracy_gate" not in first
+    assert set(first["actions"]) - {"none"}
+    plain = run_tiny(both, "correction.policy=priority", *EAGER)
     assert gated.rows("evaluations") == plain.rows("evaluations")

@@ -263,8 +263,10 @@ def test_a_bad_regime_file_is_a_scenario_error_with_or_without_overrides(
 
 def test_unknown_policies_and_adapter_kinds_name_their_option(tmp_path: Path, tiny_scenario) -> None:
     directory = regime_dir(tmp_path, tiny_scenario)
-    with pytest.raises(ScenarioError, match=r"^--policy: prioritty not a policy; allowed: none, "):
+    with pytest.raises(ScenarioError, match=r"^--policy: 'prioritty' is not a policy; allowed: none, "):
         plan_experiments(directory, seeds=(1,), policies=("prioritty",))
+    with pytest.raises(ScenarioError, match=r"^--policy: 'a', 'b' are not policies; allowed: none, "):
+        plan_experiments(directory, seeds=(1,), policies=("a", "priority", "b"))
     with pytest.raises(
         ScenarioError, match=r"^--adapters: 'weird' is not an adapter kind; allowed: orthogonal, shared$"
     ):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from rich.console import Console
@@ -21,6 +22,19 @@ CUT_OFF_MIN_MESSAGES = 10
 
 def _format_acc(acc: dict[str, float]) -> str:
     return "  ".join(f"{k} {v:.2f}" for k, v in acc.items())
+
+
+def _after_interrupt(out_dir: Path) -> str:
+    """What an interrupted ``cosim run`` left in ``out_dir``, from its manifest."""
+    try:
+        status = json.loads((out_dir / "manifest.json").read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        status = None
+    if status == "complete":
+        return f"{out_dir} holds the whole run: it had finished"
+    if status is None:
+        return f"before the run started; nothing was written to {out_dir}"
+    return f"{out_dir} holds the rounds traced so far, its manifest marked {status}"
 
 
 def run_command(spec: Scenario, out_dir: Path, *, quiet: bool, console: Console) -> None:
@@ -60,11 +74,7 @@ def run_command(spec: Scenario, out_dir: Path, *, quiet: bool, console: Console)
             console.print(f"[bold red]error:[/] {err}", highlight=False)
             raise SystemExit(1) from None
         except KeyboardInterrupt:
-            console.print(
-                f"[yellow]interrupted:[/] {out_dir} holds the rounds traced so far, "
-                "its manifest marked interrupted",
-                highlight=False,
-            )
+            console.print(f"[yellow]interrupted:[/] {_after_interrupt(out_dir)}", highlight=False)
             raise SystemExit(130) from None
 
     table = Table(title=f"{spec.name}: summary", show_header=True)

@@ -766,7 +766,9 @@ class Simulation:
             pre_event, devices = state.baseline
             before = dict(zip(devices, pre_event.loss_devices.tolist(), strict=True))
             measured = loss_ratio(dict(zip(affected, residuals.loss_devices.tolist(), strict=True)), before)
-            if state.kind != "join":  # a newcomer has no accuracy before to fall from
+            if state.kind != "join" and all(d in devices for d in affected):
+                # After a leave alone: a newcomer (a join at the same boundary) has no
+                # accuracy before to fall from, and its learning is no retained device's.
                 dropped = accuracy_drop(
                     dict(zip(affected, residuals.accuracy_devices.tolist(), strict=True)),
                     dict(zip(devices, pre_event.accuracy_devices.tolist(), strict=True)),
@@ -893,10 +895,11 @@ class Simulation:
             idle = Plan(actions=(Action.NONE,) * decision.n_groups)
             detail = self._decision_detail(state, decision, idle, topology_reason, 0)
             reason = (
-                f"accuracy on the retained devices' samples {-dropped:+.3f} since before the event "
-                f"(a fall of less than accuracy_drop {gate:g})"
+                f"accuracy on the retained devices' samples {0.0 - dropped:+.3f} since before the "
+                f"event (a fall of less than accuracy_drop {gate:g})"
             )
-            detail["reasons"] = [reason] * decision.n_groups
+            detail["reasons"] = [f"{reason}; {r}" for r in decision.reasons]
+            detail["accuracy_gate"] = True
             self._event("correction", -1, -1, detail)
             state.weights = None
             self._end_correction(reason)

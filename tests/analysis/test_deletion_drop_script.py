@@ -30,11 +30,13 @@ def _evaluations(run: Path, before: float, after: float) -> None:
     """A run directory whose evaluations hold the network-wide retained accuracy around a leave
     (and a device's own row and another split, which must not count)."""
     run.mkdir(parents=True)
-    rows = [
-        {"round": 3, "stage": "before_event", "split": "retain", "device": None, "accuracy": before},
-        {"round": 3, "stage": "after_event", "split": "retain", "device": None, "accuracy": after},
+    rows = [  # the rows that must not count come first
+        {"round": 3, "stage": "before_event", "split": "retain", "device": 0.0, "accuracy": 0.0},
+        {"round": 3, "stage": "before_event", "split": "forget", "device": None, "accuracy": 0.0},
         {"round": 3, "stage": "after_event", "split": "retain", "device": 0.0, "accuracy": 0.0},
         {"round": 3, "stage": "after_event", "split": "forget", "device": None, "accuracy": 0.0},
+        {"round": 3, "stage": "before_event", "split": "retain", "device": None, "accuracy": before},
+        {"round": 3, "stage": "after_event", "split": "retain", "device": None, "accuracy": after},
     ]
     pd.DataFrame(rows).to_parquet(run / "evaluations.parquet")
 

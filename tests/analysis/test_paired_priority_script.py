@@ -65,13 +65,14 @@ def test_priority_is_paired_by_seed_with_its_gate_and_costs(analysis_script, tmp
         tmp_path,
         "b",
         [
-            *replay,
+            # b's own replay, twice a's: each directory's ratio is against its own retrain runs
+            *[_row("retrain", seed, s=20.0, bits=200e6) for seed in (3, 2, 1, 0)],
+            _row("priority", 0),  # no seed 0 in a: left out
+            _row("priority", 3, early=0.6, end=0.95, s=3.0, bits=60e6),  # rows out of seed order
             _row("priority", 1, early=0.4, end=0.90, s=6.0, bits=60e6),
             _row("priority", 2, early=0.5, end=0.85, s=6.0, bits=30e6),
-            _row("priority", 3, early=0.6, end=0.95, s=3.0, bits=60e6),
-            _row("priority", 4),  # no seed 4 in a: left out
         ],
-        {seed: {"reason": "round budget spent", "rounds": 5} for seed in (1, 2, 3, 4)},
+        {seed: {"reason": "round budget spent", "rounds": 5} for seed in (0, 1, 2, 3)},
     )
     line = script.table(a, b).splitlines()[-1]
     early = stats.ttest_1samp([0.2, 0.0, 0.1], 0.0).pvalue
@@ -80,5 +81,6 @@ def test_priority_is_paired_by_seed_with_its_gate_and_costs(analysis_script, tmp
     assert cells[:4] == ["regime_x", "3", "1", "1"]
     assert cells[4].startswith("+0.10 [") and cells[5] == f"{early:.2f}"
     assert cells[6].startswith("-0.02 [") and cells[7] == f"{end:.2f}"
-    # a: 1.0 s and 10 Mbit on the mean, b: 5.0 s and 50 Mbit; the replay 10 s and 100 Mbit
-    assert cells[8:] == ["1.00 / 5.00", "10 / 50", "10.0x / 2.0x", "10.0x / 2.0x"]
+    # a: 1.0 s and 10 Mbit on the mean against a replay of 10 s and 100 Mbit; b: 5.0 s and
+    # 50 Mbit against 20 s and 200 Mbit
+    assert cells[8:] == ["1.00 / 5.00", "10 / 50", "10.0x / 4.0x", "10.0x / 4.0x"]
