@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cosim.analysis import beside_replay, one_run_each
+from cosim.analysis import beside_replay, one_run_each, saving
 
 FACTOR = 5.0  # the cost saving asked of a correction against the replay
 POINT = 0.01  # a point of accuracy
@@ -42,13 +42,6 @@ def deletion_drop(run_dir: Path) -> float:
     if before.empty or after.empty:
         raise ValueError(f"{run_dir}: no retained accuracy just before and after a leave")
     return float(before["accuracy"].iloc[0] - after["accuracy"].iloc[0])
-
-
-def _ratio(replay: pd.Series, cost: pd.Series) -> str:
-    if replay.empty:
-        return "–"
-    mean = cost.mean()
-    return "free" if mean == 0 else f"{replay.mean() / mean:.1f}x"
 
 
 def rows(directory: Path) -> pd.DataFrame:
@@ -100,8 +93,8 @@ def table(directories: list[Path]) -> str:
                 f"| {directory} | {regime} | {'under a point' if small else 'a point or more'} | {len(g)} "
                 f"| {int(g['already'].sum())} | {int(g['none_meets'].sum())} "
                 f"| {int(g['priority_meets'].sum())} "
-                f"| {len(stepped)} | {_ratio(stepped['replay_s'], stepped['priority_s'])} "
-                f"| {_ratio(stepped['replay_bits'], stepped['priority_bits'])} |"
+                f"| {len(stepped)} | {saving(stepped['replay_s'].mean(), stepped['priority_s'].mean())} "
+                f"| {saving(stepped['replay_bits'].mean(), stepped['priority_bits'].mean())} |"
             )
     return "\n".join(lines)
 

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from cosim.analysis import difference_cells, one_run_each, paired_difference
+from cosim.analysis import beside_replay, difference_cells, one_run_each, paired_difference, saving
 
+FACTOR = 5.0  # the cost saving asked of a correction against the replay
 GATE = "accuracy on the retained devices' samples"  # how accuracy_drop's correction_end begins
 
 
@@ -46,19 +47,9 @@ def leaves(directory: Path) -> pd.DataFrame:
     """``priority``'s leaves beside the same seed's replay (``retrain``'s cost), one per regime and seed."""
     df = pd.read_parquet(directory / "results.parquet")
     df = one_run_each(df[df["event"] == "leave"], ["regime", "policy", "seed"])
-    replay = (
-        df[df["policy"] == "retrain"]
-        .set_index(["regime", "seed"])[["correction_seconds", "correction_bits"]]
-        .add_suffix("_replay")
-    )
-    rows = df[df["policy"] == "priority"].join(replay, on=["regime", "seed"])
+    rows = beside_replay(df, ("priority",), FACTOR)
     rows["gated"] = [gated(directory / f"{r.regime}-leave-priority-s{r.seed}") for r in rows.itertuples()]
     return rows.set_index(["regime", "seed"])
-
-
-def _ratio(replay: pd.Series, cost: pd.Series) -> str:
-    mean = cost.mean()
-    return "free" if mean == 0 else f"{replay.mean() / mean:.1f}x"
 
 
 def table(a: Path, b: Path) -> str:
@@ -82,12 +73,12 @@ def table(a: Path, b: Path) -> str:
         seconds = f"{x['correction_seconds'].mean():.2f} / {y['correction_seconds'].mean():.2f}"
         mbit = f"{x['correction_bits'].mean() / 1e6:.0f} / {y['correction_bits'].mean() / 1e6:.0f}"
         ratio_s = (
-            f"{_ratio(x['correction_seconds_replay'], x['correction_seconds'])} / "
-            f"{_ratio(y['correction_seconds_replay'], y['correction_seconds'])}"
+            f"{saving(x['correction_seconds_replay'].mean(), x['correction_seconds'].mean())} / "
+            f"{saving(y['correction_seconds_replay'].mean(), y['correction_seconds'].mean())}"
         )
         ratio_bits = (
-            f"{_ratio(x['correction_bits_replay'], x['correction_bits'])} / "
-            f"{_ratio(y['correction_bits_replay'], y['correction_bits'])}"
+            f"{saving(x['correction_bits_replay'].mean(), x['correction_bits'].mean())} / "
+            f"{saving(y['correction_bits_replay'].mean(), y['correction_bits'].mean())}"
         )
         cells = [
             regime,

@@ -892,28 +892,18 @@ class Simulation:
         if gate is not None and dropped is not None and dropped < gate:
             # The retained devices have (nearly) the accuracy they had before the leave on
             # their own samples: nothing for a correction to make up, whatever the terms say.
-            idle = Plan(actions=(Action.NONE,) * decision.n_groups)
-            detail = self._decision_detail(state, decision, idle, topology_reason, 0)
             reason = (
                 f"accuracy on the retained devices' samples {0.0 - dropped:+.3f} since before the "
                 f"event (a fall of less than accuracy_drop {gate:g})"
             )
-            detail["reasons"] = [f"{reason}; {r}" for r in decision.reasons]
-            detail["accuracy_gate"] = True
-            self._event("correction", -1, -1, detail)
-            state.weights = None
+            self._log_idle(state, decision, topology_reason, reason, "accuracy_gate")
             self._end_correction(reason)
             return Plan()
         if state.rounds < spec.wait_rounds and not plan.idle:
             # A regular round first, as under none (the allocator weighs the groups by their
             # disagreement): what it recovers needs no correction.
-            idle = Plan(actions=(Action.NONE,) * decision.n_groups)
-            detail = self._decision_detail(state, decision, idle, topology_reason, 0)
             wait = f"waiting: regular round {state.rounds + 1} of {spec.wait_rounds} before acting"
-            detail["reasons"] = [f"{wait}; {reason}" for reason in decision.reasons]
-            detail["waiting"] = True
-            self._event("correction", -1, -1, detail)
-            state.weights = None
+            self._log_idle(state, decision, topology_reason, wait, "waiting")
             return Plan()
         if plan.links:
             wall = time.perf_counter()
@@ -954,6 +944,17 @@ class Simulation:
             self._end_correction(reason)
             return Plan()
         return plan
+
+    def _log_idle(
+        self, state: CorrectionState, decision: Any, topology_reason: str, why: str, flag: str
+    ) -> None:
+        """Trace a decision that does nothing this round: its reasons after ``why``, marked ``flag``."""
+        idle = Plan(actions=(Action.NONE,) * decision.n_groups)
+        detail = self._decision_detail(state, decision, idle, topology_reason, 0)
+        detail["reasons"] = [f"{why}; {reason}" for reason in decision.reasons]
+        detail[flag] = True
+        self._event("correction", -1, -1, detail)
+        state.weights = None
 
     def _correction_spent(self, r: int, plan: Plan) -> None:
         state = self._correction

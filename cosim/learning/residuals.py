@@ -157,8 +157,8 @@ def per_sample_slot_grads_losses_accuracy(
     ``slot`` defaults to the device's own slot.  The device's view is its copy of every
     slot with its own slot taken from its trainable parameters, as in training, but with
     no slot dropout.  Returns ``{module: (n, d_out, r)}``, where row ``i`` is the gradient
-    of the cross-entropy of sample ``i`` alone, and the ``n`` cross-entropies
-    (:func:`per_sample_slot_grads_losses_accuracy` also the ``n`` accuracies).
+    of the cross-entropy of sample ``i`` alone, the ``n`` cross-entropies and the ``n``
+    accuracies (:meth:`~cosim.learning.learner.SlotLearner.sample_losses`).
 
     Exact, in one forward and one backward pass: every sample runs as its own "device"
     of the batched slot layers, each with its own leaf copy of ``B``; a sample's loss

@@ -40,6 +40,9 @@ def _row(
         "retain_acc": end,
         "correction_seconds": s,
         "correction_bits": bits,
+        "caught_up": 1.0,
+        "caught_up_s": 0.0,
+        "caught_up_bits": 0.0,
     }
 
 
