@@ -11,7 +11,8 @@ leaves by regime and seed. Per regime it prints:
   the run, A − B paired by seed, with its 95 % t interval and the paired t test's p;
 * *whole correction*: the mean seconds and Mbit of the correction (to ``correction_end``)
   in A and in B, and the same seed's replay over them (the ``retrain`` run of each
-  directory; ratio of the means over every pair).
+  directory; ratio of the means over the pairs, or over those of them with a ``retrain``
+  run, which the cell then counts).
 
     .venv/bin/python analysis/paired_priority_experiment.py runs/gate runs/gate-0
 """
@@ -52,6 +53,16 @@ def leaves(directory: Path) -> pd.DataFrame:
     return rows.set_index(["regime", "seed"])
 
 
+def _replay_over(rows: pd.DataFrame, unit: str) -> str:
+    """The replay over the whole correction, a ratio of the means over the seeds with a replay
+    (``retrain``) run, and how many those are where some seed has none."""
+    paired = rows[rows[f"correction_{unit}_replay"].notna()]
+    if paired.empty:
+        return "–"
+    ratio = saving(paired[f"correction_{unit}_replay"].mean(), paired[f"correction_{unit}"].mean())
+    return ratio if len(paired) == len(rows) else f"{ratio} ({len(paired)} of {len(rows)} seeds)"
+
+
 def table(a: Path, b: Path) -> str:
     left, right = leaves(a), leaves(b)
     keys = left.index.intersection(right.index)
@@ -72,14 +83,8 @@ def table(a: Path, b: Path) -> str:
         end = paired_difference(x["retain_acc"].to_numpy() - y["retain_acc"].to_numpy())
         seconds = f"{x['correction_seconds'].mean():.2f} / {y['correction_seconds'].mean():.2f}"
         mbit = f"{x['correction_bits'].mean() / 1e6:.0f} / {y['correction_bits'].mean() / 1e6:.0f}"
-        ratio_s = (
-            f"{saving(x['correction_seconds_replay'].mean(), x['correction_seconds'].mean())} / "
-            f"{saving(y['correction_seconds_replay'].mean(), y['correction_seconds'].mean())}"
-        )
-        ratio_bits = (
-            f"{saving(x['correction_bits_replay'].mean(), x['correction_bits'].mean())} / "
-            f"{saving(y['correction_bits_replay'].mean(), y['correction_bits'].mean())}"
-        )
+        ratio_s = f"{_replay_over(x, 'seconds')} / {_replay_over(y, 'seconds')}"
+        ratio_bits = f"{_replay_over(x, 'bits')} / {_replay_over(y, 'bits')}"
         cells = [
             regime,
             str(len(idx)),

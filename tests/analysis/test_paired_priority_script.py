@@ -87,3 +87,20 @@ def test_priority_is_paired_by_seed_with_its_gate_and_costs(analysis_script, tmp
     # a: 1.0 s and 10 Mbit on the mean against a replay of 10 s and 100 Mbit; b: 5.0 s and
     # 50 Mbit against 20 s and 200 Mbit
     assert cells[8:] == ["1.00 / 5.00", "10 / 50", "10.0x / 4.0x", "10.0x / 4.0x"]
+
+
+def test_a_seed_without_a_replay_is_left_out_of_the_ratio_and_counted(analysis_script, tmp_path) -> None:
+    script = analysis_script("paired_priority_experiment")
+    rows = [
+        _row("retrain", 1, s=10.0, bits=100e6),  # seed 2 has no retrain run
+        _row("priority", 1, s=1.0, bits=10e6),
+        _row("priority", 2, s=9.0, bits=90e6),
+    ]
+    ends = {seed: {"reason": "round budget spent", "rounds": 5} for seed in (1, 2)}
+    a = _directory(tmp_path, "a", rows, ends)
+    b = _directory(tmp_path, "b", rows, ends)
+    cells = [c.strip() for c in script.table(a, b).splitlines()[-1].strip("|").split("|")]
+    assert cells[1] == "2"  # both seeds are paired for the accuracies
+    assert cells[8:10] == ["5.00 / 5.00", "50 / 50"]  # the means over both seeds
+    # the ratio is seed 1's alone (10 / 1), not seed 1's replay over both seeds' mean (10 / 5)
+    assert cells[10:] == ["10.0x (1 of 2 seeds) / 10.0x (1 of 2 seeds)"] * 2
