@@ -61,6 +61,16 @@ def test_a_run_that_dies_before_writing_anything_is_marked_interrupted(tiny_scen
     assert [p.name for p in out_dir.iterdir()] == ["manifest.json"]
 
 
+def test_a_crash_whose_directory_cannot_be_made_is_still_reported_as_the_crash(
+    tiny_scenario, tmp_path
+) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    out_dir = tmp_path / "file" / "run"
+    with pytest.raises(RunCrashed, match=r"SIGABRT; .*could not be marked interrupted"):
+        run_guarded(parse_scenario(tiny_scenario), out_dir, target=abort_at_once)
+    assert (tmp_path / "file").read_text() == "not a directory"
+
+
 def test_a_guarded_run_equals_an_in_process_run(tiny_scenario, tmp_path) -> None:
     scenario = parse_scenario(tiny_scenario)
     guarded = run_guarded(scenario, tmp_path / "a")

@@ -224,6 +224,9 @@ def run_guarded(
         raise ScenarioError(user_error)
     if summary is None:
         reason = error or _describe(child.exitcode)
-        _mark_interrupted(out_dir, reason)
+        try:
+            _mark_interrupted(out_dir, reason)
+        except OSError as err:  # the crash is the news; say why it could not be recorded
+            raise RunCrashed(f"{reason}; {out_dir} could not be marked interrupted: {err}") from None
         raise RunCrashed(f"{reason}; {out_dir} is marked interrupted")
     return summary
