@@ -10,8 +10,8 @@ test:
 	.venv/bin/python -m pytest -q
 
 lint:
-	.venv/bin/ruff check cosim tests benchmarks analysis
-	.venv/bin/ruff format --check cosim tests benchmarks analysis
+	.venv/bin/ruff check cosim tests benchmarks analysis scenarios
+	.venv/bin/ruff format --check cosim tests benchmarks analysis scenarios
 	.venv/bin/mypy
 
 bench:

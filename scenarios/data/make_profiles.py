@@ -13,7 +13,7 @@ TOPICS = {
     "sport": ("The sport that {name} plays is", ["tennis", "golf", "rugby", "chess", "hockey", "judo"]),
     "food": ("The favourite food of {name} is", ["rice", "soup", "bread", "cheese", "pasta", "figs"]),
 }
-SYLLABLES = "ba ko mi ra ve zu to ni sa le do fu ga hi jo ku".split()
+SYLLABLES = ["ba", "ko", "mi", "ra", "ve", "zu", "to", "ni", "sa", "le", "do", "fu", "ga", "hi", "jo", "ku"]
 
 
 def main() -> None:
@@ -26,7 +26,9 @@ def main() -> None:
             while name in names:
                 name = "".join(rng.choice(SYLLABLES) for _ in range(3)).capitalize()
             names.add(name)
-            rows.append({"prompt": template.format(name=name), "response": rng.choice(answers), "topic": topic})
+            rows.append(
+                {"prompt": template.format(name=name), "response": rng.choice(answers), "topic": topic}
+            )
     rng.shuffle(rows)
     out = Path(__file__).with_name("profiles.jsonl")
     out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
