@@ -1,0 +1,148 @@
+"""Where retained accuracy stood before a leave, beside where retrain and each policy end.
+
+A correction is asked to reach the level of retrain's network, which never held the
+leaver. Where the network that held it already stood below that level before the leave,
+the correction has more to do than undo the deletion. Reads the ``results.parquet`` of
+``cosim experiments`` directories of leaves and each run's ``evaluations.parquet``.
+Retained accuracy is averaged over ``ROUNDS`` evaluated rounds, to smooth the round to
+round swing:
+
+* *before the leave*: the last ``ROUNDS`` rounds before it, the retained devices' models
+  on the retained devices' samples (the leaver's model left out), from the ``none`` run
+  (every policy is the same run until the leave);
+* *the replay's level*: the same seed's ``retrain`` run over the last ``ROUNDS`` rounds of
+  its replay (to its ``correction_end_round``), a network as long trained as the one
+  before the leave, which never held the leaver: what the catch-up is measured against
+  (there at one round, here smoothed);
+* *end*: the last ``ROUNDS`` rounds of a run (network-wide, the leaver gone), for each
+  policy and for ``retrain``.
+
+One row per directory, regime and policy: the seeds with a ``none`` and a ``retrain``
+run; *before − the replay's level*, *end − retrain's end* and *end − before*, each the
+mean of per-seed differences with its 95 % t interval and the paired t test's p.
+
+    .venv/bin/python analysis/leave_levels_experiment.py runs/drift01-r112 runs/gate-0
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from cosim.analysis import difference_cells, one_run_each, paired_difference
+
+ROUNDS = 5  # evaluated rounds averaged at each end
+NOT_CORRECTIONS = ("retrain", "federaser")
+
+
+def _retained_by_round(run_dir: Path, devices: list[int] | None = None) -> pd.Series:
+    """Mean retained accuracy per evaluated round (stage ``round``): over ``devices``' rows,
+    or the network-wide row where ``devices`` is None."""
+    evals = pd.read_parquet(run_dir / "evaluations.parquet")
+    rows = evals[(evals["split"] == "retain") & (evals["stage"] == "round")]
+    rows = rows[rows["device"].isna()] if devices is None else rows[rows["device"].isin(devices)]
+    return rows.groupby("round")["accuracy"].mean().sort_index()
+
+
+def before_leave(run_dir: Path, event_round: int, rounds: int = ROUNDS) -> float:
+    """The retained devices' accuracy over the last ``rounds`` evaluated rounds before the leave."""
+    evals = pd.read_parquet(run_dir / "evaluations.parquet")
+    after = evals[
+        (evals["stage"] == "after_event") & (evals["round"] == event_round) & evals["device"].notna()
+    ]
+    if after.empty:
+        raise ValueError(f"{run_dir}: no evaluation just after a leave at round {event_round}")
+    retained = sorted(int(d) for d in after["device"].unique())
+    series = _retained_by_round(run_dir, retained)
+    earlier = series[series.index < event_round]
+    if len(earlier) < rounds:
+        raise ValueError(f"{run_dir}: {len(earlier)} evaluated rounds before the leave, {rounds} asked")
+    return float(earlier.iloc[-rounds:].mean())
+
+
+def at_the_end(run_dir: Path, rounds: int = ROUNDS, last_round: int | None = None) -> float:
+    """Network-wide retained accuracy over the last ``rounds`` evaluated rounds of the run,
+    or of those up to ``last_round``."""
+    series = _retained_by_round(run_dir)
+    if last_round is not None:
+        series = series[series.index <= last_round]
+    if len(series) < rounds:
+        raise ValueError(f"{run_dir}: {len(series)} evaluated rounds, {rounds} asked")
+    return float(series.iloc[-rounds:].mean())
+
+
+def levels(directory: Path, rounds: int = ROUNDS) -> pd.DataFrame:
+    """One row per regime, policy and seed that has a ``none`` and a ``retrain`` leave:
+    ``before`` and ``replay_level`` (the same for every policy of a seed), ``end`` and
+    ``retrain_end``."""
+    df = pd.read_parquet(directory / "results.parquet")
+    df = one_run_each(df[df["event"] == "leave"], ["regime", "policy", "seed"])
+    out = []
+    for (regime, seed), runs in df.groupby(["regime", "seed"], sort=True):
+        policies = set(runs["policy"])
+        if not {"none", "retrain"} <= policies:
+            continue
+        event_round = int(runs.loc[runs["policy"] == "none", "event_round"].iloc[0])
+        before = before_leave(directory / f"{regime}-leave-none-s{seed}", event_round, rounds)
+        retrain = directory / f"{regime}-leave-retrain-s{seed}"
+        replay_end = int(runs.loc[runs["policy"] == "retrain", "correction_end_round"].iloc[0])
+        replay_level = at_the_end(retrain, rounds, last_round=replay_end)
+        retrain_end = at_the_end(retrain, rounds)
+        for policy in sorted(policies - set(NOT_CORRECTIONS)):
+            end = at_the_end(directory / f"{regime}-leave-{policy}-s{seed}", rounds)
+            out.append(
+                {
+                    "directory": str(directory),
+                    "regime": regime,
+                    "policy": policy,
+                    "seed": int(seed),
+                    "before": before,
+                    "replay_level": replay_level,
+                    "end": end,
+                    "retrain_end": retrain_end,
+                }
+            )
+    return pd.DataFrame(out)
+
+
+def table(df: pd.DataFrame, rounds: int = ROUNDS) -> str:
+    lines = [
+        f"Retained accuracy, each a mean over {rounds} evaluated rounds; differences paired by seed.",
+        "",
+        "| directory | regime | policy | seeds | before − the replay's level [95 % CI] | p "
+        "| end − retrain's end [95 % CI] | p | end − before [95 % CI] | p |",
+        "|---|---|---|---:|---|---:|---|---:|---|---:|",
+    ]
+    for (directory, regime, policy), rows in df.groupby(["directory", "regime", "policy"], sort=False):
+        cells = [
+            str(len(rows)),
+            *difference_cells(paired_difference(rows["before"] - rows["replay_level"])),
+            *difference_cells(paired_difference(rows["end"] - rows["retrain_end"])),
+            *difference_cells(paired_difference(rows["end"] - rows["before"])),
+        ]
+        lines.append(f"| {directory} | {regime} | {policy} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("directories", nargs="+", type=Path, help="cosim experiments directories of leaves")
+    parser.add_argument(
+        "--rounds", type=int, default=ROUNDS, help=f"rounds averaged at each end (default {ROUNDS})"
+    )
+    args = parser.parse_args()
+    if args.rounds < 1:
+        parser.exit(2, f"error: --rounds {args.rounds}: at least 1\n")
+    try:
+        df = pd.concat([levels(d, args.rounds) for d in args.directories], ignore_index=True)
+    except (OSError, ValueError) as err:
+        parser.exit(2, f"error: {err}\n")
+    if df.empty:
+        parser.exit(2, "error: no seed with a none and a retrain leave in these directories\n")
+    print(table(df, args.rounds))
+
+
+if __name__ == "__main__":
+    main()
