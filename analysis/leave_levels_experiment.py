@@ -22,6 +22,7 @@ run; *before − the replay's level*, *end − retrain's end* and *end − befor
 mean of per-seed differences with its 95 % t interval and the paired t test's p.
 
     .venv/bin/python analysis/leave_levels_experiment.py runs/drift01-r112 runs/gate-0
+    .venv/bin/python analysis/leave_levels_experiment.py runs/gate-0 --policy none
 """
 
 from __future__ import annotations
@@ -132,6 +133,9 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=ROUNDS, help=f"rounds averaged at each end (default {ROUNDS})"
     )
+    parser.add_argument(
+        "--policy", action="append", help="print only this policy's rows (repeatable; default all)"
+    )
     args = parser.parse_args()
     if args.rounds < 1:
         parser.exit(2, f"error: --rounds {args.rounds}: at least 1\n")
@@ -141,6 +145,11 @@ def main() -> None:
         parser.exit(2, f"error: {err}\n")
     if df.empty:
         parser.exit(2, "error: no seed with a none and a retrain leave in these directories\n")
+    if args.policy:
+        missing = sorted(set(args.policy) - set(df["policy"]))
+        if missing:
+            parser.exit(2, f"error: --policy {', '.join(missing)}: not in these directories\n")
+        df = df[df["policy"].isin(args.policy)]
     print(table(df, args.rounds))
 
 
