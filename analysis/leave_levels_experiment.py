@@ -38,40 +38,55 @@ ROUNDS = 5  # evaluated rounds averaged at each end
 NOT_CORRECTIONS = ("retrain", "federaser")
 
 
-def _retained_by_round(run_dir: Path, devices: list[int] | None = None) -> pd.Series:
-    """Mean retained accuracy per evaluated round (stage ``round``): over ``devices``' rows,
-    or the network-wide row where ``devices`` is None."""
-    evals = pd.read_parquet(run_dir / "evaluations.parquet")
+def _retained_by_round(evals: pd.DataFrame, devices: list[int] | None = None) -> pd.Series:
+    """Mean retained accuracy per evaluated round (stage ``round``) of a run's evaluations:
+    over ``devices``' rows, or the network-wide row where ``devices`` is None."""
     rows = evals[(evals["split"] == "retain") & (evals["stage"] == "round")]
     rows = rows[rows["device"].isna()] if devices is None else rows[rows["device"].isin(devices)]
     return rows.groupby("round")["accuracy"].mean().sort_index()
 
 
-def before_leave(run_dir: Path, event_round: int, rounds: int = ROUNDS) -> float:
-    """The retained devices' accuracy over the last ``rounds`` evaluated rounds before the leave."""
-    evals = pd.read_parquet(run_dir / "evaluations.parquet")
+def _mean_of_last(series: pd.Series, rounds: int, what: str) -> float:
+    if len(series) < rounds:
+        raise ValueError(f"{what}: {len(series)} evaluated rounds, {rounds} asked (--rounds)")
+    return float(series.iloc[-rounds:].mean())
+
+
+def before_leave(evals: pd.DataFrame, event_round: int, rounds: int = ROUNDS, name: str = "run") -> float:
+    """The retained devices' accuracy over the last ``rounds`` evaluated rounds before the
+    leave at ``event_round``: the devices evaluated just after it (the leaver gone)."""
     after = evals[
         (evals["stage"] == "after_event") & (evals["round"] == event_round) & evals["device"].notna()
     ]
     if after.empty:
-        raise ValueError(f"{run_dir}: no evaluation just after a leave at round {event_round}")
+        raise ValueError(f"{name}: no evaluation just after a leave at round {event_round}")
     retained = sorted(int(d) for d in after["device"].unique())
-    series = _retained_by_round(run_dir, retained)
-    earlier = series[series.index < event_round]
-    if len(earlier) < rounds:
-        raise ValueError(f"{run_dir}: {len(earlier)} evaluated rounds before the leave, {rounds} asked")
-    return float(earlier.iloc[-rounds:].mean())
+    series = _retained_by_round(evals, retained)
+    return _mean_of_last(series[series.index < event_round], rounds, f"{name}, before the leave")
 
 
-def at_the_end(run_dir: Path, rounds: int = ROUNDS, last_round: int | None = None) -> float:
-    """Network-wide retained accuracy over the last ``rounds`` evaluated rounds of the run,
-    or of those up to ``last_round``."""
-    series = _retained_by_round(run_dir)
-    if last_round is not None:
-        series = series[series.index <= last_round]
-    if len(series) < rounds:
-        raise ValueError(f"{run_dir}: {len(series)} evaluated rounds, {rounds} asked")
-    return float(series.iloc[-rounds:].mean())
+def after_leave(
+    evals: pd.DataFrame, event_round: int, rounds: int = ROUNDS, upto: int | None = None, name: str = "run"
+) -> float:
+    """Network-wide retained accuracy over the last ``rounds`` evaluated rounds from the leave
+    at ``event_round`` on, to the end of the run or, with ``upto``, to the first evaluated
+    round at or after it (where ``cosim experiments`` reads the replay's level)."""
+    series = _retained_by_round(evals)
+    series = series[series.index >= event_round]
+    if upto is not None:
+        if upto < 0:
+            raise ValueError(f"{name}: the replay never finished (correction_end_round {upto})")
+        reached = series.index[series.index >= upto]
+        if reached.empty:
+            raise ValueError(f"{name}: no evaluated round at or after the replay's end, round {upto}")
+        series = series[series.index <= reached[0]]
+    return _mean_of_last(series, rounds, f"{name}, after the leave")
+
+
+def _evaluations(directory: Path, regime: str, policy: str, seed: int) -> tuple[pd.DataFrame, str]:
+    """A leave run's evaluations table, and the run's directory to name in errors."""
+    run = directory / f"{regime}-leave-{policy}-s{seed}"
+    return pd.read_parquet(run / "evaluations.parquet"), str(run)
 
 
 def levels(directory: Path, rounds: int = ROUNDS) -> pd.DataFrame:
@@ -86,13 +101,14 @@ def levels(directory: Path, rounds: int = ROUNDS) -> pd.DataFrame:
         if not {"none", "retrain"} <= policies:
             continue
         event_round = int(runs.loc[runs["policy"] == "none", "event_round"].iloc[0])
-        before = before_leave(directory / f"{regime}-leave-none-s{seed}", event_round, rounds)
-        retrain = directory / f"{regime}-leave-retrain-s{seed}"
+        none, name = _evaluations(directory, regime, "none", seed)
+        before = before_leave(none, event_round, rounds, name=name)
+        retrain, name = _evaluations(directory, regime, "retrain", seed)
         replay_end = int(runs.loc[runs["policy"] == "retrain", "correction_end_round"].iloc[0])
-        replay_level = at_the_end(retrain, rounds, last_round=replay_end)
-        retrain_end = at_the_end(retrain, rounds)
+        replay_level = after_leave(retrain, event_round, rounds, upto=replay_end, name=name)
+        retrain_end = after_leave(retrain, event_round, rounds, name=name)
         for policy in sorted(policies - set(NOT_CORRECTIONS)):
-            end = at_the_end(directory / f"{regime}-leave-{policy}-s{seed}", rounds)
+            evals, name = _evaluations(directory, regime, policy, seed)
             out.append(
                 {
                     "directory": str(directory),
@@ -101,7 +117,7 @@ def levels(directory: Path, rounds: int = ROUNDS) -> pd.DataFrame:
                     "seed": int(seed),
                     "before": before,
                     "replay_level": replay_level,
-                    "end": end,
+                    "end": after_leave(evals, event_round, rounds, name=name),
                     "retrain_end": retrain_end,
                 }
             )
@@ -137,6 +153,15 @@ def main() -> None:
         "--policy", action="append", help="print only this policy's rows (repeatable; default all)"
     )
     args = parser.parse_args()
+    missing = [d for d in args.directories if not (d / "results.parquet").is_file()]
+    if missing:
+        names = ", ".join(map(str, missing))
+        parser.exit(2, f"error: no results.parquet in {names}; run cosim experiments first\n")
+    references = sorted(set(args.policy or ()) & set(NOT_CORRECTIONS))
+    if references:
+        parser.exit(
+            2, f"error: --policy {', '.join(references)}: a reference, not a correction; it has no row\n"
+        )
     if args.rounds < 1:
         parser.exit(2, f"error: --rounds {args.rounds}: at least 1\n")
     try:
@@ -146,9 +171,9 @@ def main() -> None:
     if df.empty:
         parser.exit(2, "error: no seed with a none and a retrain leave in these directories\n")
     if args.policy:
-        missing = sorted(set(args.policy) - set(df["policy"]))
-        if missing:
-            parser.exit(2, f"error: --policy {', '.join(missing)}: not in these directories\n")
+        absent = sorted(set(args.policy) - set(df["policy"]))
+        if absent:
+            parser.exit(2, f"error: --policy {', '.join(absent)}: not in these directories\n")
         df = df[df["policy"].isin(args.policy)]
     print(table(df, args.rounds))
 

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cosim.analysis import against_retrain as compare_against_retrain
 from cosim.analysis import (
     beside_replay,
     difference_cells,
@@ -54,20 +55,7 @@ def load(directories: list[Path]) -> pd.DataFrame:
 
 
 def against_retrain(df: pd.DataFrame, policies: tuple[str, ...] = POLICIES) -> str:
-    lines = [
-        "| regime | policy | seeds | retain − retrain [95 % CI] | p | forget − retrain [95 % CI] | p "
-        "| MIA AUC − retrain [95 % CI] | p |",
-        "|---|---|---:|---|---:|---|---:|---|---:|",
-    ]
-    rows_of = df[df["policy"].isin(policies)]
-    for (regime, policy), rows in _in_order(rows_of, policies):
-        columns = ("retain_acc_vs_retrain", "forget_acc_vs_retrain", "mia_auc_vs_retrain")
-        results = [paired_difference(rows[c]) for c in columns]
-        cells = [str(max(r["n"] for r in results))]  # the seeds with a retrain run to pair with
-        for r in results:
-            cells += difference_cells(r)
-        lines.append(f"| {regime} | {policy} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return compare_against_retrain(df, policies)
 
 
 def cost_rows(df: pd.DataFrame, policies: tuple[str, ...] = POLICIES) -> pd.DataFrame:

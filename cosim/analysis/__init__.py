@@ -15,6 +15,7 @@ from cosim.analysis.breakdown import (
     round_breakdown,
 )
 from cosim.analysis.compare import (
+    against_retrain,
     beside_replay,
     compare_runs,
     difference_cell,
@@ -38,6 +39,7 @@ __all__ = [
     "PHASES",
     "Run",
     "accuracy_timeline",
+    "against_retrain",
     "beside_replay",
     "communication_totals",
     "compare_runs",

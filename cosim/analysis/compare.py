@@ -9,6 +9,7 @@ import pandas as pd
 from scipy import stats
 
 __all__ = [
+    "against_retrain",
     "beside_replay",
     "compare_runs",
     "difference_cell",
@@ -101,6 +102,40 @@ def beside_replay(
         & (rows["caught_up_bits"] * factor <= rows["correction_bits_replay"])
     )
     return rows
+
+
+def against_retrain(df: pd.DataFrame, policies: tuple[str, ...], within: float | None = None) -> str:
+    """A markdown table, one row per regime and policy of ``policies`` (regimes sorted,
+    policies in the order given): retained accuracy, forget accuracy and MIA AUC at the end
+    of each run minus the same seed's retrain run (the ``*_vs_retrain`` columns of a
+    ``cosim experiments`` results table), each as :func:`paired_difference`'s cells, after
+    the seeds that have a retrain run to pair with (a policy without one has no row).
+
+    With ``within``, a last column counts the seeds whose retained accuracy ends at most
+    ``within`` below retrain's (a gap equal to ``within`` up to rounding counts).
+    """
+    columns = ("retain_acc_vs_retrain", "forget_acc_vs_retrain", "mia_auc_vs_retrain")
+    head = "| regime | policy | seeds | retain − retrain [95 % CI] | p | forget − retrain [95 % CI] | p "
+    head += "| MIA AUC − retrain [95 % CI] | p |"
+    rule = "|---|---|---:|---|---:|---|---:|---|---:|"
+    if within is not None:
+        head += f" retained at most {within:.2f} below retrain |"
+        rule += "---:|"
+    lines = [head, rule]
+    groups = dict(iter(df[df["policy"].isin(policies)].groupby(["regime", "policy"], sort=True)))
+    for (regime, policy), rows in sorted(groups.items(), key=lambda g: (g[0][0], policies.index(g[0][1]))):
+        results = [paired_difference(rows[c]) for c in columns]
+        n = max(r["n"] for r in results)  # the seeds with a retrain run to pair with
+        if n == 0:
+            continue
+        cells = [str(n)]
+        for r in results:
+            cells += difference_cells(r)
+        if within is not None:
+            gaps = rows["retain_acc_vs_retrain"].dropna()
+            cells.append(f"{int((gaps >= -within - 1e-9).sum())}/{len(gaps)}")
+        lines.append(f"| {regime} | {policy} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def compare_runs(

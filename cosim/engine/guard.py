@@ -47,7 +47,8 @@ INTERRUPT_GRACE_S = 60.0
 
 
 class RunCrashed(RuntimeError):
-    """The simulation process died; the message says how, and the run is marked interrupted."""
+    """The simulation process died; the message says how, and that the run is marked
+    interrupted (or why it could not be)."""
 
 
 _stopping = threading.Event()  # an interrupt is under way: further ones are ignored
