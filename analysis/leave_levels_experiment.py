@@ -84,7 +84,8 @@ def after_leave(
 
 
 def _evaluations(directory: Path, regime: str, policy: str, seed: int) -> tuple[pd.DataFrame, str]:
-    """A leave run's evaluations table, and the run's directory to name in errors."""
+    """A leave run's evaluations table, and the run's directory to name in errors (each run
+    is read once: ``none``'s serves before the leave and as a policy)."""
     run = directory / f"{regime}-leave-{policy}-s{seed}"
     return pd.read_parquet(run / "evaluations.parquet"), str(run)
 
@@ -101,14 +102,16 @@ def levels(directory: Path, rounds: int = ROUNDS) -> pd.DataFrame:
         if not {"none", "retrain"} <= policies:
             continue
         event_round = int(runs.loc[runs["policy"] == "none", "event_round"].iloc[0])
-        none, name = _evaluations(directory, regime, "none", seed)
+        corrections = sorted(policies - set(NOT_CORRECTIONS))
+        read = {p: _evaluations(directory, regime, p, seed) for p in [*corrections, "retrain"]}
+        none, name = read["none"]
         before = before_leave(none, event_round, rounds, name=name)
-        retrain, name = _evaluations(directory, regime, "retrain", seed)
+        retrain, name = read["retrain"]
         replay_end = int(runs.loc[runs["policy"] == "retrain", "correction_end_round"].iloc[0])
         replay_level = after_leave(retrain, event_round, rounds, upto=replay_end, name=name)
         retrain_end = after_leave(retrain, event_round, rounds, name=name)
-        for policy in sorted(policies - set(NOT_CORRECTIONS)):
-            evals, name = _evaluations(directory, regime, policy, seed)
+        for policy in corrections:
+            evals, name = read[policy]
             out.append(
                 {
                     "directory": str(directory),
