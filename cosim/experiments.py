@@ -42,6 +42,7 @@ policy.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections.abc import Iterator
@@ -138,7 +139,7 @@ def plan_experiments(
         for event in events:
             for policy in policies:
                 for seed in seeds:
-                    spec = json.loads(json.dumps(raw))
+                    spec = copy.deepcopy(raw)
                     spec["seed"] = seed
                     spec.setdefault("data", {})["seed"] = seed
                     if event == "join":

@@ -9,6 +9,8 @@ and what is allowed.
 
 from __future__ import annotations
 
+import copy
+import datetime
 import hashlib
 import json
 import types
@@ -1316,6 +1318,16 @@ def _without_echoes(err: ValidationError) -> list[Any]:
     return [e for e in errors if not (e["type"] == "too_short" and e["loc"] in deeper)]
 
 
+# Pydantic names container types the way Python does; a scenario is YAML.
+_TYPE_WORDS = {
+    "list_type": "should be a list, e.g. [1, 2]",
+    "tuple_type": "should be a list, e.g. [1, 2]",
+    "dict_type": "should be a section: a mapping of fields",
+    "model_type": "should be a section: a mapping of fields",
+    "model_attributes_type": "should be a section: a mapping of fields",
+}
+
+
 def format_validation_error(err: ValidationError, root: type[BaseModel] = Scenario) -> str:
     """One line per error of validating ``root``: the field's path, what is wrong (for an unknown
     field, the fields allowed there) and the value given."""
@@ -1342,7 +1354,11 @@ def format_validation_error(err: ValidationError, root: type[BaseModel] = Scenar
                 f"unknown {key}; allowed: {item['ctx']['expected_tags']}",
                 value[key],
             )
+        if item["type"] in _TYPE_WORDS:
+            msg = _TYPE_WORDS[item["type"]]
         shown = "" if isinstance(value, dict) or item["type"] == "missing" else f" (got {value!r})"
+        if isinstance(value, datetime.date):
+            shown = f" (got {value.isoformat()}, which YAML reads as a date)"
         lines.append(f"{path}: {msg}{shown}" if path else f"{msg}{shown}")
     return "\n".join(lines)
 
@@ -1379,7 +1395,9 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Return a copy of ``raw`` with each ``a.b.c=value`` override applied (values parsed as YAML)."""
-    result = json.loads(json.dumps(raw))
+    # A deep copy, not a JSON round trip: YAML gives dates and aliases, which validation
+    # (not the copy) must be the one to refuse.
+    result = copy.deepcopy(raw)
     for text in overrides:
         path, value = _parse_override(text)
         node: Any = result
@@ -1446,6 +1464,8 @@ def read_yaml(path: str | Path, what: Literal["scenario", "sweep"] = "scenario")
         raise ScenarioError(f"{path}: no such {what} file")
     try:
         raw = parse_yaml(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ScenarioError(f"{path}: cannot be read ({err.strerror or err})") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -1464,9 +1484,11 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scena
     """Read, override and validate a scenario file."""
     path = Path(path)
     raw = read_yaml(path)
+    source = str(path)
     if overrides:
         raw = apply_overrides(raw, overrides)
-    return parse_scenario(raw, source=str(path), base_dir=path.parent)
+        source += " with " + " ".join(f"--set {text}" for text in overrides)
+    return parse_scenario(raw, source=source, base_dir=path.parent)
 
 
 def scenario_hash(scenario: Scenario) -> str:

@@ -228,6 +228,31 @@ BAD_INPUTS: dict[str, tuple[str | None, list[str], list[str]]] = {
         ["network.placement={kind: explicit, positions_m: [[0, 0], [1000, 5], [3, 3], [4, 4]]}"],
         ["network.placement.positions_m.1: [1000, 5] lies outside the area; allowed: 0 <= x <= "],
     ),
+    "override_named": (
+        "tiny",
+        ["training.rounds=abc"],
+        ["bad.yaml with --set training.rounds=abc: invalid scenario"],
+    ),
+    "date_with_an_override": (
+        "name: tiny\nseed: 2024-01-01\n",
+        ["training.rounds=3"],
+        ["seed: Input should be a valid integer (got 2024-01-01, which YAML reads as a date)"],
+    ),
+    "self_referring_alias_with_an_override": (
+        "name: tiny\nnotes: &a [*a]\n",
+        ["training.rounds=3"],
+        ["notes: unknown field; allowed: name, seed, network"],
+    ),
+    "number_for_a_section": (
+        "tiny",
+        ["training=5"],
+        ["training: should be a section: a mapping of fields (got 5)"],
+    ),
+    "number_for_a_list": (
+        "tiny",
+        ["events=3"],
+        ["events: should be a list, e.g. [1, 2] (got 3)"],
+    ),
     "leave_before_join": (
         "tiny",
         ["events=[{kind: join, round: 2}, {kind: leave, device: 4, round: 1}]"],

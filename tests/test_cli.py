@@ -81,7 +81,7 @@ def test_the_console_script_exits_2_without_a_traceback(write_yaml, tiny_scenari
     assert proc.stdout == ""
     assert "Traceback" not in proc.stderr
     assert flat(proc.stderr) == flat(
-        f"error: {path}: invalid scenario "
+        f"error: {path} with --set events=[{{kind: leave, device: 7, round: 1}}]: invalid scenario "
         "events.0.device: device 7 does not exist; allowed: 0..3 (4 initial devices and 0 newcomers)"
     )
 

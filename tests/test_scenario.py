@@ -191,7 +191,7 @@ def test_every_bad_input_raises_a_scenario_error_naming_the_field(bad_input) -> 
     message = str(caught.value)
     for fragment in bad_input.fragments:
         assert fragment in message
-    assert message.startswith((f"{bad_input.path}: ", "--set "))
+    assert message.startswith((f"{bad_input.path}: ", f"{bad_input.path} with --set ", "--set "))
 
 
 def test_a_top_level_that_is_not_a_mapping_is_rejected(write_yaml) -> None:
