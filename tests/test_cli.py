@@ -162,6 +162,10 @@ def test_a_tiny_run_writes_the_four_tables_and_a_complete_manifest(
         ("leave", 3, 2),
         ("join", 4, 3),
     ]
+    assert f"bits sent │ {manifest['summary']['bits_sent'] / 1e6:.1f} Mbit" in flat(result.stderr)
+    # safetensors writes owner-only files; the state is as readable as the rest of the run
+    mode = (out / "manifest.json").stat().st_mode & 0o777
+    assert (out / "state.safetensors").stat().st_mode & 0o777 == mode
     written = "manifest.json, rounds.parquet, transfers.parquet, events.parquet, evaluations.parquet"
     assert f"trace: {out}/ ({written}, allocations.parquet, state.json, state.safetensors)" in flat(
         result.stderr
@@ -185,6 +189,52 @@ def test_export_of_a_device_that_is_not_live_exits_2(
     assert_user_error(result, [fragment])
     assert not (tmp_path / "adapter").exists()
     assert snapshot(out) == before
+
+
+def test_export_refuses_a_directory_with_other_files_and_replaces_an_export_only_when_told(
+    tiny_run, tmp_path: Path
+) -> None:
+    out, _ = tiny_run
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "README.md").write_text("my notes\n")
+    before = snapshot(mine)
+    result = invoke("export", out, mine, "--device", "2", "--overwrite")
+    assert_user_error(
+        result, [f"DIR {mine}: not empty (holds README.md); export into a new or empty directory"]
+    )
+    assert snapshot(mine) == before
+
+    adapter = tmp_path / "adapter"
+    result = invoke("export", out, adapter, "--device", "2")
+    assert result.exit_code == 0, result.output
+    assert "Writing model shards" not in result.output and "Warning" not in result.output
+    written = sorted(adapter.rglob("*.safetensors"))
+    assert [p.relative_to(adapter).as_posix() for p in written] == [
+        "adapter_model.safetensors",
+        "base/model.safetensors",
+    ]
+    mode = (adapter / "adapter_config.json").stat().st_mode & 0o777
+    assert all(p.stat().st_mode & 0o777 == mode for p in written)
+    first = (adapter / "adapter_model.safetensors").read_bytes()
+    (adapter / "base" / "stale.bin").write_bytes(b"an earlier base's shard")
+    (adapter / "adapter_model.safetensors").write_bytes(b"an earlier adapter")
+
+    result = invoke("export", out, adapter, "--device", "2")
+    assert_user_error(result, [f"DIR {adapter}: already holds an exported adapter; pass --overwrite"])
+    assert (adapter / "base" / "stale.bin").exists()
+    result = invoke("export", out, adapter, "--device", "2", "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert not (adapter / "base" / "stale.bin").exists()
+    assert (adapter / "adapter_model.safetensors").read_bytes() == first
+
+
+def test_report_of_a_run_given_twice_exits_2(tiny_run, tmp_path: Path) -> None:
+    out, _ = tiny_run
+    again = out.parent / ".." / out.parent.name / out.name
+    result = invoke("report", out, again, "--out", tmp_path / "r")
+    assert_user_error(result, [f"RUN {again}: given twice (as {out} before)"])
+    assert not (tmp_path / "r").exists()
 
 
 def test_export_of_a_missing_run_dir_exits_2(tmp_path: Path) -> None:
@@ -352,6 +402,19 @@ def test_run_names_the_devices_whose_messages_are_mostly_cut_off(tiny_file: Path
     sent, through = sum(m["sent"] for m in messages), sum(m["delivered"] for m in messages)
     worst = min(messages, key=lambda m: (m["delivered"] / m["sent"], m["device"]))
     assert f"{through}/{sent} (device {worst['device']}: {worst['delivered']}/{worst['sent']})" in out
+
+
+def test_run_without_a_terminal_prints_each_round_numbered_as_the_events_are(
+    tiny_file: Path, tmp_path: Path
+) -> None:
+    result = invoke("run", tiny_file, "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    rounds = json.loads((tmp_path / "run" / "manifest.json").read_text())["summary"]["rounds"]
+    assert rounds < 10  # so that every round gets a line
+    lines = [line.split() for line in result.stderr.splitlines() if " done (" in line]
+    assert [words[:4] for words in lines] == [
+        ["round", str(r), "done", f"({r + 1}/{rounds})"] for r in range(rounds)
+    ]
 
 
 def test_run_names_no_device_when_its_messages_get_through(tiny_run) -> None:

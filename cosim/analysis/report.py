@@ -70,6 +70,11 @@ def write_report(
     dirs = [run_dirs] if isinstance(run_dirs, str | Path) else list(run_dirs)
     if not dirs:
         raise ValueError("write_report: no run directories given")
+    seen: dict[Path, str | Path] = {}
+    for d in dirs:
+        if (key := Path(d).resolve()) in seen:
+            raise ValueError(f"RUN {d}: given twice (as {seen[key]} before); name each run once")
+        seen[key] = d
     runs = [load_run(d, allow_incomplete=allow_incomplete) for d in dirs]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -186,6 +191,11 @@ def _run_section(run: Run, slug: str, out: Path, tolerance: float, join_target: 
         "",
     ]
     by_device = comm.groupby("device")[["messages", "messages_delivered", "bits", "bits_delivered"]].sum()
+    lines += [
+        "Messages per sending device: slot exchanges and the copies it sent a newcomer's pull "
+        "(`cosim run`'s summary counts the slot exchanges only).",
+        "",
+    ]
     lines += ["| device | messages | delivered | Mbit sent | Mbit delivered | delivered ratio |"]
     lines += ["|---|---|---|---|---|---|"]
     for device, row in by_device.iterrows():

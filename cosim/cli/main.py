@@ -140,13 +140,19 @@ def export(
     run_dir: Annotated[Path, typer.Argument(help="A finished run directory.", metavar="RUN")],
     out_dir: Annotated[Path, typer.Argument(help="Where to write the PEFT adapter.", metavar="DIR")],
     device: Annotated[int, typer.Option("--device", help="Device whose model to export.")],
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an adapter exported into DIR before.")
+    ] = False,
 ) -> None:
-    """Write one device's final model as a PEFT adapter directory (base model included)."""
+    """Write one device's final model as a PEFT adapter directory (base model included).
+
+    DIR must be new or empty, or hold an earlier export (replaced with --overwrite).
+    """
     from cosim.learning.export import ExportError, export_device
 
     _not_a_file(out_dir, "DIR")
     try:
-        export_device(run_dir, device, out_dir)
+        export_device(run_dir, device, out_dir, overwrite=overwrite)
     except ExportError as err:
         fail(str(err))
     console.print(

@@ -44,7 +44,7 @@ def run_command(spec: Scenario, out_dir: Path, *, quiet: bool, console: Console)
     )
     last: dict[str, float] = {}
     progress = Progress(
-        TextColumn("round"),
+        TextColumn("rounds done"),
         MofNCompleteColumn(),
         BarColumn(),
         TextColumn("{task.fields[status]}"),
@@ -64,7 +64,10 @@ def run_command(spec: Scenario, out_dir: Path, *, quiet: bool, console: Console)
         status = f"t={info.time_s:7.2f}s  live {info.live}  loss {info.loss:.3f}  {_format_acc(last)}"
         progress.update(task, completed=info.round + 1, status=status)
         if plain and ((info.round + 1) % every == 0 or info.round + 1 == info.rounds):
-            console.print(f"round {info.round + 1:>4}/{info.rounds}  {status}", highlight=False)
+            # Rounds are numbered from 0, as in the scenario's events and the trace.
+            console.print(
+                f"round {info.round:>4} done ({info.round + 1}/{info.rounds})  {status}", highlight=False
+            )
 
     with progress:
         task = progress.add_task("rounds", total=spec.training.rounds, status="")
@@ -83,7 +86,7 @@ def run_command(spec: Scenario, out_dir: Path, *, quiet: bool, console: Console)
     table.add_row("simulated time", f"{summary['simulated_s']:.2f} s")
     table.add_row("rounds", str(summary["rounds"]))
     table.add_row("live devices at the end", str(summary["live_devices"]))
-    table.add_row("bits sent", f"{summary['bits_sent'] / 8e6:.1f} MB")
+    table.add_row("bits sent", f"{summary['bits_sent'] / 1e6:.1f} Mbit")
     messages = summary.get("gossip_messages", [])
     if messages:
         sent = sum(m["sent"] for m in messages)

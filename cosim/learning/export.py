@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import warnings
 from pathlib import Path
 
 from safetensors import SafetensorError
@@ -15,6 +17,7 @@ from cosim.learning.learner import SlotLearner
 from cosim.learning.model import build_tiny_base
 from cosim.learning.peft_io import to_peft_model
 from cosim.scenario import ScenarioError, parse_scenario
+from cosim.trace.writer import readable_as_umask_allows
 
 __all__ = ["ExportError", "export_device", "load_learner"]
 
@@ -67,12 +70,37 @@ def load_learner(run_dir: Path) -> SlotLearner:
     return learner
 
 
-def export_device(run_dir: Path, device: int, out_dir: Path) -> None:
-    """Write ``device``'s model: ``out_dir`` holds the adapter, ``out_dir/base`` the base model."""
+def _make_room(out_dir: Path, overwrite: bool) -> None:
+    """Refuse an ``out_dir`` that holds anything but an earlier export (and that without
+    ``overwrite``), so that no file of the user's is written over."""
+    if not out_dir.is_dir():
+        return
+    held = sorted(p.name for p in out_dir.iterdir())
+    if not held:
+        return
+    if not (out_dir / "adapter_config.json").is_file():
+        shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+        raise ExportError(f"DIR {out_dir}: not empty (holds {shown}); export into a new or empty directory")
+    if not overwrite:
+        raise ExportError(
+            f"DIR {out_dir}: already holds an exported adapter; pass --overwrite to replace it, "
+            "or choose another DIR"
+        )
+    # The adapter's own files are written over; the base model's are removed first, so no
+    # shard of an earlier, differently split base is left beside the new one.
+    shutil.rmtree(out_dir / "base", ignore_errors=True)
+
+
+def export_device(run_dir: Path, device: int, out_dir: Path, overwrite: bool = False) -> None:
+    """Write ``device``'s model: ``out_dir`` holds the adapter, ``out_dir/base`` the base model.
+
+    ``out_dir`` must be new or empty, or, with ``overwrite``, hold an earlier export.
+    """
     learner = load_learner(run_dir)
     if device not in learner.slot_of:
         live = sorted(learner.slot_of)
         raise ExportError(f"--device {device}: not a live device at the end of the run; allowed: {live}")
+    _make_room(out_dir, overwrite)
     spec = learner.model_spec
     _, adapter = learner.device_adapter(device)
     tokenizer = None
@@ -82,9 +110,24 @@ def export_device(run_dir: Path, device: int, out_dir: Path) -> None:
     else:
         base, tokenizer = load_pretrained(spec.base)
     out_dir.mkdir(parents=True, exist_ok=True)
-    base.save_pretrained(out_dir / "base")
-    if tokenizer is not None:
-        tokenizer.save_pretrained(out_dir / "base")
-    model = to_peft_model(base, adapter, rank=spec.rank, alpha=spec.alpha, target_modules=spec.target_modules)
-    model.peft_config["default"].base_model_name_or_path = "base"
-    model.save_pretrained(str(out_dir), save_embedding_layers=False)
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # "Writing model shards" on stderr, for a file of a few MB
+    try:
+        with warnings.catch_warnings():
+            # transformers' own deprecation notices, raised by its save path, not by this call
+            warnings.simplefilter("ignore", FutureWarning)
+            base.save_pretrained(out_dir / "base")
+            if tokenizer is not None:
+                tokenizer.save_pretrained(out_dir / "base")
+            model = to_peft_model(
+                base, adapter, rank=spec.rank, alpha=spec.alpha, target_modules=spec.target_modules
+            )
+            model.peft_config["default"].base_model_name_or_path = "base"
+            model.save_pretrained(str(out_dir), save_embedding_layers=False)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    for path in out_dir.rglob("*.safetensors"):
+        readable_as_umask_allows(path)

@@ -17,12 +17,24 @@ import pyarrow.parquet as pq
 
 from cosim.trace.schema import TABLES
 
-__all__ = ["RUN_FILES", "TraceWriter", "package_versions", "source_digest"]
+__all__ = ["RUN_FILES", "TraceWriter", "package_versions", "readable_as_umask_allows", "source_digest"]
 
 RUN_FILES = ("manifest.json", *(f"{name}.parquet" for name in TABLES), "state.json", "state.safetensors")
 """The files a run writes into its directory (the engine writes the two ``state`` files)."""
 
 _PACKAGES = ("cosim", "torch", "transformers", "peft", "simpy", "numpy", "pandas", "pyarrow", "pydantic")
+
+
+def readable_as_umask_allows(path: Path) -> None:
+    """Give ``path`` the permissions a file written with ``open`` gets under the process's umask.
+
+    safetensors writes its files readable by their owner only (0600), so on a shared
+    machine a run's state and an exported adapter could not be read by the users who
+    can read the rest of the run.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def package_versions() -> dict[str, str]:
