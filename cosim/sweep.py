@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import socket
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -269,9 +270,27 @@ def _run_local(
             raise
 
 
+def _check_ray_address(address: str | None, timeout_s: float = 5.0) -> None:
+    """Refuse a ``host:port`` (or ``ray://host:port``) that nothing answers on: ``ray.init``
+    would retry it for minutes, printing connection warnings."""
+    if address is None or address in ("auto", "local"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ScenarioError(f"--address {address!r}: allowed: host:port, ray://host:port, auto or local")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise ScenarioError(
+            f"--address {address}: no Ray cluster answers there ({err.strerror or err}); start one "
+            "with `ray start --head`, or leave --address out for a Ray on this machine"
+        ) from None
+
+
 def _run_ray(
     todo: list[SweepRun], out_dir: Path, address: str | None, on_done: Callable[[SweepRun, str], None] | None
 ) -> None:
+    _check_ray_address(address)
     try:
         import ray
     except ImportError:

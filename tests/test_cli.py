@@ -321,6 +321,20 @@ def test_an_output_directory_that_is_a_file_or_under_one_exits_2(
     assert taken.read_text() == "a file\n"
 
 
+@pytest.mark.parametrize("command", ["sweep", "experiments"])
+def test_a_ray_address_without_the_ray_executor_exits_2(
+    tiny_file: Path, tmp_path: Path, command: str
+) -> None:
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(f"name: s\nbase: {tiny_file.name}\n")
+    first = sweep if command == "sweep" else REGIMES
+    result = invoke(command, first, "--out", tmp_path / "out", "--address", "10.0.0.1:6379")
+    assert_user_error(
+        result, ["--address 10.0.0.1:6379: a Ray cluster's address, used only with --executor ray"]
+    )
+    assert not (tmp_path / "out").exists()
+
+
 def test_validate_prints_the_resolved_scenario_as_yaml(tiny_file: Path, tmp_path: Path) -> None:
     result = invoke("validate", tiny_file, "--set", "training.rounds=6")
     assert result.exit_code == 0, result.output

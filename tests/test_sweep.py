@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -266,3 +267,21 @@ def test_a_run_of_another_version_of_its_scenario_is_named_then_run_again(
     assert told == [[plan[0].name]]
     assert ran == [plan[0].name]
     assert json.loads(path.read_text())["scenario_hash"] == manifest["scenario_hash"]
+
+
+def test_a_ray_address_nothing_answers_on_is_refused_at_once() -> None:
+    from cosim.sweep import _check_ray_address
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        _check_ray_address(f"127.0.0.1:{port}")  # something answers: no error
+        _check_ray_address(f"ray://127.0.0.1:{port}")
+    # the port is free again: the connection is refused
+    with pytest.raises(ScenarioError, match=rf"--address 127.0.0.1:{port}: no Ray cluster answers there"):
+        _check_ray_address(f"127.0.0.1:{port}")
+    with pytest.raises(ScenarioError, match=r"allowed: host:port, ray://host:port, auto or local"):
+        _check_ray_address("headnode")
+    _check_ray_address(None)
+    _check_ray_address("auto")

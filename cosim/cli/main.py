@@ -200,6 +200,8 @@ def sweep(
 
     if executor not in ("local", "ray"):
         fail(f"--executor: {executor!r} is not an executor; allowed: local, ray")
+    if address is not None and executor != "ray":
+        fail(f"--address {address}: a Ray cluster's address, used only with --executor ray")
     try:
         spec, base, base_dir = load_sweep(sweep_file)
         plan = plan_sweep(spec, base, base_dir)
@@ -350,6 +352,8 @@ def experiments(
 
     if executor not in ("local", "ray"):
         fail(f"--executor: {executor!r} is not an executor; allowed: local, ray")
+    if address is not None and executor != "ray":
+        fail(f"--address {address}: a Ray cluster's address, used only with --executor ray")
     _not_a_file(out, "--out")
     # A value given twice names one run once (two runs into one directory would clash).
     events = tuple(dict.fromkeys(event or EVENTS))
