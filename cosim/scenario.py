@@ -1172,10 +1172,15 @@ class Scenario(_Spec):
                     f"{where}.round: {event.round} is past the last round; allowed: "
                     f"0..{self.training.rounds - 1}"
                 )
-        leaving = [e.device for e in self.events if not isinstance(e, JoinEvent)]
-        duplicates = sorted({d for d in leaving if leaving.count(d) > 1})
-        if duplicates:
-            raise ValueError(f"events: device(s) {duplicates} leave more than once")
+        leaves: dict[int, list[int]] = {}
+        for i, e in enumerate(self.events):
+            if not isinstance(e, JoinEvent):
+                leaves.setdefault(e.device, []).append(i)
+        if twice := {d: at for d, at in sorted(leaves.items()) if len(at) > 1}:
+            where = "; ".join(
+                f"device {d} in " + ", ".join(f"events.{i}" for i in at) for d, at in twice.items()
+            )
+            raise ValueError(f"events: a device leaves once; {where}")
         self._check_membership_order(count, total)
         policy = self.correction.policy
         if self.model.adapters == "shared" and policy not in SHARED_POLICIES:

@@ -234,7 +234,7 @@ def test_a_binary_file_is_not_a_scenario(tmp_path) -> None:
                     {"kind": "leave_silent", "device": 1, "time_s": 2.0},
                 ],
             },
-            "events: device(s) [1] leave more than once",
+            "events: a device leaves once; device 1 in events.0, events.1",
         ),
         (
             {
