@@ -80,6 +80,10 @@ def target_accuracy(rows: pd.DataFrame, event: str, suffix: str = "") -> pd.Seri
 
 
 def _regimes(directory: Path, overrides: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
+    if directory.is_file():
+        raise ScenarioError(
+            f"{directory}: is a file; DIR is a directory of regime scenarios (*.yaml), e.g. scenarios/regimes"
+        )
     files = sorted(directory.glob("*.yaml"))
     if not files:
         raise ScenarioError(f"{directory}: no regime scenarios (*.yaml) found")

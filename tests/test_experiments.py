@@ -106,6 +106,15 @@ def test_a_regime_needs_exactly_one_leave(tmp_path: Path, tiny_scenario) -> None
         plan_experiments(directory, seeds=(1,))
 
 
+def test_a_directory_without_regimes_or_a_file_given_for_it_is_named(tmp_path: Path, tiny_scenario) -> None:
+    with pytest.raises(ScenarioError, match=r"empty: no regime scenarios \(\*\.yaml\) found"):
+        plan_experiments(tmp_path / "empty", seeds=(1,))
+    single = tmp_path / "r.yaml"
+    single.write_text(yaml.safe_dump({**tiny_scenario, "name": "r"}))
+    with pytest.raises(ScenarioError, match=r"r\.yaml: is a file; DIR is a directory of regime scenarios"):
+        plan_experiments(single, seeds=(1,))
+
+
 def test_results_compare_each_run_with_its_retrain_reference(tmp_path: Path, tiny_scenario) -> None:
     plan = plan_experiments(
         regime_dir(tmp_path, tiny_scenario),
