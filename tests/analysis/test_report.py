@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -52,10 +53,19 @@ def test_report_has_the_tables(report: tuple[Path, Path]) -> None:
 
 def test_two_runs_of_the_same_name_get_distinct_figures(report: tuple[Path, Path], tmp_path: Path) -> None:
     run_dir = report[1]
-    path = write_report([run_dir, run_dir], tmp_path)
+    twin = tmp_path / "elsewhere" / run_dir.name  # another run directory of the same name
+    shutil.copytree(run_dir, twin)
+    path = write_report([run_dir, twin], tmp_path)
     referenced = re.findall(r"!\[[^\]]+\]\(([^)]+)\)", path.read_text(encoding="utf-8"))
     assert len(referenced) == 2 * len(FIGURES) == len(set(referenced))
     assert all((tmp_path / name).stat().st_size > 0 for name in referenced)
+
+
+def test_report_rejects_the_same_run_given_twice(report: tuple[Path, Path], tmp_path: Path) -> None:
+    run_dir = report[1]
+    with pytest.raises(ValueError, match="given twice"):
+        write_report([run_dir, run_dir.parent / "." / run_dir.name], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_report_rejects_a_directory_that_is_not_a_run(tmp_path: Path) -> None:
