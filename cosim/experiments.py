@@ -42,7 +42,6 @@ policy.
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 from collections.abc import Iterator
@@ -52,7 +51,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cosim.scenario import SHARED_POLICIES, ScenarioError, apply_overrides, parse_scenario, read_yaml
+from cosim.scenario import (
+    SHARED_POLICIES,
+    ScenarioError,
+    apply_overrides,
+    copy_tree,
+    parse_scenario,
+    read_yaml,
+)
 from cosim.sweep import SweepRun, finished_manifest
 
 __all__ = [
@@ -80,6 +86,10 @@ def target_accuracy(rows: pd.DataFrame, event: str, suffix: str = "") -> pd.Seri
 
 
 def _regimes(directory: Path, overrides: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
+    if not directory.exists():
+        raise ScenarioError(
+            f"{directory}: no such directory; DIR is a directory of regime scenarios (*.yaml)"
+        )
     if directory.is_file():
         raise ScenarioError(
             f"{directory}: is a file; DIR is a directory of regime scenarios (*.yaml), e.g. scenarios/regimes"
@@ -89,8 +99,9 @@ def _regimes(directory: Path, overrides: tuple[str, ...] = ()) -> dict[str, dict
         raise ScenarioError(f"{directory}: no regime scenarios (*.yaml) found")
     out = {}
     for path in files:
-        raw = apply_overrides(read_yaml(path), list(overrides))
-        scenario = parse_scenario(raw, source=str(path), base_dir=directory)
+        raw = apply_overrides(read_yaml(path), list(overrides), str(path))
+        source = " ".join([str(path), *(["with"] if overrides else []), *(f"--set {o}" for o in overrides)])
+        scenario = parse_scenario(raw, source=source, base_dir=directory)
         leaves = [e for e in scenario.events if e.kind == "leave"]
         if len(scenario.events) != 1 or not leaves or leaves[0].round is None:
             raise ScenarioError(f"{path}: events: a regime scenario has exactly one leave, given by round")
@@ -143,7 +154,7 @@ def plan_experiments(
         for event in events:
             for policy in policies:
                 for seed in seeds:
-                    spec = copy.deepcopy(raw)
+                    spec = copy_tree(raw, regime)
                     spec["seed"] = seed
                     spec.setdefault("data", {})["seed"] = seed
                     if event == "join":

@@ -9,7 +9,6 @@ and what is allowed.
 
 from __future__ import annotations
 
-import copy
 import datetime
 import hashlib
 import json
@@ -1325,8 +1324,8 @@ def _without_echoes(err: ValidationError) -> list[Any]:
 
 # Pydantic names container types the way Python does; a scenario is YAML.
 _TYPE_WORDS = {
-    "list_type": "should be a list, e.g. [1, 2]",
-    "tuple_type": "should be a list, e.g. [1, 2]",
+    "list_type": "should be a list",
+    "tuple_type": "should be a list",
     "dict_type": "should be a section: a mapping of fields",
     "model_type": "should be a section: a mapping of fields",
     "model_attributes_type": "should be a section: a mapping of fields",
@@ -1398,11 +1397,36 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
     return path, value
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+def copy_tree(raw: dict[str, Any], source: str = "scenario") -> dict[str, Any]:
+    """A copy of a parsed YAML document in which no two places share an object.
+
+    YAML aliases (``*a``) put one object in two places, so an override of one would change
+    both; here each place gets its own copy.  Values are kept as YAML gave them (a date
+    stays a date, for validation to refuse by name).  An alias inside its own anchor
+    makes a loop, which no scenario can be: a :class:`ScenarioError` naming ``source`` and where.
+    """
+
+    def copy(node: Any, path: tuple[str, ...], active: set[int]) -> Any:
+        if not isinstance(node, (dict, list)):
+            return node
+        if id(node) in active:
+            where = ".".join(path) or "the top level"
+            raise ScenarioError(f"{source}: {where}: a YAML alias inside its own anchor makes a loop")
+        active.add(id(node))
+        try:
+            if isinstance(node, dict):
+                return {k: copy(v, (*path, str(k)), active) for k, v in node.items()}
+            return [copy(v, (*path, str(i)), active) for i, v in enumerate(node)]
+        finally:
+            active.discard(id(node))
+
+    result: dict[str, Any] = copy(raw, (), set())
+    return result
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str = "scenario") -> dict[str, Any]:
     """Return a copy of ``raw`` with each ``a.b.c=value`` override applied (values parsed as YAML)."""
-    # A deep copy, not a JSON round trip: YAML gives dates and aliases, which validation
-    # (not the copy) must be the one to refuse.
-    result = copy.deepcopy(raw)
+    result = copy_tree(raw, source)
     for text in overrides:
         path, value = _parse_override(text)
         node: Any = result
@@ -1491,7 +1515,7 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scena
     raw = read_yaml(path)
     source = str(path)
     if overrides:
-        raw = apply_overrides(raw, overrides)
+        raw = apply_overrides(raw, overrides, source)
         source += " with " + " ".join(f"--set {text}" for text in overrides)
     return parse_scenario(raw, source=source, base_dir=path.parent)
 

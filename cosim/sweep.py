@@ -30,6 +30,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -124,7 +125,9 @@ def plan_sweep(spec: SweepSpec, base: dict[str, Any], base_dir: Path | None = No
     seen: set[str] = set()
     for overrides, varying in _combinations(spec):
         for seed in spec.seeds:
-            texts = [f"{key}={json.dumps(value)}" for key, value in overrides.items()] + [f"seed={seed}"]
+            # default=str: a value YAML read as a date goes on as text, for validation to name
+            texts = [f"{key}={json.dumps(value, default=str)}" for key, value in overrides.items()]
+            texts.append(f"seed={seed}")
             name = _run_name(varying, seed)
             try:
                 raw = apply_overrides(base, texts) | {"name": name}
@@ -270,16 +273,28 @@ def _run_local(
             raise
 
 
-def _check_ray_address(address: str | None, timeout_s: float = 5.0) -> None:
-    """Refuse a ``host:port`` (or ``ray://host:port``) that nothing answers on: ``ray.init``
-    would retry it for minutes, printing connection warnings."""
+def check_ray_address(address: str | None, timeout_s: float = 5.0) -> None:
+    """Refuse a ``host:port`` (or ``ray://host:port``; IPv6 hosts in brackets) that nothing
+    answers on: ``ray.init`` would retry it for minutes, printing connection warnings."""
     if address is None or address in ("auto", "local"):
         return
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ScenarioError(f"--address {address!r}: allowed: host:port, ray://host:port, auto or local")
+    allowed = "allowed: host:port, ray://host:port ([::1]:port for IPv6), auto or local"
     try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+        parts = urlsplit("//" + address.removeprefix("ray://"))
+        host, port = parts.hostname, parts.port
+    except ValueError as err:  # a port that is not a number or out of range
+        raise ScenarioError(f"--address {address}: {err}; {allowed}") from None
+    if not host or port is None:
+        raise ScenarioError(f"--address {address}: {allowed}")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as err:
+        raise ScenarioError(f"--address {address}: unknown host {host} ({err.strerror})") from None
+    family, kind, proto, _, target = infos[0]
+    try:
+        with socket.socket(family, kind, proto) as probe:
+            probe.settimeout(timeout_s)
+            probe.connect(target)
     except OSError as err:
         raise ScenarioError(
             f"--address {address}: no Ray cluster answers there ({err.strerror or err}); start one "
@@ -290,7 +305,7 @@ def _check_ray_address(address: str | None, timeout_s: float = 5.0) -> None:
 def _run_ray(
     todo: list[SweepRun], out_dir: Path, address: str | None, on_done: Callable[[SweepRun, str], None] | None
 ) -> None:
-    _check_ray_address(address)
+    check_ray_address(address)
     try:
         import ray
     except ImportError:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -206,9 +208,12 @@ def test_export_refuses_a_directory_with_other_files_and_replaces_an_export_only
     assert snapshot(mine) == before
 
     adapter = tmp_path / "adapter"
-    result = invoke("export", out, adapter, "--device", "2")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # over the test configuration's filters
+        result = invoke("export", out, adapter, "--device", "2")
     assert result.exit_code == 0, result.output
-    assert "Writing model shards" not in result.output and "Warning" not in result.output
+    assert "Writing model shards" not in result.output
+    assert [w for w in caught if issubclass(w.category, FutureWarning)] == []
     written = sorted(adapter.rglob("*.safetensors"))
     assert [p.relative_to(adapter).as_posix() for p in written] == [
         "adapter_model.safetensors",
@@ -227,6 +232,18 @@ def test_export_refuses_a_directory_with_other_files_and_replaces_an_export_only
     assert result.exit_code == 0, result.output
     assert not (adapter / "base" / "stale.bin").exists()
     assert (adapter / "adapter_model.safetensors").read_bytes() == first
+
+    # a link named base is replaced, not written through
+    elsewhere = tmp_path / "my-model"
+    elsewhere.mkdir()
+    (elsewhere / "config.json").write_text("mine\n")
+    shutil.rmtree(adapter / "base")
+    (adapter / "base").symlink_to(elsewhere)
+    result = invoke("export", out, adapter, "--device", "2", "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert not (adapter / "base").is_symlink() and (adapter / "base" / "model.safetensors").is_file()
+    assert [p.name for p in elsewhere.iterdir()] == ["config.json"]
+    assert (elsewhere / "config.json").read_text() == "mine\n"
 
 
 def test_report_of_a_run_given_twice_exits_2(tiny_run, tmp_path: Path) -> None:
@@ -328,10 +345,29 @@ def test_a_ray_address_without_the_ray_executor_exits_2(
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(f"name: s\nbase: {tiny_file.name}\n")
     first = sweep if command == "sweep" else REGIMES
-    result = invoke(command, first, "--out", tmp_path / "out", "--address", "10.0.0.1:6379")
+    no_run = ["--no-run"] if command == "experiments" else []  # should the check ever go
+    result = invoke(command, first, "--out", tmp_path / "out", "--address", "10.0.0.1:6379", *no_run)
     assert_user_error(
         result, ["--address 10.0.0.1:6379: a Ray cluster's address, used only with --executor ray"]
     )
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["sweep", "experiments"])
+def test_a_ray_address_nothing_answers_on_exits_2_before_anything_is_written(
+    tiny_file: Path, tmp_path: Path, command: str
+) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(f"name: s\nbase: {tiny_file.name}\n")
+    first = sweep if command == "sweep" else REGIMES
+    address = f"127.0.0.1:{port}"
+    result = invoke(command, first, "--out", tmp_path / "out", "--executor", "ray", "--address", address)
+    assert_user_error(result, [f"--address {address}: no Ray cluster answers there"])
     assert not (tmp_path / "out").exists()
 
 

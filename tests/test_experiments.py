@@ -107,6 +107,9 @@ def test_a_regime_needs_exactly_one_leave(tmp_path: Path, tiny_scenario) -> None
 
 
 def test_a_directory_without_regimes_or_a_file_given_for_it_is_named(tmp_path: Path, tiny_scenario) -> None:
+    with pytest.raises(ScenarioError, match=r"nowhere: no such directory; DIR is a directory of regime"):
+        plan_experiments(tmp_path / "nowhere", seeds=(1,))
+    (tmp_path / "empty").mkdir()
     with pytest.raises(ScenarioError, match=r"empty: no regime scenarios \(\*\.yaml\) found"):
         plan_experiments(tmp_path / "empty", seeds=(1,))
     single = tmp_path / "r.yaml"
@@ -268,6 +271,14 @@ def test_a_bad_regime_file_is_a_scenario_error_with_or_without_overrides(
     for overrides in [(), ("training.rounds=3",)]:
         with pytest.raises(ScenarioError, match=re.escape(message)):
             plan_experiments(tmp_path, (1,), ("none",), overrides=overrides)
+
+
+def test_an_invalid_regime_names_the_overrides_that_made_it_so(tmp_path: Path, tiny_scenario) -> None:
+    directory = regime_dir(tmp_path, tiny_scenario)
+    with pytest.raises(ScenarioError) as err:
+        plan_experiments(directory, seeds=(1,), overrides=("training.rounds=abc",))
+    assert str(err.value).startswith(f"{next(directory.glob('*.yaml'))} with --set training.rounds=abc: ")
+    assert "training.rounds: Input should be a valid integer" in str(err.value)
 
 
 def test_unknown_policies_and_adapter_kinds_name_their_option(tmp_path: Path, tiny_scenario) -> None:

@@ -194,6 +194,12 @@ def test_every_bad_input_raises_a_scenario_error_naming_the_field(bad_input) -> 
     assert message.startswith((f"{bad_input.path}: ", f"{bad_input.path} with --set ", "--set "))
 
 
+def test_an_override_of_an_aliased_item_changes_that_item_only(write_yaml) -> None:
+    path = write_yaml("name: t\ntraining: {rounds: 8}\nevents: [&j {kind: join, round: 2}, *j]\n")
+    spec = load_scenario(path, ["events.1.round=4"])
+    assert [(e.kind, e.round) for e in spec.events] == [("join", 2), ("join", 4)]
+
+
 def test_a_top_level_that_is_not_a_mapping_is_rejected(write_yaml) -> None:
     path = write_yaml("- 1\n- 2\n")
     with pytest.raises(ScenarioError, match=r": the top level must be a mapping of sections, got list$"):

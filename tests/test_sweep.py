@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import json
+import re
 import socket
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ import yaml
 
 from cosim.engine.simulation import run_scenario
 from cosim.scenario import ScenarioError
-from cosim.sweep import load_sweep, plan_sweep, run_status, run_sweep
+from cosim.sweep import check_ray_address, load_sweep, plan_sweep, run_status, run_sweep
 
 TABLES = ("rounds", "transfers", "events", "evaluations")
 
@@ -71,6 +73,13 @@ def test_a_bad_combination_fails_before_anything_runs(sweep_file: Path) -> None:
     bad = spec.model_copy(update={"grid": {"training.local_steps": [1, -3]}})
     with pytest.raises(ScenarioError, match=r"training\.local_steps"):
         plan_sweep(bad, base)
+
+
+def test_a_grid_value_yaml_reads_as_a_date_is_named_not_a_crash(sweep_file: Path) -> None:
+    spec, base, _ = load_sweep(sweep_file)
+    dated = spec.model_copy(update={"grid": {"data.seed": [datetime.date(2024, 1, 1)]}})
+    with pytest.raises(ScenarioError, match=r"data\.seed: Input should be a valid integer.*2024-01-01"):
+        plan_sweep(dated, base)
 
 
 @pytest.mark.parametrize(
@@ -269,19 +278,47 @@ def test_a_run_of_another_version_of_its_scenario_is_named_then_run_again(
     assert json.loads(path.read_text())["scenario_hash"] == manifest["scenario_hash"]
 
 
-def test_a_ray_address_nothing_answers_on_is_refused_at_once() -> None:
-    from cosim.sweep import _check_ray_address
+def _free_port(family: socket.AddressFamily, host: str) -> int:
+    with socket.socket(family) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
 
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
+
+@pytest.mark.parametrize(
+    ("family", "host", "shown"),
+    [(socket.AF_INET, "127.0.0.1", "127.0.0.1"), (socket.AF_INET6, "::1", "[::1]")],
+    ids=["ipv4", "ipv6"],
+)
+def test_a_ray_address_nothing_answers_on_is_refused_at_once(
+    family: socket.AddressFamily, host: str, shown: str
+) -> None:
+    if not socket.has_ipv6 and family == socket.AF_INET6:
+        pytest.skip("no IPv6 here")
+    with socket.socket(family) as server:
+        try:
+            server.bind((host, 0))
+        except OSError:
+            pytest.skip(f"cannot bind {host} here")
         server.listen()
         port = server.getsockname()[1]
-        _check_ray_address(f"127.0.0.1:{port}")  # something answers: no error
-        _check_ray_address(f"ray://127.0.0.1:{port}")
+        check_ray_address(f"{shown}:{port}")  # something answers: no error
+        check_ray_address(f"ray://{shown}:{port}")
     # the port is free again: the connection is refused
-    with pytest.raises(ScenarioError, match=rf"--address 127.0.0.1:{port}: no Ray cluster answers there"):
-        _check_ray_address(f"127.0.0.1:{port}")
-    with pytest.raises(ScenarioError, match=r"allowed: host:port, ray://host:port, auto or local"):
-        _check_ray_address("headnode")
-    _check_ray_address(None)
-    _check_ray_address("auto")
+    with pytest.raises(ScenarioError, match=rf"--address \S+:{port}: no Ray cluster answers there"):
+        check_ray_address(f"{shown}:{port}")
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        ("headnode", "--address headnode: allowed: host:port, ray://host:port"),
+        ("localhost:99999", "--address localhost:99999: Port out of range 0-65535"),
+        ("localhost:http", "--address localhost:http: Port could not be cast to integer"),
+        ("nowhere.invalid:6379", "--address nowhere.invalid:6379: unknown host nowhere.invalid"),
+    ],
+)
+def test_a_ray_address_that_is_not_one_is_named(address: str, message: str) -> None:
+    with pytest.raises(ScenarioError, match=re.escape(message)):
+        check_ray_address(address)
+    check_ray_address(None)
+    check_ray_address("auto")

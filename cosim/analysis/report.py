@@ -193,7 +193,8 @@ def _run_section(run: Run, slug: str, out: Path, tolerance: float, join_target: 
     by_device = comm.groupby("device")[["messages", "messages_delivered", "bits", "bits_delivered"]].sum()
     lines += [
         "Messages per sending device: slot exchanges and the copies it sent a newcomer's pull "
-        "(`cosim run`'s summary counts the slot exchanges only).",
+        "(`cosim run`'s summary counts the slot-exchange messages only; its bits sent include "
+        "the pulls).",
         "",
     ]
     lines += ["| device | messages | delivered | Mbit sent | Mbit delivered | delivered ratio |"]

@@ -84,6 +84,16 @@ def _not_a_file(path: Path, option: str) -> None:
             return
 
 
+def _check_address(address: str | None) -> None:
+    """Exit 2 before anything is written when ``address`` names no Ray cluster."""
+    from cosim.sweep import check_ray_address
+
+    try:
+        check_ray_address(address)
+    except ScenarioError as err:
+        fail(str(err))
+
+
 def _make_room(out_dir: Path, overwrite: bool) -> None:
     """Leave an earlier run in ``out_dir`` alone (exit 2), or with ``overwrite`` remove its files first.
 
@@ -202,6 +212,7 @@ def sweep(
         fail(f"--executor: {executor!r} is not an executor; allowed: local, ray")
     if address is not None and executor != "ray":
         fail(f"--address {address}: a Ray cluster's address, used only with --executor ray")
+    _check_address(address)
     try:
         spec, base, base_dir = load_sweep(sweep_file)
         plan = plan_sweep(spec, base, base_dir)
@@ -354,6 +365,7 @@ def experiments(
         fail(f"--executor: {executor!r} is not an executor; allowed: local, ray")
     if address is not None and executor != "ray":
         fail(f"--address {address}: a Ray cluster's address, used only with --executor ray")
+    _check_address(address)
     _not_a_file(out, "--out")
     # A value given twice names one run once (two runs into one directory would clash).
     events = tuple(dict.fromkeys(event or EVENTS))

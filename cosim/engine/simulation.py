@@ -92,7 +92,7 @@ from cosim.scenario import (
     SilentLeaveEvent,
     scenario_hash,
 )
-from cosim.trace.writer import TraceWriter, readable_as_umask_allows
+from cosim.trace.writer import TraceWriter, same_mode_as
 
 __all__ = ["RoundInfo", "Simulation", "run_scenario"]
 
@@ -1680,7 +1680,6 @@ class Simulation:
         tensors = {name: c.contiguous() for name, c in self.learner.copies.items()}
         partial = self.out_dir / "state.safetensors.partial"
         save_file(tensors, str(partial))
-        readable_as_umask_allows(partial)
         meta = {
             "slot_of": {str(d): s for d, s in self.learner.slot_of.items()},
             "tombstoned": {str(d): sorted(s) for d, s in self.learner.tombstoned.items()},
@@ -1688,6 +1687,7 @@ class Simulation:
         }
         partial_meta = self.out_dir / "state.json.partial"
         partial_meta.write_text(json.dumps(meta, indent=2) + "\n")
+        same_mode_as(partial, partial_meta)
         os.replace(partial, self.out_dir / "state.safetensors")
         os.replace(partial_meta, self.out_dir / "state.json")
 

@@ -17,7 +17,7 @@ from cosim.learning.learner import SlotLearner
 from cosim.learning.model import build_tiny_base
 from cosim.learning.peft_io import to_peft_model
 from cosim.scenario import ScenarioError, parse_scenario
-from cosim.trace.writer import readable_as_umask_allows
+from cosim.trace.writer import same_mode_as
 
 __all__ = ["ExportError", "export_device", "load_learner"]
 
@@ -87,8 +87,16 @@ def _make_room(out_dir: Path, overwrite: bool) -> None:
             "or choose another DIR"
         )
     # The adapter's own files are written over; the base model's are removed first, so no
-    # shard of an earlier, differently split base is left beside the new one.
-    shutil.rmtree(out_dir / "base", ignore_errors=True)
+    # shard of an earlier, differently split base is left beside the new one.  A link named
+    # base is removed, not followed: what it points to is not the export's.
+    base = out_dir / "base"
+    try:
+        if base.is_symlink() or base.is_file():
+            base.unlink()
+        elif base.exists():
+            shutil.rmtree(base)
+    except OSError as err:
+        raise ExportError(f"DIR {out_dir}: the earlier export's base cannot be removed ({err})") from None
 
 
 def export_device(run_dir: Path, device: int, out_dir: Path, overwrite: bool = False) -> None:
@@ -130,4 +138,4 @@ def export_device(run_dir: Path, device: int, out_dir: Path, overwrite: bool = F
         if bars:
             hf_logging.enable_progress_bar()
     for path in out_dir.rglob("*.safetensors"):
-        readable_as_umask_allows(path)
+        same_mode_as(path, out_dir / "adapter_config.json")

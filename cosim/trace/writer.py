@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import platform
+import stat
 import time
 from functools import cache
 from importlib import metadata
@@ -17,7 +18,7 @@ import pyarrow.parquet as pq
 
 from cosim.trace.schema import TABLES
 
-__all__ = ["RUN_FILES", "TraceWriter", "package_versions", "readable_as_umask_allows", "source_digest"]
+__all__ = ["RUN_FILES", "TraceWriter", "package_versions", "same_mode_as", "source_digest"]
 
 RUN_FILES = ("manifest.json", *(f"{name}.parquet" for name in TABLES), "state.json", "state.safetensors")
 """The files a run writes into its directory (the engine writes the two ``state`` files)."""
@@ -25,16 +26,15 @@ RUN_FILES = ("manifest.json", *(f"{name}.parquet" for name in TABLES), "state.js
 _PACKAGES = ("cosim", "torch", "transformers", "peft", "simpy", "numpy", "pandas", "pyarrow", "pydantic")
 
 
-def readable_as_umask_allows(path: Path) -> None:
-    """Give ``path`` the permissions a file written with ``open`` gets under the process's umask.
+def same_mode_as(path: Path, reference: Path) -> None:
+    """Give ``path`` the permission bits of ``reference``, a file just written beside it.
 
     safetensors writes its files readable by their owner only (0600), so on a shared
     machine a run's state and an exported adapter could not be read by the users who
-    can read the rest of the run.
+    can read the rest of the run.  (Reading the umask would mean setting it for a
+    moment, which other threads could see.)
     """
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+    os.chmod(path, stat.S_IMODE(reference.stat().st_mode))
 
 
 def package_versions() -> dict[str, str]:

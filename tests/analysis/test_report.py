@@ -64,7 +64,7 @@ def test_two_runs_of_the_same_name_get_distinct_figures(report: tuple[Path, Path
 def test_report_rejects_the_same_run_given_twice(report: tuple[Path, Path], tmp_path: Path) -> None:
     run_dir = report[1]
     with pytest.raises(ValueError, match="given twice"):
-        write_report([run_dir, run_dir.parent / "." / run_dir.name], tmp_path / "out")
+        write_report([run_dir, run_dir / ".." / run_dir.name], tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
