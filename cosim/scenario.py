@@ -1104,8 +1104,12 @@ class Allocation(_Spec):
 # --------------------------------------------------------------------------- scenario
 
 
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+"""A scenario's or sweep's name: it names the run directory too."""
+
+
 class Scenario(_Spec):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=120)
+    name: str = Field(pattern=NAME_PATTERN, max_length=120)
     seed: int = Field(0, ge=0)
     network: Network = BuiltinNetwork()
     devices: Devices = Devices()
@@ -1360,6 +1364,11 @@ def format_validation_error(err: ValidationError, root: type[BaseModel] = Scenar
             )
         if item["type"] in _TYPE_WORDS:
             msg = _TYPE_WORDS[item["type"]]
+        if item["type"] == "string_pattern_mismatch" and item["ctx"].get("pattern") == NAME_PATTERN:
+            msg = (
+                "a name is also a directory name; allowed: letters, digits, '_', '.' and '-', "
+                "starting with a letter or digit"
+            )
         shown = "" if isinstance(value, dict) or item["type"] == "missing" else f" (got {value!r})"
         if isinstance(value, datetime.date):
             shown = f" (got {value.isoformat()}, which YAML reads as a date)"

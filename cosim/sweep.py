@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cosim.scenario import (
+    NAME_PATTERN,
     Scenario,
     ScenarioError,
     apply_overrides,
@@ -58,7 +59,7 @@ __all__ = [
 class SweepSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=NAME_PATTERN)
     base: str = Field(description="The base scenario file, relative to the sweep file.")
     seeds: tuple[int, ...] = Field((0,), min_length=1)
     grid: dict[str, tuple[Any, ...]] = Field(default_factory=dict)

@@ -253,6 +253,14 @@ BAD_INPUTS: dict[str, tuple[str | None, list[str], list[str]]] = {
         ["events=3"],
         ["events: should be a list (got 3)"],
     ),
+    "name_not_a_directory_name": (
+        "tiny",
+        ["name=my run"],
+        [
+            "name: a name is also a directory name; allowed: letters, digits, '_', '.' and '-', starting "
+            "with a letter or digit (got 'my run')"
+        ],
+    ),
     "leave_before_join": (
         "tiny",
         ["events=[{kind: join, round: 2}, {kind: leave, device: 4, round: 1}]"],

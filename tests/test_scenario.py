@@ -262,7 +262,7 @@ def test_a_binary_file_is_not_a_scenario(tmp_path) -> None:
             {"name": "x", "model": {"tiny": {"hidden_size": 32, "num_heads": 3}, "slot_capacity": 4}},
             "model.tiny: hidden_size (32) must be divisible by num_heads (3)",
         ),
-        ({"name": "bad name!"}, "name: String should match pattern"),
+        ({"name": "bad name!"}, "name: a name is also a directory name; allowed: letters, digits"),
         (
             {"name": "x", "training": {"learning_rate": float("nan")}},
             "training.learning_rate: Input should be a finite number",
