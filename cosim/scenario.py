@@ -1496,13 +1496,13 @@ def read_yaml(path: str | Path, what: Literal["scenario", "sweep"] = "scenario")
     empty file, or one whose top level is not a mapping, is a :class:`ScenarioError` naming it."""
     path = Path(path)
     lacks, holds = _FILE_KINDS[what]
-    if path.is_dir():
-        raise ScenarioError(f"{path}: is a directory, not a {what} file")
-    if not path.is_file():
-        raise ScenarioError(f"{path}: no such {what} file")
     try:
+        if path.is_dir():
+            raise ScenarioError(f"{path}: is a directory, not a {what} file")
+        if not path.is_file():
+            raise ScenarioError(f"{path}: no such {what} file")
         raw = parse_yaml(path.read_text(encoding="utf-8"))
-    except OSError as err:
+    except OSError as err:  # a name too long, a file that cannot be read
         raise ScenarioError(f"{path}: cannot be read ({err.strerror or err})") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -206,6 +207,21 @@ def test_a_top_level_that_is_not_a_mapping_is_rejected(write_yaml) -> None:
         load_scenario(path)
     with pytest.raises(ScenarioError, match=r"the top level must be a mapping of sections"):
         load_scenario(path, ["seed=1"])
+
+
+def test_a_path_that_cannot_be_read_is_named(tmp_path, monkeypatch) -> None:
+    too_long = tmp_path / ("a" * 300 + ".yaml")
+    with pytest.raises(ScenarioError, match=r"aaa\.yaml: cannot be read \(File name too long\)$"):
+        load_scenario(too_long)
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\n")
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_text", refuse)
+    with pytest.raises(ScenarioError, match=r"s\.yaml: cannot be read \(Permission denied\)$"):
+        load_scenario(path)
 
 
 def test_a_directory_is_not_a_scenario_file(tmp_path) -> None:
