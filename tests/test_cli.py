@@ -371,6 +371,12 @@ def test_a_ray_address_nothing_answers_on_exits_2_before_anything_is_written(
     assert not (tmp_path / "out").exists()
 
 
+def test_an_output_directory_whose_name_is_too_long_exits_2(tiny_file: Path, tmp_path: Path) -> None:
+    too_long = tmp_path / ("r" * 300)
+    result = invoke("run", tiny_file, "--out", too_long, "-q")
+    assert_user_error(result, [f"--out {too_long}: cannot be used as a directory (File name too long)"])
+
+
 def test_validate_prints_the_resolved_scenario_as_yaml(tiny_file: Path, tmp_path: Path) -> None:
     result = invoke("validate", tiny_file, "--set", "training.rounds=6")
     assert result.exit_code == 0, result.output

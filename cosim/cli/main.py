@@ -74,14 +74,18 @@ def validate(
 
 
 def _not_a_file(path: Path, option: str) -> None:
-    """Exit 2 when ``path``, a directory to write into, is an existing file or lies under one."""
-    if path.exists() and not path.is_dir():
-        fail(f"{option} {path}: exists and is not a directory")
-    for parent in path.absolute().parents:
-        if parent.exists():
-            if not parent.is_dir():
-                fail(f"{option} {path}: {parent} is a file, so no directory can be made under it")
-            return
+    """Exit 2 when ``path``, a directory to write into, is an existing file or lies under one,
+    or cannot be looked at (a name too long, a parent that cannot be searched)."""
+    try:
+        if path.exists() and not path.is_dir():
+            fail(f"{option} {path}: exists and is not a directory")
+        for parent in path.absolute().parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    fail(f"{option} {path}: {parent} is a file, so no directory can be made under it")
+                return
+    except OSError as err:
+        fail(f"{option} {path}: cannot be used as a directory ({err.strerror or err})")
 
 
 def _check_address(address: str | None) -> None:
