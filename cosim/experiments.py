@@ -56,6 +56,7 @@ from cosim.scenario import (
     ScenarioError,
     apply_overrides,
     copy_tree,
+    overridden,
     parse_scenario,
     read_yaml,
 )
@@ -100,8 +101,7 @@ def _regimes(directory: Path, overrides: tuple[str, ...] = ()) -> dict[str, dict
     out = {}
     for path in files:
         raw = apply_overrides(read_yaml(path), list(overrides), str(path))
-        source = " ".join([str(path), *(["with"] if overrides else []), *(f"--set {o}" for o in overrides)])
-        scenario = parse_scenario(raw, source=source, base_dir=directory)
+        scenario = parse_scenario(raw, source=overridden(str(path), overrides), base_dir=directory)
         leaves = [e for e in scenario.events if e.kind == "leave"]
         if len(scenario.events) != 1 or not leaves or leaves[0].round is None:
             raise ScenarioError(f"{path}: events: a regime scenario has exactly one leave, given by round")

@@ -35,8 +35,10 @@ __all__ = [
     "Scenario",
     "ScenarioError",
     "apply_overrides",
+    "copy_tree",
     "format_validation_error",
     "load_scenario",
+    "overridden",
     "parse_scenario",
     "parse_yaml",
     "read_yaml",
@@ -1433,6 +1435,11 @@ def copy_tree(raw: dict[str, Any], source: str = "scenario") -> dict[str, Any]:
     return result
 
 
+def overridden(source: str, overrides: list[str] | tuple[str, ...]) -> str:
+    """How an error names a file read with ``overrides``: ``a.yaml with --set x=1 --set y=2``."""
+    return " ".join([source, *(["with"] if overrides else []), *(f"--set {text}" for text in overrides)])
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str = "scenario") -> dict[str, Any]:
     """Return a copy of ``raw`` with each ``a.b.c=value`` override applied (values parsed as YAML)."""
     result = copy_tree(raw, source)
@@ -1522,11 +1529,9 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scena
     """Read, override and validate a scenario file."""
     path = Path(path)
     raw = read_yaml(path)
-    source = str(path)
     if overrides:
-        raw = apply_overrides(raw, overrides, source)
-        source += " with " + " ".join(f"--set {text}" for text in overrides)
-    return parse_scenario(raw, source=source, base_dir=path.parent)
+        raw = apply_overrides(raw, overrides, str(path))
+    return parse_scenario(raw, source=overridden(str(path), overrides or []), base_dir=path.parent)
 
 
 def scenario_hash(scenario: Scenario) -> str:

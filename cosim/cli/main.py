@@ -88,10 +88,15 @@ def _not_a_file(path: Path, option: str) -> None:
         fail(f"{option} {path}: cannot be used as a directory ({err.strerror or err})")
 
 
-def _check_address(address: str | None) -> None:
-    """Exit 2 before anything is written when ``address`` names no Ray cluster."""
+def _check_executor(executor: str, address: str | None) -> None:
+    """Exit 2 before anything is written on an unknown executor, an ``address`` without Ray,
+    or one that names no Ray cluster."""
     from cosim.sweep import check_ray_address
 
+    if executor not in ("local", "ray"):
+        fail(f"--executor: {executor!r} is not an executor; allowed: local, ray")
+    if address is not None and executor != "ray":
+        fail(f"--address {address}: a Ray cluster's address, used only with --executor ray")
     try:
         check_ray_address(address)
     except ScenarioError as err:
@@ -212,11 +217,7 @@ def sweep(
     """Run a sweep in parallel; finished runs are skipped, so an interrupted sweep resumes."""
     from cosim.sweep import load_sweep, plan_sweep
 
-    if executor not in ("local", "ray"):
-        fail(f"--executor: {executor!r} is not an executor; allowed: local, ray")
-    if address is not None and executor != "ray":
-        fail(f"--address {address}: a Ray cluster's address, used only with --executor ray")
-    _check_address(address)
+    _check_executor(executor, address)
     try:
         spec, base, base_dir = load_sweep(sweep_file)
         plan = plan_sweep(spec, base, base_dir)
@@ -365,11 +366,7 @@ def experiments(
         runs_outside,
     )
 
-    if executor not in ("local", "ray"):
-        fail(f"--executor: {executor!r} is not an executor; allowed: local, ray")
-    if address is not None and executor != "ray":
-        fail(f"--address {address}: a Ray cluster's address, used only with --executor ray")
-    _check_address(address)
+    _check_executor(executor, address)
     _not_a_file(out, "--out")
     # A value given twice names one run once (two runs into one directory would clash).
     events = tuple(dict.fromkeys(event or EVENTS))
