@@ -39,10 +39,10 @@ import numpy as np
 import pandas as pd
 
 from cosim.analysis import against_retrain, beside_replay, experiment_report, one_run_each
+from cosim.experiments import REFERENCES
 
 FACTOR = 5.0  # the cost saving asked of a correction against the replay
 POINT = 0.01  # retained accuracy at most this below retrain's counts as level with it
-NOT_CORRECTIONS = ("retrain", "federaser")  # the references, not corrections of the model as it is
 
 
 def load(directories: list[Path]) -> pd.DataFrame:
@@ -58,7 +58,7 @@ def per_seed(df: pd.DataFrame) -> pd.DataFrame:
     deletion, NaN when none catches up), ``meets`` (the policies that catch up ``FACTOR``
     times cheaper in both, joined by commas; empty when none does).
     """
-    policies = tuple(sorted(set(df["policy"]) - set(NOT_CORRECTIONS)))
+    policies = tuple(sorted(set(df["policy"]) - set(REFERENCES)))
     rows = beside_replay(df, policies, FACTOR)
     rows = rows[rows["correction_seconds_replay"].notna()]
     out = []
@@ -130,7 +130,7 @@ def table(df: pd.DataFrame) -> str:
 
 def ends_against_retrain(df: pd.DataFrame) -> str:
     """Per regime and policy: the end of the run against the same seed's retrain run."""
-    corrections = tuple(sorted(set(df["policy"]) - set(NOT_CORRECTIONS)))
+    corrections = tuple(sorted(set(df["policy"]) - set(REFERENCES)))
     return against_retrain(df, corrections, within=POINT)
 
 

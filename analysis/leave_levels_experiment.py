@@ -33,9 +33,9 @@ from pathlib import Path
 import pandas as pd
 
 from cosim.analysis import difference_cells, one_run_each, paired_difference
+from cosim.experiments import REFERENCES
 
 ROUNDS = 5  # evaluated rounds averaged at each end
-NOT_CORRECTIONS = ("retrain", "federaser")
 
 
 def _retained_by_round(evals: pd.DataFrame, devices: list[int] | None = None) -> pd.Series:
@@ -102,7 +102,7 @@ def levels(directory: Path, rounds: int = ROUNDS) -> pd.DataFrame:
         if not {"none", "retrain"} <= policies:
             continue
         event_round = int(runs.loc[runs["policy"] == "none", "event_round"].iloc[0])
-        corrections = sorted(policies - set(NOT_CORRECTIONS))
+        corrections = sorted(policies - set(REFERENCES))
         read = {p: _evaluations(directory, regime, p, seed) for p in [*corrections, "retrain"]}
         none, name = read["none"]
         before = before_leave(none, event_round, rounds, name=name)
@@ -160,7 +160,7 @@ def main() -> None:
     if missing:
         names = ", ".join(map(str, missing))
         parser.exit(2, f"error: no results.parquet in {names}; run cosim experiments first\n")
-    references = sorted(set(args.policy or ()) & set(NOT_CORRECTIONS))
+    references = sorted(set(args.policy or ()) & set(REFERENCES))
     if references:
         parser.exit(
             2, f"error: --policy {', '.join(references)}: a reference, not a correction; it has no row\n"

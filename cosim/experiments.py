@@ -65,6 +65,7 @@ from cosim.sweep import SweepRun, finished_manifest
 __all__ = [
     "EVENTS",
     "POLICIES",
+    "REFERENCES",
     "aggregate",
     "correction_decisions",
     "markdown",
@@ -75,6 +76,7 @@ __all__ = [
 ]
 
 POLICIES = ("none", "priority", "local", "proximal", "sync", "topology", "retrain", "federaser")
+REFERENCES = ("retrain", "federaser")  # the baselines, not corrections of the model as it is
 EVENTS = ("leave", "join")
 TARGET_SPLIT = {"leave": "retain", "join": "newcomer"}
 EARLY_ROUNDS = 2  # ``<split>_acc_early``: accuracy at the end of the event's round + this

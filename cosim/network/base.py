@@ -43,6 +43,26 @@ class LinkState:
     goodput_bps: np.ndarray
     """(n, n) float: rate_bps * mac_efficiency * (1 - loss); 0 where there is no link."""
 
+    @classmethod
+    def of(
+        cls,
+        time_s: float,
+        devices: Sequence[int],
+        distance_m: np.ndarray,
+        snr_db: np.ndarray,
+        mcs: np.ndarray,
+        rate_bps: np.ndarray,
+        loss: np.ndarray,
+        mac_efficiency: float,
+    ) -> LinkState:
+        """The link state with ``goodput_bps = rate_bps * mac_efficiency * (1 - loss)``, every
+        matrix made read-only."""
+        goodput_bps = rate_bps * mac_efficiency * (1.0 - loss)
+        arrays = [distance_m, snr_db, mcs, rate_bps, loss, goodput_bps]
+        for a in arrays:
+            a.setflags(write=False)
+        return cls(float(time_s), tuple(int(d) for d in devices), *arrays)
+
     def adjacency(self) -> np.ndarray:
         """(n, n) bool: True where a link exists (``rate_bps > 0``)."""
         return np.asarray(self.rate_bps > 0)

@@ -217,11 +217,7 @@ class BuiltinBackend:
         rate_bps = np.where(linked, rate_bps, 0.0)
         loss = np.ones((n, n))
         loss[linked] = mcs_table.per(snr_db[linked], mcs[linked], radio.packet_bits)
-        goodput_bps = rate_bps * radio.mac_efficiency * (1.0 - loss)
-        arrays = [distance_m, snr_db, mcs, rate_bps, loss, goodput_bps]
-        for a in arrays:
-            a.setflags(write=False)
-        return LinkState(float(time_s), tuple(devices), *arrays)
+        return LinkState.of(time_s, devices, distance_m, snr_db, mcs, rate_bps, loss, radio.mac_efficiency)
 
     def transfer(
         self,

@@ -177,11 +177,7 @@ class Ns3Backend:
         mcs = np.where(linked, self._phy.mcs_indices[np.clip(mode, 0, None)], -1)
         rate_bps = np.where(linked, rate_bps, 0.0)
         loss = np.where(linked, loss, 1.0)
-        goodput_bps = rate_bps * spec.mac_efficiency * (1.0 - loss)
-        arrays = [distance_m, snr_db, mcs, rate_bps, loss, goodput_bps]
-        for a in arrays:
-            a.setflags(write=False)
-        return LinkState(float(time_s), tuple(devices), *arrays)
+        return LinkState.of(time_s, devices, distance_m, snr_db, mcs, rate_bps, loss, spec.mac_efficiency)
 
     def transfer(
         self,
