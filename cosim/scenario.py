@@ -1374,6 +1374,12 @@ def format_validation_error(err: ValidationError, root: type[BaseModel] = Scenar
         shown = "" if isinstance(value, dict) or item["type"] == "missing" else f" (got {value!r})"
         if isinstance(value, datetime.date):
             shown = f" (got {value.isoformat()}, which YAML reads as a date)"
+        if item["type"] == "string_type" and isinstance(value, (bool, int, float)):
+            # 007 -> 7, yes -> True: the text as typed is gone, so say how to keep it.
+            read_as = "true or false" if isinstance(value, bool) else "a number"
+            shown = (
+                f" (got {value!r}, which YAML reads as {read_as}; put the value in quotes to keep it as text)"
+            )
         lines.append(f"{path}: {msg}{shown}" if path else f"{msg}{shown}")
     return "\n".join(lines)
 

@@ -243,6 +243,16 @@ BAD_INPUTS: dict[str, tuple[str | None, list[str], list[str]]] = {
         ["training.rounds=3"],
         ["notes.0: a YAML alias inside its own anchor makes a loop"],
     ),
+    "digits_for_a_name": (
+        "tiny",
+        ["name=007"],
+        ["name: Input should be a valid string (got 7, which YAML reads as a number; put the value in"],
+    ),
+    "yes_for_a_name": (
+        "name: yes\n",
+        [],
+        ["name: Input should be a valid string (got True, which YAML reads as true or false; put the value"],
+    ),
     "number_for_a_section": (
         "tiny",
         ["training=5"],
