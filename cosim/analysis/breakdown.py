@@ -5,27 +5,37 @@ needed transfer arrived, or the deadline).  Each live device's share of it is cu
 in this order along its own timeline, into::
 
     pull_s            a newcomer waiting for the copies it pulls (until its pull
-                      arrived; 0 for everyone else): it sends and computes only then
+                      arrived, or its deadline when it did not; 0 for everyone else):
+                      it sends and computes only then
     correction_s      the rest of a correction's work before the round's regular steps:
                       its extra exchanges, its extra local steps and the exchange of the
                       corrected slots (``rounds.sync_s``, less the pull; 0 outside a
                       correction)
     compute_s         its regular local steps
+    medium_s          a message ready but not on the air: the shared medium held by other
+                      senders (ns-3's carrier sense), the device's radio still serving a
+                      newcomer's pull, or, at packet fidelity, the time a message took
+                      beyond its loss-free airtime with resends (bits / goodput): access
+                      to the medium packet by packet
     access_s          the fixed per-message delay (``access_delay_s``), per message sent
     transmission_s    the message's bits at the loss-free rate, bits / (rate * mac_efficiency)
-    retransmission_s  the rest of the message's airtime: bits / goodput - bits / (rate * mac_eff),
-                      i.e. packets resent after loss (under ns-3 also contention, if any)
-    waiting_s         the rest, until the round ends: waiting for the slowest device or link
+    retransmission_s  packets resent after loss: bits / goodput - bits / (rate * mac_efficiency)
+    waiting_s         the rest, after its last message ended: waiting for the slowest
+                      device or link, until the round ends
 
 Every phase is the part of its interval inside the round that no earlier phase already
-covers, so the phases are disjoint and ``waiting_s`` (the remainder) is never negative:
-the seven add up to ``round_end_s - time_s`` to rounding (1e-12 s).  Messages are sent one
-after another from ``transfers.start_s`` to ``transfers.finish_s``; within one, the
-access delay comes first and the data time is split between transmission and
-retransmission in the ratio ``(1 - loss) : loss`` (packets are lost and resent
-throughout).  Time the trace shows a device busy but that is not counted (it ran past
-the round end, or overlapped an earlier phase) is reported in ``clipped_s``, which is
-not a phase.
+covers, so the phases are disjoint and ``waiting_s`` (the remainder) is never negative
+beyond rounding: the eight add up to ``round_end_s - time_s`` to rounding (1e-12 s).
+A device's gossip messages are taken in the order they started, from
+``transfers.start_s`` to ``transfers.finish_s`` (a message aborted at the deadline, with
+an infinite ``finish_s`` at ns-3 packet fidelity, until the round's end); within one,
+the access delay comes first, then its time up to bits / goodput is split between
+transmission and retransmission in the ratio ``(1 - loss) : loss`` (packets are lost
+and resent throughout), and any longer airtime is ``medium_s``.  At packet fidelity a
+sender's messages overlap in time; what one message shares with an earlier one is
+counted once.  Time the trace shows a device busy but that is not counted (it ran past
+the round end, or overlapped an earlier phase or message) is reported in ``clipped_s``,
+which is not a phase.
 
 Event recovery: see :func:`event_recovery`.
 """
@@ -55,6 +65,7 @@ PHASES = (
     "pull_s",
     "correction_s",
     "compute_s",
+    "medium_s",
     "access_s",
     "transmission_s",
     "retransmission_s",
@@ -77,19 +88,22 @@ def latency_breakdown(run: Run) -> pd.DataFrame:
     access_delay_s = run.access_delay_s
     mac_efficiency = run.mac_efficiency
     transfers = run.transfers
-    pulls = transfers[(transfers["purpose"] == "pull") & transfers["delivered"]]
+    # A newcomer whose pull did not arrive waits for it until the pull's deadline.
+    pulls = transfers[transfers["purpose"] == "pull"]
+    slot_s = run.slot_s if len(pulls) else np.inf
     pull_end = {
-        (int(r), int(d)): float(f) for r, d, f in pulls[["round", "dst", "finish_s"]].itertuples(False)
+        (int(r), int(d)): min(float(f), float(s) + slot_s)
+        for r, d, s, f in pulls[["round", "dst", "start_s", "finish_s"]].itertuples(False)
     }
     gossip = transfers[transfers["purpose"] == "gossip"].sort_values(
         ["round", "src", "start_s"], kind="stable"
     )
-    sent: dict[tuple[int, int], list[tuple[float, float, float, float]]] = {}
-    for r, src, start, finish, bits, rate in gossip[
-        ["round", "src", "start_s", "finish_s", "bits", "rate_bps"]
+    sent: dict[tuple[int, int], list[tuple[float, float, float, float, float]]] = {}
+    for r, src, start, finish, bits, rate, goodput in gossip[
+        ["round", "src", "start_s", "finish_s", "bits", "rate_bps", "goodput_bps"]
     ].itertuples(False):
         sent.setdefault((int(r), int(src)), []).append(
-            (float(start), float(finish), float(bits), float(rate))
+            (float(start), float(finish), float(bits), float(rate), float(goodput))
         )
 
     rounds = run.rounds.copy()
@@ -117,21 +131,29 @@ def latency_breakdown(run: Run) -> pd.DataFrame:
         compute = _overlap(cursor, cursor + regular_raw, cursor, duration)
         cursor += compute
         clipped = (pull_raw - pull) + (regular_raw - compute)
-        access = transmission = retransmission = 0.0
-        for start, finish, bits, rate in sent.get(key, []):
-            s, f = start - t0, finish - t0
+        medium = access = transmission = retransmission = 0.0
+        for start, finish, bits, rate, goodput in sent.get(key, []):
+            s = start - t0
+            f = finish - t0 if np.isfinite(finish) else max(duration, s)  # aborted at the deadline
+            medium += _overlap(cursor, s, cursor, duration)  # ready, not yet on the air
+            cursor = max(cursor, min(s, duration))
             a = min(access_delay_s, f - s)
             data = f - s - a
-            ideal = min(bits / (rate * mac_efficiency), data) if rate > 0 else 0.0
+            # Up to bits / goodput: sending and resending; beyond it: access to the medium.
+            expected = bits / goodput if goodput > 0 else data
+            on_air = min(expected, data)
+            ideal = bits / (rate * mac_efficiency) if rate > 0 else 0.0
+            tx_share = min(ideal / expected, 1.0) if expected > 0 else 0.0
             access_part = _overlap(s, s + a, cursor, duration)
-            data_part = _overlap(s + a, f, cursor, duration)
-            tx_part = data_part * ideal / data if data > 0 else 0.0
+            sending_part = _overlap(s + a, s + a + on_air, cursor, duration)
+            medium_part = _overlap(s + a + on_air, f, cursor, duration)
             access += access_part
-            transmission += tx_part
-            retransmission += data_part - tx_part
-            clipped += (f - s) - access_part - data_part
+            transmission += sending_part * tx_share
+            retransmission += sending_part * (1.0 - tx_share)
+            medium += medium_part
+            clipped += (f - s) - access_part - sending_part - medium_part
             cursor = max(cursor, min(f, duration))
-        waiting = duration - (correction + pull + compute + access + transmission + retransmission)
+        waiting = duration - (correction + pull + compute + medium + access + transmission + retransmission)
         rows.append(
             {
                 "round": key[0],
@@ -142,6 +164,7 @@ def latency_breakdown(run: Run) -> pd.DataFrame:
                 "correction_s": correction,
                 "pull_s": pull,
                 "compute_s": compute,
+                "medium_s": medium,
                 "access_s": access,
                 "transmission_s": transmission,
                 "retransmission_s": retransmission,
@@ -158,8 +181,9 @@ def round_breakdown(run: Run, how: Literal["critical", "mean"] = "critical") -> 
     """One row per round: the phases of one device (``how="critical"``) or their mean over
     the live devices (``how="mean"``); either way they add up to ``duration_s``.
 
-    The critical device is the one that finished last, i.e. waited least (``waiting_s``
-    smallest; ties go to the lowest device id): its phases are the round's critical path.
+    The critical device is the one whose last message ended last, i.e. waited least
+    (``waiting_s`` smallest; ties, such as several devices sending until the deadline, go
+    to the lowest device id): its phases are the round's critical path.
     ``device`` is -1 for ``how="mean"``; ``devices`` counts the live devices.
     """
     if how not in ("critical", "mean"):
@@ -170,7 +194,10 @@ def round_breakdown(run: Run, how: Literal["critical", "mean"] = "critical") -> 
         return pd.DataFrame(columns=cols)
     counts = per_device.groupby("round")["device"].count().rename("devices")
     if how == "critical":
-        ordered = per_device.sort_values(["round", "waiting_s", "device"], kind="stable")
+        # Waiting to the nanosecond: devices sending until the deadline tie, rounding apart.
+        ordered = per_device.assign(_waiting=per_device["waiting_s"].round(9)).sort_values(
+            ["round", "_waiting", "device"], kind="stable"
+        )
         out = ordered.groupby("round", as_index=False).first()
     else:
         out = per_device.groupby("round", as_index=False)[
@@ -183,10 +210,11 @@ def round_breakdown(run: Run, how: Literal["critical", "mean"] = "critical") -> 
 
 def communication_totals(run: Run) -> pd.DataFrame:
     """Bits sent per round, sending device (``device`` = ``transfers.src``) and ``purpose``
-    (gossip or pull): ``messages``, ``messages_delivered``, ``bits`` (what got through by the
-    deadline, ``transfers.delivered_bits``: a message cut off at the deadline counts the
-    packets it got out), ``bits_delivered`` (bits of the messages delivered whole and used)
-    and ``delivered_ratio`` = bits_delivered / bits (NaN where nothing was sent).  Sum over
+    (gossip; sync, a correction's extra exchanges; or pull): ``messages``,
+    ``messages_delivered``, ``bits`` (what got through by the deadline,
+    ``transfers.delivered_bits``: a message cut off at the deadline counts the packets it
+    got out), ``bits_delivered`` (bits of the messages delivered whole and used) and
+    ``delivered_ratio`` = bits_delivered / bits (NaN where nothing was sent).  Sum over
     ``device`` or ``round`` for other totals."""
     t = run.transfers.assign(
         delivered_int=run.transfers["delivered"].astype("int64"),

@@ -70,6 +70,13 @@ class Run:
         """Fixed per-message delay (``network.radio`` for builtin, ``network`` for ns-3)."""
         return float(self._radio_value("access_delay_s"))
 
+    @property
+    def slot_s(self) -> float:
+        """A round's deadline after its start: ``network.slot_s``; a pull's after its start too."""
+        if "slot_s" not in self.network:
+            raise ValueError(f"{self.path}: the manifest's scenario has no network.slot_s")
+        return float(self.network["slot_s"])
+
     def table(self, name: str) -> pd.DataFrame:
         if name not in TABLE_NAMES:
             raise ValueError(f"unknown table {name!r}; allowed: {', '.join(TABLE_NAMES)}")

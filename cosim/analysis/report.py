@@ -35,6 +35,7 @@ _PHASE_LABELS = {
     "correction_s": "correction (extra exchanges and steps)",
     "pull_s": "pull (newcomer)",
     "compute_s": "compute",
+    "medium_s": "medium busy (queued behind other senders)",
     "access_s": "channel access",
     "transmission_s": "transmission",
     "retransmission_s": "retransmission (loss)",
@@ -44,6 +45,7 @@ _PHASE_COLORS = {
     "correction_s": "#ff7f0e",
     "pull_s": "#8c564b",
     "compute_s": "#1f77b4",
+    "medium_s": "#e377c2",
     "access_s": "#9467bd",
     "transmission_s": "#2ca02c",
     "retransmission_s": "#d62728",
@@ -76,6 +78,11 @@ def write_report(
             raise ValueError(f"RUN {d}: given twice (as {seen[key]} before); name each run once")
         seen[key] = d
     runs = [load_run(d, allow_incomplete=allow_incomplete) for d in dirs]
+    for run in runs:
+        if run.rounds.empty:
+            raise ValueError(
+                f"{run.path}: its trace holds no round (rounds.parquet is empty); nothing to report"
+            )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     slugs = _unique_slugs([run.path.name for run in runs])
@@ -154,10 +161,14 @@ def _run_section(run: Run, slug: str, out: Path, tolerance: float, join_target: 
 
     lines += ["### Latency breakdown", ""]
     lines += [
-        "Each round's duration split into phases, for the device that finished last (the "
-        "critical path) and averaged over the live devices. Transmission is airtime at the "
-        "loss-free rate (bits / (PHY rate x MAC efficiency)); retransmission is the extra "
-        "airtime due to packet loss; waiting is idle time until the round ends.",
+        "Each round's duration split into phases, for the device whose last message ended "
+        "last (the critical path; among several sending until the deadline, the lowest id) "
+        "and averaged over the live devices. Medium busy is time a message was ready but "
+        "waited for the shared medium (other senders on the air) or for the device's radio "
+        "(serving a newcomer's pull); channel access is the fixed delay per message; "
+        "transmission is airtime at the loss-free rate (bits / (PHY rate x MAC "
+        "efficiency)); retransmission is the extra airtime due to packet loss; waiting is "
+        "idle time after the device's last message, until the round ends.",
         "",
         f"![Latency phases per round]({figures['latency'].name})",
         "",
@@ -180,7 +191,8 @@ def _run_section(run: Run, slug: str, out: Path, tolerance: float, join_target: 
         "",
         f"![Mean PHY rate per link]({figures['link_rates'].name})",
         "",
-        "Bits sent per round (slot exchanges, split into delivered and lost, and newcomer pulls).",
+        "Bits sent per round (slot exchanges, split into delivered and lost, a correction's "
+        "extra exchanges, and newcomer pulls).",
         "",
         f"![Bits sent per round]({figures['bits'].name})",
         "",
@@ -192,9 +204,9 @@ def _run_section(run: Run, slug: str, out: Path, tolerance: float, join_target: 
     ]
     by_device = comm.groupby("device")[["messages", "messages_delivered", "bits", "bits_delivered"]].sum()
     lines += [
-        "Messages per sending device: slot exchanges and the copies it sent a newcomer's pull "
-        "(`cosim run`'s summary counts the slot-exchange messages only; its bits sent include "
-        "the pulls).",
+        "Messages per sending device: slot exchanges, a correction's extra exchanges and the "
+        "copies it sent a newcomer's pull (`cosim run`'s summary counts the slot-exchange "
+        "messages only; its bits sent include the others).",
         "",
     ]
     lines += ["| device | messages | delivered | Mbit sent | Mbit delivered | delivered ratio |"]
@@ -244,7 +256,7 @@ def _plot_accuracy(run: Run, path: Path) -> Path:
     ax.set_ylim(-0.02, 1.05)
     ax.set_title(f"{run.name}: accuracy per split")
     ax.grid(alpha=0.3)
-    ax.legend(title="split", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    _legend(ax, title="split", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _save(fig, path)
 
 
@@ -269,9 +281,9 @@ def _plot_latency(per_round: pd.DataFrame, path: Path) -> Path:
     ax.set_xlabel("round")
     ax.margins(y=0.05)
     ax.set_ylabel("time (s)")
-    ax.set_title("Round latency on the critical path (device that finished last)")
+    ax.set_title("Round latency on the critical path")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), title="phase")
+    _legend(ax, loc="upper left", bbox_to_anchor=(1.0, 1.0), title="phase")
     return _save(fig, path)
 
 
@@ -295,22 +307,29 @@ def _plot_link_rates(run: Run, path: Path) -> Path:
     return _save(fig, path)
 
 
-def _plot_bits(comm: pd.DataFrame, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
+def _bits_series(comm: pd.DataFrame) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The rounds and the stacked series of the bits plot: every bit sent, by what it carried."""
     per_round = comm.pivot_table(
         index="round", columns="purpose", values=["bits", "bits_delivered"], aggfunc="sum", fill_value=0
     )
-    rounds = per_round.index.to_numpy()
     series = {
         "slot exchange, delivered": _column(per_round, "bits_delivered", "gossip"),
         "slot exchange, lost": _column(per_round, "bits", "gossip")
         - _column(per_round, "bits_delivered", "gossip"),
+        "correction's extra exchanges": _column(per_round, "bits", "sync"),
         "newcomer pull": _column(per_round, "bits", "pull"),
     }
+    return per_round.index.to_numpy(), series
+
+
+def _plot_bits(comm: pd.DataFrame, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    rounds, series = _bits_series(comm)
     colors = {
         "slot exchange, delivered": "#1f77b4",
         "slot exchange, lost": "#d62728",
+        "correction's extra exchanges": "#ff7f0e",
         "newcomer pull": "#8c564b",
     }
     fig, ax = plt.subplots(figsize=(9, 4.5))
@@ -325,7 +344,7 @@ def _plot_bits(comm: pd.DataFrame, path: Path) -> Path:
     ax.set_ylabel("bits sent (Mbit)")
     ax.set_title("Bits sent per round, all devices")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    _legend(ax, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _save(fig, path)
 
 
@@ -345,11 +364,19 @@ def _plot_group_bits(per_group: pd.DataFrame, path: Path) -> Path:
     ax.set_ylabel("payload bits sent (Mbit)")
     ax.set_title("Bits per layer group and round, all devices")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(title="layer group", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    _legend(ax, title="layer group", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _save(fig, path)
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _legend(ax: Any, **kwargs: Any) -> None:
+    """A legend of what was drawn; a figure with nothing drawn says so instead."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
+    else:
+        ax.text(0.5, 0.5, "nothing to show", transform=ax.transAxes, ha="center", va="center", color="0.4")
 
 
 def _column(frame: pd.DataFrame, value: str, purpose: str) -> np.ndarray:

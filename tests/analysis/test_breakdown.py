@@ -142,13 +142,17 @@ def test_breakdown_of_one_round_by_hand(tiny_run: Run) -> None:
     assert got["pull_s"] == pytest.approx(pull["finish_s"] - join["time_s"], abs=1e-12)
 
 
-def _synthetic_run(rounds: list[dict], transfers: list[dict]) -> Run:
+def _synthetic_run(rounds: list[dict], transfers: list[dict], slot_s: float = 4.0) -> Run:
     manifest = {
         "name": "synthetic",
         "seed": 0,
         "status": "complete",
         "scenario": {
-            "network": {"backend": "builtin", "radio": {"mac_efficiency": 0.5, "access_delay_s": 0.01}}
+            "network": {
+                "backend": "builtin",
+                "slot_s": slot_s,
+                "radio": {"mac_efficiency": 0.5, "access_delay_s": 0.01},
+            }
         },
     }
     empty = pd.DataFrame()
@@ -186,6 +190,7 @@ def test_breakdown_of_a_hand_built_round() -> None:
         {
             "pull_s": [0.0, 0.5],
             "compute_s": [1.0, 0.5],
+            "medium_s": [0.0, 0.0],
             "access_s": [0.01, 0.02],
             "transmission_s": [2.0, 1.0 + 0.99],
             "retransmission_s": [0.5, 0.99],
@@ -198,6 +203,63 @@ def test_breakdown_of_a_hand_built_round() -> None:
     crit = round_breakdown(_synthetic_run(rounds, transfers), "critical")
     assert crit["device"].tolist() == [1]
     assert crit["devices"].tolist() == [2]
+
+
+def _message(src, dst, bits, rate, loss, start, finish, *, purpose="gossip", delivered=True) -> dict:
+    return {
+        "round": 0, "time_s": 10.0, "purpose": purpose, "src": src, "dst": dst, "bits": bits,
+        "rate_bps": rate, "goodput_bps": rate * 0.5 * (1 - loss), "loss": loss,
+        "start_s": start, "finish_s": finish, "delivered": delivered,
+    }  # fmt: skip
+
+
+def test_breakdown_of_a_shared_medium_a_failed_pull_and_packet_fidelity() -> None:
+    # mac_efficiency 0.5, access 0.01 s, slot_s 3 s; the round runs 10 s -> 14 s.
+    # Device 0: computes 1 s, sends 8 Mbit at 8 Mbit/s lossless (2 s of data) 11.0 -> 13.01.
+    # Device 1: computes 0.5 s (ready at 10.5) but the medium is held until 13.7: then 1 Mbit
+    #   (0.25 s) -> 13.96.  It ends last, though it spent least time on the air.
+    # Device 2 (newcomer): its pull (from 10.0) is aborted (inf): it waits for the deadline
+    #   10 + 3 = 13; computes 0.5 s; its 8 Mbit at 20 % loss starts at 13.5 and is aborted at
+    #   the round's end: access 0.01, 0.49 s of data split 0.8 : 0.2.
+    # Device 3 (packet fidelity): computes 1 s; 4 Mbit lossless (1 s of data) takes 11.0 ->
+    #   12.51, 0.5 s longer than its airtime; a second message 11.2 -> 12.0 overlaps it.
+    rounds = [
+        {"round": 0, "device": d, "time_s": 10.0, "round_end_s": 14.0, "compute_s": c, "tx_start_s": 10.0 + c}
+        for d, c in ((0, 1.0), (1, 0.5), (3, 1.0))
+    ]
+    rounds.append(
+        {"round": 0, "device": 2, "time_s": 10.0, "round_end_s": 14.0, "compute_s": 0.5, "tx_start_s": 13.5}
+    )
+    transfers = [
+        _message(0, 2, 1_000_000, 8e6, 0.0, 10.0, np.inf, purpose="pull", delivered=False),
+        _message(0, 1, 8_000_000, 8e6, 0.0, 11.0, 13.01),
+        _message(1, 0, 1_000_000, 8e6, 0.0, 13.7, 13.96),
+        _message(2, 0, 8_000_000, 8e6, 0.2, 13.5, np.inf, delivered=False),
+        _message(3, 0, 4_000_000, 8e6, 0.0, 11.0, 12.51),
+        _message(3, 1, 1_000_000, 8e6, 0.0, 11.2, 12.0),
+    ]
+    run = _synthetic_run(rounds, transfers, slot_s=3.0)
+    got = latency_breakdown(run).set_index("device").sort_index()
+    expected = pd.DataFrame(
+        {
+            "pull_s": [0.0, 0.0, 3.0, 0.0],
+            "compute_s": [1.0, 0.5, 0.5, 1.0],
+            "medium_s": [0.0, 3.2, 0.0, 0.5],
+            "access_s": [0.01, 0.01, 0.01, 0.01],
+            "transmission_s": [2.0, 0.25, 0.49 * 0.8, 1.0],
+            "retransmission_s": [0.0, 0.0, 0.49 * 0.2, 0.0],
+            "waiting_s": [0.99, 0.04, 0.0, 1.49],
+            "clipped_s": [0.0, 0.0, 0.0, 0.8],
+        },
+        index=pd.Index([0, 1, 2, 3], name="device"),
+    )
+    pd.testing.assert_frame_equal(got[expected.columns], expected, rtol=0, atol=1e-9)
+    # The critical path: the devices whose last message ended at the round's end (2), not
+    # the one that sat idle least while messages queued (0).
+    crit = round_breakdown(run, "critical")
+    assert crit["device"].tolist() == [2]
+    without_newcomer = _synthetic_run(rounds[:3], transfers[1:3] + transfers[4:], slot_s=3.0)
+    assert round_breakdown(without_newcomer, "critical")["device"].tolist() == [1]
 
 
 # --------------------------------------------------------------------------- events and accuracy

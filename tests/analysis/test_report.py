@@ -71,3 +71,35 @@ def test_report_rejects_the_same_run_given_twice(report: tuple[Path, Path], tmp_
 def test_report_rejects_a_directory_that_is_not_a_run(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="not a run directory"):
         write_report([tmp_path], tmp_path / "out")
+
+
+def test_the_bits_plot_stacks_every_bit_sent() -> None:
+    import pandas as pd
+
+    from cosim.analysis.report import _bits_series
+
+    comm = pd.DataFrame(
+        {
+            "round": [0, 0, 1, 1, 1],
+            "purpose": ["gossip", "gossip", "gossip", "sync", "pull"],
+            "bits": [100, 50, 80, 30, 40],
+            "bits_delivered": [100, 0, 60, 30, 40],
+        }
+    )
+    rounds, series = _bits_series(comm)
+    assert rounds.tolist() == [0, 1]
+    assert sum(series.values()).tolist() == [150, 150]  # every purpose, the sync round included
+    assert series["correction's extra exchanges"].tolist() == [0, 30]
+    assert series["slot exchange, lost"].tolist() == [50, 20]
+
+
+def test_a_trace_without_rounds_is_refused(report: tuple[Path, Path], tmp_path: Path) -> None:
+    import pandas as pd
+
+    empty = tmp_path / "empty"
+    shutil.copytree(report[1], empty)
+    rounds = pd.read_parquet(empty / "rounds.parquet")
+    rounds.iloc[0:0].to_parquet(empty / "rounds.parquet")
+    with pytest.raises(ValueError, match=r"empty: its trace holds no round \(rounds.parquet is empty\)"):
+        write_report([empty], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
