@@ -39,16 +39,18 @@ TABLES: dict[str, list[tuple[str, pa.DataType, str]]] = {
         (
             "tx_start_s",
             _F,
-            "when the device started sending (after computing, and after any pull its radio was serving)",
+            "when the device was ready to send (after computing, and after any pull its radio was "
+            "serving); under ns-3 its first message starts when the shared medium is free "
+            "(transfers.start_s)",
         ),
         ("tx_end_s", _F, "when its last message finished (or the deadline)"),
         (
             "bits_sent",
             _I,
-            "payload bits of its gossip messages through by the deadline (their delivered_bits; a "
+            "bits of its gossip messages through by the deadline, headers included (their delivered_bits; a "
             "correction's extra exchanges are transfers rows with purpose sync)",
         ),
-        ("bits_received", _I, "payload bits of the gossip delivered to it"),
+        ("bits_received", _I, "bits of the gossip delivered to it, headers included (transfers.bits)"),
         ("messages_sent", _I, "gossip messages it sent"),
         ("messages_delivered", _I, "of those, delivered by the deadline and used (not to a silent device)"),
         (
@@ -155,7 +157,7 @@ TABLES: dict[str, list[tuple[str, pa.DataType, str]]] = {
     ],
     "evaluations": [
         ("round", _I, "round index"),
-        ("time_s", _F, "simulated time"),
+        ("time_s", _F, "simulated time: for stage round, the round's end (rounds.round_end_s)"),
         (
             "stage",
             _S,
