@@ -149,8 +149,12 @@ Mobility = Annotated[
 class Radio(_Spec):
     """Radio parameters of every device (one 802.11 ad hoc channel)."""
 
-    frequency_hz: float = Field(5.18e9, gt=0, description="Carrier frequency.")
-    bandwidth_hz: float = Field(20e6, gt=0, description="Channel width; the MCS table scales with it.")
+    frequency_hz: float = Field(
+        5.18e9, ge=1e8, le=1e11, description="Carrier frequency in Hz (5.18e9, not 5.18 as in GHz)."
+    )
+    bandwidth_hz: float = Field(
+        20e6, gt=0, description="Channel width in Hz (20e6, 40e6, 80e6 or 160e6); sets the MCS table."
+    )
     tx_power_dbm: float = Field(16.0, ge=-30, le=40)
     antenna_gain_db: float = Field(0.0, ge=-20, le=30, description="Per antenna (tx and rx).")
     noise_figure_db: float = Field(7.0, ge=0, le=30)
@@ -163,6 +167,28 @@ class Radio(_Spec):
     mac_efficiency: float = Field(0.7, gt=0, le=1, description="MAC goodput / PHY rate.")
     min_rate_bps: float = Field(6e6, ge=0, description="Links whose PHY rate is below this do not exist.")
     access_delay_s: float = Field(1e-3, ge=0, description="Fixed per-transfer delay (access + propagation).")
+
+    @field_validator("bandwidth_hz")
+    @classmethod
+    def _has_an_mcs_table(cls, value: float) -> float:
+        from cosim.network.mcs import DATA_SUBCARRIERS
+
+        if not any(abs(value - width) <= 1e-9 * width for width in DATA_SUBCARRIERS):
+            allowed = ", ".join(f"{width:g} ({width / 1e6:g} MHz)" for width in DATA_SUBCARRIERS)
+            raise ValueError(f"no 802.11ax MCS table at this width; allowed: {allowed}")
+        return value
+
+    @model_validator(mode="after")
+    def _some_rate_reaches_min_rate(self) -> Radio:
+        from cosim.network.mcs import NUM_MCS, phy_rate_bps
+
+        top = float(phy_rate_bps(NUM_MCS - 1, self.bandwidth_hz))
+        if self.min_rate_bps > top:
+            raise ValueError(
+                f"min_rate_bps: {self.min_rate_bps:g} is above the highest PHY rate at "
+                f"bandwidth_hz {self.bandwidth_hz:g} ({top:g}), so no link would exist; allowed: <= {top:g}"
+            )
+        return self
 
 
 class BuiltinNetwork(_Spec):

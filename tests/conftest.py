@@ -243,6 +243,21 @@ BAD_INPUTS: dict[str, tuple[str | None, list[str], list[str]]] = {
         ["training.rounds=3"],
         ["notes.0: a YAML alias inside its own anchor makes a loop"],
     ),
+    "bandwidth_without_an_mcs_table": (
+        "tiny",
+        ["network.radio.bandwidth_hz=20"],
+        ["network.radio.bandwidth_hz: no 802.11ax MCS table at this width; allowed: 2e+07 (20 MHz), 4e+07"],
+    ),
+    "frequency_in_ghz": (
+        "tiny",
+        ["network.radio.frequency_hz=5.18"],
+        ["network.radio.frequency_hz: Input should be greater than or equal to 100000000 (got 5.18)"],
+    ),
+    "min_rate_above_every_mcs": (
+        "tiny",
+        ["network.radio.min_rate_bps=2e8"],
+        ["min_rate_bps: 2e+08 is above the highest PHY rate at bandwidth_hz 2e+07 (1.43382e+08)"],
+    ),
     "digits_for_a_name": (
         "tiny",
         ["name=007"],

@@ -71,6 +71,22 @@ def test_a_crash_whose_directory_cannot_be_made_is_still_reported_as_the_crash(
     assert (tmp_path / "file").read_text() == "not a directory"
 
 
+def ns3_missing(scenario, out_dir, on_round=None):
+    """Runs in the spawned child: building the ns3 network finds no bindings."""
+    from cosim.network.ns3._loader import INSTALL_HINT, Ns3ImportError
+
+    raise Ns3ImportError(f"the ns3 backend needs ns-3's Python bindings: {INSTALL_HINT}")
+
+
+def test_missing_ns3_bindings_are_the_users_to_fix_not_a_crash(tiny_scenario, tmp_path) -> None:
+    from cosim.scenario import ScenarioError
+
+    out_dir = tmp_path / "run"
+    with pytest.raises(ScenarioError, match=r"needs ns-3's Python bindings: pip install .*cosim\[ns3\]"):
+        run_guarded(parse_scenario(tiny_scenario), out_dir, target=ns3_missing)
+    assert not out_dir.exists()
+
+
 def test_a_guarded_run_equals_an_in_process_run(tiny_scenario, tmp_path) -> None:
     scenario = parse_scenario(tiny_scenario)
     guarded = run_guarded(scenario, tmp_path / "a")

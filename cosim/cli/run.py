@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -74,7 +75,7 @@ def run_command(spec: Scenario, out_dir: Path, *, quiet: bool, console: Console)
         try:
             summary = run_guarded(spec, out_dir, on_round=on_round)
         except RunCrashed as err:
-            console.print(f"[bold red]error:[/] {err}", highlight=False)
+            console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
             raise SystemExit(1) from None
         except KeyboardInterrupt:
             console.print(f"[yellow]interrupted:[/] {_after_interrupt(out_dir)}", highlight=False)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from cosim.engine.simulation import RoundInfo, run_scenario
+from cosim.network.ns3._loader import Ns3ImportError
 from cosim.scenario import Scenario, ScenarioError
 
 __all__ = [
@@ -145,7 +146,7 @@ def _child(
         with contextlib.suppress(OSError):  # the parent may be gone
             messages.send(("interrupted", None))
         return
-    except ScenarioError as err:  # found while building the run (model, data): the user's to fix
+    except (ScenarioError, Ns3ImportError) as err:  # found while building the run: the user's to fix
         messages.send(("user_error", str(err)))
         return
     except BaseException as err:
