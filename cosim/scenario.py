@@ -513,6 +513,12 @@ class TinyModel(_Spec):
             raise ValueError(
                 f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})"
             )
+        if (self.hidden_size // self.num_heads) % 2:
+            raise ValueError(
+                f"the head size hidden_size / num_heads = {self.hidden_size} / {self.num_heads} = "
+                f"{self.hidden_size // self.num_heads} must be even (rotary position embeddings rotate "
+                "pairs of dimensions)"
+            )
         return self
 
 
@@ -570,8 +576,11 @@ def read_model_config(directory: str) -> dict[str, Any]:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{config_path} is not valid JSON ({err}); {allowed}") from None
+    if not isinstance(config, dict):
+        kind = type(config).__name__
+        raise ValueError(f"{config_path} holds a JSON {kind}, not a model configuration; {allowed}")
     missing = [k for k in _ARCH_KEYS if not isinstance(config.get(k), int)]
-    if not isinstance(config, dict) or missing:
+    if missing:
         raise ValueError(
             f"{config_path} lacks {', '.join(missing)}: not a Llama-style causal LM "
             "(q/k/v/o and gate/up/down projections); " + allowed

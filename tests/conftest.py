@@ -258,6 +258,11 @@ BAD_INPUTS: dict[str, tuple[str | None, list[str], list[str]]] = {
         ["network.radio.min_rate_bps=2e8"],
         ["min_rate_bps: 2e+08 is above the highest PHY rate at bandwidth_hz 2e+07 (1.43382e+08)"],
     ),
+    "odd_head_size": (
+        "tiny",
+        ["model.tiny.hidden_size=12", "model.tiny.num_heads=4", "model.rank=2"],
+        ["the head size hidden_size / num_heads = 12 / 4 = 3 must be even (rotary position embeddings"],
+    ),
     "digits_for_a_name": (
         "tiny",
         ["name=007"],

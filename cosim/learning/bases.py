@@ -147,11 +147,22 @@ def load_local(base: str) -> tuple[PreTrainedModel, Any]:
     directory = check_local(base)
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
-        model = AutoModelForCausalLM.from_pretrained(
-            directory, trust_remote_code=False, use_safetensors=True, dtype=torch.float32
+        loaded: Any = AutoModelForCausalLM.from_pretrained(
+            directory,
+            trust_remote_code=False,
+            use_safetensors=True,
+            dtype=torch.float32,
+            output_loading_info=True,
         )
-    except (OSError, ValueError, KeyError) as err:
-        raise _error(base, f"transformers cannot load it: {str(err).splitlines()[0]}") from None
+        model, info = loaded
+    except Exception as err:  # a corrupt file raises safetensors' own error, among others
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise _error(base, f"transformers cannot load it: {type(err).__name__}: {first}") from None
+    missing = sorted(info.get("missing_keys") or ())
+    if missing:
+        # transformers would start these from random values: not the model named.
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise _error(base, f"its weight files lack {len(missing)} of the model's tensors ({shown})")
     model.eval()
     model.requires_grad_(False)
     return model, tokenizer

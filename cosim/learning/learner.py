@@ -38,7 +38,7 @@ from cosim.learning.model import (
     install_slot_layers,
     target_linear_modules,
 )
-from cosim.learning.preflight import check_task_fits_model
+from cosim.learning.preflight import check_adaptable, check_task_fits_model
 from cosim.learning.quantize import expected_slice_error, quantize_slices
 from cosim.learning.slots import slot_projection
 from cosim.learning.text import IGNORE, TextTask, build_facts_text_task, build_file_text_task
@@ -96,9 +96,11 @@ class SlotLearner:
         self.capacity = 1 if self.shared else model.slot_capacity
         self.scaling = model.alpha / model.rank
         generator = torch.Generator().manual_seed(model.seed + 0x51075)
+        targets = target_linear_modules(self.base, model.target_modules)
+        check_adaptable(self.base, model.base, model.target_modules, [name for name, _ in targets])
         self.projections = {
             name: slot_projection(linear.in_features, self.capacity, self.rank, generator)
-            for name, linear in target_linear_modules(self.base, model.target_modules)
+            for name, linear in targets
         }
         self.layers: dict[str, SlotLinear] = install_slot_layers(
             self.base, self.projections, self.rank, self.scaling

@@ -28,7 +28,7 @@ import numpy as np
 
 from cosim.learning.data import FactsTask, Split, facts_task_for
 from cosim.learning.userdata import load_examples, split_examples
-from cosim.scenario import Data
+from cosim.scenario import Data, ScenarioError
 
 __all__ = ["IGNORE", "TextTask", "build_facts_text_task", "build_file_text_task", "encode_examples"]
 
@@ -290,6 +290,12 @@ def build_file_text_task(
     examples = load_examples(spec)
     parts = split_examples(spec, examples, device_ids=device_ids, leavers=leavers, newcomers=newcomers)
     encoded = encode_examples(tokenizer, examples.prompts, examples.targets, spec.max_tokens)
+    nothing = [i for i, (_, answer) in enumerate(encoded) if not answer]
+    if nothing:
+        raise ScenarioError(
+            f"data.file.path: {spec.path!r}: row {nothing[0]} has nothing to learn: its text is one "
+            f"token, and a whole text is scored from its second token on ({len(nothing)} such rows)"
+        )
     return _assemble(
         encoded, parts.train, parts.splits, _pad_id(tokenizer), exact_match=spec.text_field is None
     )

@@ -20,6 +20,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -109,6 +111,33 @@ def _columns_needed(spec: FileData) -> list[tuple[str, str]]:
     return [(field, getattr(spec, field)) for field in fields]
 
 
+def _parquet_rows(path: str) -> int | None:
+    """Rows of a Parquet file by its footer (None when it has none: ``datasets`` says why)."""
+    import pyarrow.parquet as pq
+
+    try:
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    except Exception:  # not Parquet, or unreadable: reported when datasets reads it
+        return None
+
+
+def _unreadable(err: BaseException, file_format: str) -> str:
+    """What ``datasets`` could not read, from the innermost of its chained errors."""
+    chain = [err]
+    while (cause := chain[-1].__cause__ or chain[-1].__context__) is not None and len(chain) < 20:
+        chain.append(cause)
+    if any(isinstance(e, UnicodeDecodeError) for e in chain):
+        return "not UTF-8 text; save the file as UTF-8"
+    if any("corresponds to no data" in str(e) for e in chain):
+        return "the file holds no rows"
+    innermost = next((e for e in reversed(chain) if str(e).strip()), chain[-1])
+    first = str(innermost).strip().splitlines()[0] if str(innermost).strip() else type(innermost).__name__
+    return (
+        f"cannot be read as {file_format} ({type(innermost).__name__}: {first}); allowed: JSON (an "
+        "array or one object per line), CSV with a header row, or Parquet"
+    )
+
+
 def load_examples(spec: FileData) -> Examples:
     """Read the file with ``datasets`` and check the columns the scenario names."""
     import datasets
@@ -117,14 +146,14 @@ def load_examples(spec: FileData) -> Examples:
     # A file it cannot read is reported below, as one message; its own error log would repeat it.
     datasets.logging.set_verbosity(logging.CRITICAL + 1)
     where = f"data.file.path: {spec.path!r}"
+    if Path(spec.path).is_file() and Path(spec.path).stat().st_size == 0:
+        raise ScenarioError(f"{where}: the file is empty; it needs a row per example")
+    if spec.resolved_format == "parquet" and _parquet_rows(spec.path) == 0:
+        raise ScenarioError(f"{where}: the file holds no rows")
     try:
         table = datasets.load_dataset(spec.resolved_format, data_files=spec.path, split="train")
     except Exception as err:  # datasets raises many kinds for an unreadable file
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ScenarioError(
-            f"{where}: cannot be read as {spec.resolved_format} ({first}); allowed: JSON (an array or "
-            "one object per line), CSV with a header row, or Parquet"
-        ) from None
+        raise ScenarioError(f"{where}: {_unreadable(err, spec.resolved_format)}") from None
     if len(table) == 0:
         raise ScenarioError(f"{where}: the file holds no rows")
     missing = [(f, c) for f, c in _columns_needed(spec) if c not in table.column_names]
@@ -135,8 +164,16 @@ def load_examples(spec: FileData) -> Examples:
             "(set each field named to one of these)"
         )
 
+    def column(name: str) -> list[Any]:
+        try:
+            return list(table[name])  # text is decoded here, not when the file was read
+        except UnicodeDecodeError as err:
+            raise ScenarioError(
+                f"{where}: column {name!r} is not UTF-8 text ({err}); save the file as UTF-8"
+            ) from None
+
     def text_column(name: str) -> list[str]:
-        values = table[name]
+        values = column(name)
         bad = [i for i, v in enumerate(values) if not isinstance(v, str)]
         if bad:
             raise ScenarioError(
@@ -155,7 +192,7 @@ def load_examples(spec: FileData) -> Examples:
     def raw(name: str | None) -> np.ndarray | None:
         if name is None:
             return None
-        values = table[name]
+        values = column(name)
         if any(v is None for v in values):
             raise ScenarioError(f"{where}: column {name!r} has empty cells; every row needs a value")
         return np.asarray(values)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from cosim.learning.bases import check_local, load_local
 from cosim.scenario import Model, ScenarioError, parse_scenario
@@ -61,6 +61,15 @@ def _broken(kind: str, tmp_path: Path, model_dir: Path) -> Path:
         shutil.copytree(model_dir, target)
         for name in ("tokenizer.json", "tokenizer_config.json"):
             (target / name).unlink()
+    elif kind == "config_a_list":
+        target.mkdir()
+        (target / "config.json").write_text("[1, 2]")
+    elif kind == "corrupt_weights":
+        shutil.copytree(model_dir, target)
+        (target / "model.safetensors").write_bytes(b"garbage")
+    elif kind == "weights_of_another_model":
+        shutil.copytree(model_dir, target)
+        save_file({"foo": torch.zeros(2)}, str(target / "model.safetensors"))
     return target
 
 
@@ -71,6 +80,7 @@ def _broken(kind: str, tmp_path: Path, model_dir: Path) -> Path:
         ("not_a_directory", "model.base: not a directory"),
         ("no_config", "model.base: the directory has no config.json"),
         ("not_llama", "lacks intermediate_size, num_hidden_layers, num_attention_heads: not a Llama-style"),
+        ("config_a_list", "config.json holds a JSON list, not a model configuration"),
     ],
 )
 def test_bad_model_directories_fail_validation(
@@ -97,6 +107,41 @@ def test_directories_that_cannot_be_loaded_safely_are_refused(
     with pytest.raises(ScenarioError, match=r"^model\.base: ") as err:
         check_local(str(path))
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("corrupt_weights", "transformers cannot load it: SafetensorError: Error while deserializing header"),
+        # transformers would start every tensor from random values and say nothing.
+        ("weights_of_another_model", "its weight files lack 21 of the model's tensors (lm_head.weight, "),
+    ],
+)
+def test_weights_that_do_not_load_are_refused(
+    kind: str, message: str, tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    path = _broken(kind, tmp_path, tiny_model_dir)
+    with pytest.raises(ScenarioError, match=r"^model\.base: ") as err:
+        load_local(str(path))
+    assert message in str(err.value)
+
+
+def test_a_model_without_llama_style_projections_is_refused_before_training(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    from cosim.learning.model import target_linear_modules
+    from cosim.learning.preflight import check_adaptable
+
+    model, _ = load_local(str(tiny_model_dir))
+    found = [name for name, _ in target_linear_modules(model, ("q_proj", "v_proj"))]
+    check_adaptable(model, "tiny-llama", ("q_proj", "v_proj"), found)  # a Llama model passes
+    with pytest.raises(ScenarioError) as err:
+        check_adaptable(model, "gpt", ("q_proj", "query_key_value"), found)
+    assert str(err.value).startswith(
+        "model.target_modules: the model 'gpt' (model_type 'llama') has no linear layers named "
+        "query_key_value in its blocks"
+    )
+    assert str(err.value).endswith("allowed: those of them it has (q_proj, v_proj)")
 
 
 def test_relative_model_paths_start_at_the_scenario_file(tmp_path: Path, tiny_model_dir: Path) -> None:

@@ -48,6 +48,22 @@ def _learner(model_dir: Path, **data: object) -> SlotLearner:
     )
 
 
+def test_a_whole_text_of_one_token_is_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from cosim.learning.text import build_file_text_task
+    from cosim.scenario import Data, ScenarioError
+
+    _, tokenizer = load_local(str(tiny_model_dir))  # byte-level: "ok" is two tokens, "a" one
+    path = tmp_path / "texts.jsonl"
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["ok", "a", "yes", "b", "no", "fine"]))
+    data = Data.model_validate({"task": "file", "file": {"path": str(path), "text_field": "text"}})
+    with pytest.raises(ScenarioError) as err:
+        build_file_text_task(data, tokenizer, device_ids=[0, 1], leavers=set(), newcomers=set())
+    assert str(err.value) == (
+        f"data.file.path: {str(path)!r}: row 1 has nothing to learn: its text is one token, and a "
+        "whole text is scored from its second token on (2 such rows)"
+    )
+
+
 def test_facts_become_natural_language_questions(tiny_model_dir: Path) -> None:
     learner = _learner(tiny_model_dir)
     task = learner.task

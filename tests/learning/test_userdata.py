@@ -117,6 +117,44 @@ def test_a_file_in_the_wrong_format_is_reported(tmp_path: Path) -> None:
         load_examples(FileData.model_validate({"path": str(path)}))
 
 
+def _write(path: Path, content: str | bytes) -> Path:
+    if path.suffix == ".parquet":
+        import pandas as pd
+
+        pd.DataFrame({"prompt": pd.Series([], dtype=str), "response": pd.Series([], dtype=str)}).to_parquet(
+            path
+        )
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("latin1.jsonl", '{"prompt": "caf\xe9", "response": "a"}\n'.encode("latin-1"), "is not UTF-8 text"),
+        (
+            "latin1.csv",
+            "prompt,response\ncaf\xe9,a\n".encode("latin-1"),
+            "not UTF-8 text; save the file as UTF-8",
+        ),
+        ("empty.jsonl", "", "the file is empty; it needs a row per example"),
+        ("header.csv", "prompt,response\n", "the file holds no rows"),
+        ("array.json", "[]", "the file holds no rows"),
+        ("none.parquet", "", "the file holds no rows"),
+    ],
+)
+def test_unreadable_and_empty_files_say_why(
+    tmp_path: Path, name: str, content: str | bytes, message: str
+) -> None:
+    path = _write(tmp_path / name, content)
+    with pytest.raises(ScenarioError, match=r"data\.file\.path: ") as err:
+        load_examples(FileData.model_validate({"path": str(path)}))
+    assert message in str(err.value)
+
+
 def test_a_device_left_without_rows_is_reported(tmp_path: Path) -> None:
     path = tmp_path / "few.jsonl"
     path.write_text("".join(json.dumps({"prompt": f"q{i}", "response": "a"}) + "\n" for i in range(3)))
