@@ -1512,9 +1512,13 @@ class Simulation:
         now = self.env.now
         means: dict[str, float] = {}
         mia: dict[int | None, float] = {}
-        if {"forget", "heldout"} <= set(self.learner.task.splits) and active:
+        # Non-members: facts about unseen entities; with a data file, its test rows (no
+        # device trains on them).
+        splits = set(self.learner.task.splits)
+        nonmembers = "heldout" if "heldout" in splits else "test"
+        if {"forget", nonmembers} <= splits and active:
             members = self.learner.split_losses(active, "forget")
-            others = self.learner.split_losses(active, "heldout")
+            others = self.learner.split_losses(active, nonmembers)
             mia = {d: mia_auc(members[i], others[i]) for i, d in enumerate(active)}
             mia[None] = mia_auc(members.mean(axis=0), others.mean(axis=0))
         for split in self.learner.task.splits:

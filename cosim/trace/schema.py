@@ -189,8 +189,8 @@ TABLES: dict[str, list[tuple[str, pa.DataType, str]]] = {
         (
             "mia_auc",
             _F,
-            "forget rows: AUC of the loss-threshold membership attack, forget vs heldout "
-            "(per device; the mean row uses the loss averaged over devices); else null",
+            "forget rows: AUC of the loss-threshold membership attack, forget vs heldout (with a data "
+            "file: vs test) (per device; the mean row uses the loss averaged over devices); else null",
         ),
     ],
     "allocations": [

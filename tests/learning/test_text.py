@@ -129,6 +129,31 @@ def test_user_data_scenario_runs_on_a_local_model(tiny_model_dir: Path, tmp_path
     assert loss[1] < loss[0]
 
 
+def test_the_membership_attack_on_user_data_takes_the_test_rows_as_non_members(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from cosim.engine.simulation import Simulation
+
+    sim = Simulation(_profiles_on(tiny_model_dir), tmp_path / "run")
+    sim.run()
+    ev = pq.read_table(tmp_path / "run" / "evaluations.parquet").to_pandas()
+    last = ev[(ev["round"] == ev["round"].max()) & (ev.stage == "round") & (ev.split == "forget")]
+    active = sim.members.active
+    members = sim.learner.split_losses(active, "forget")
+    others = sim.learner.split_losses(active, "test")
+
+    def auc(m: np.ndarray, o: np.ndarray) -> float:  # every (member, non-member) pair
+        return float(np.mean([(x < y) + 0.5 * (x == y) for x in m for y in o]))
+
+    for i, d in enumerate(active):
+        assert last.loc[last.device == d, "mia_auc"].item() == pytest.approx(
+            auc(members[i], others[i]), abs=1e-12
+        )
+    mean_row = last[last.device.isna()]["mia_auc"].item()
+    assert mean_row == pytest.approx(auc(members.mean(axis=0), others.mean(axis=0)), abs=1e-12)
+    assert ev.loc[ev.split != "forget", "mia_auc"].isna().all()
+
+
 def test_residual_gradients_on_text_are_those_of_the_model_s_own_loss(
     tiny_model_dir: Path, random_views
 ) -> None:
