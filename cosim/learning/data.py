@@ -148,7 +148,8 @@ def build_facts_task(
 def _heldout_facts(
     entities: np.ndarray, relations: np.ndarray, values: np.ndarray, n_forget: int, seed: int
 ) -> Split:
-    """Distinct (entity, relation) facts on entities never trained on, at least as many as ``forget`` has.
+    """Distinct (entity, relation) facts on entities never trained on: as many as ``forget`` has
+    (at least 32), or every such pair when there are fewer.
 
     Drawn from a stream of their own, so adding them changes no other draw of the task.
     """

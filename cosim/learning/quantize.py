@@ -1,13 +1,16 @@
 """Quantize a layer group's payload for sending, and dequantize it on arrival (method.md section 7).
 
-One scale per tensor (a layer group's message): symmetric, from the largest magnitude.
-At ``q`` bits the integer grid is ``-L .. L`` with ``L = 2^(q-1) - 1`` levels per sign
-(7 at 4 bits, 127 at 8, 32767 at 16) and step ``scale = max|x| / L``; one code of the
-``2^q`` stays unused so that the grid is symmetric and zero is exact.  16 bits use the
-same integer grid (not float16), so every precision below 32 shares one rounding rule
-and the stochastic rounding stays unbiased.  32 bits is float32 passthrough.
+Symmetric scales from the largest magnitude: :func:`quantize_dequantize` takes one per
+tensor; :func:`quantize_slices`, which the exchange uses, one per module and slot (each
+``(d_out, r)`` matrix of a message).  At ``q`` bits the integer grid is ``-L .. L`` with
+``L = 2^(q-1) - 1`` levels per sign (7 at 4 bits, 127 at 8, 32767 at 16) and step
+``scale = max|x| / L``; one code of the ``2^q`` stays unused so that the grid is symmetric
+and zero is exact.  16 bits use the same integer grid (not float16), so every precision
+below 32 shares one rounding rule.  The exchange rounds to nearest;
+:func:`quantize_dequantize` can also round stochastically (unbiased).  32 bits is float32
+passthrough.
 
-The sender also sends ``scale`` (one float32 per tensor): count it in the message header.
+The sender also sends each ``scale`` (one float32): count it in the message header.
 """
 
 from __future__ import annotations
