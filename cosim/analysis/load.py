@@ -103,6 +103,8 @@ def load_run(path: str | Path, *, allow_incomplete: bool = False) -> Run:
     """
     path = Path(path)
     manifest_path = path / "manifest.json"
+    if path.exists() and not path.is_dir():
+        raise FileNotFoundError(f"{path}: not a run directory (a file; give the directory that holds it)")
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: not a run directory (no such directory)")
     if not manifest_path.is_file():

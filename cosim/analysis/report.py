@@ -84,7 +84,10 @@ def write_report(
                 f"{run.path}: its trace holds no round (rounds.parquet is empty); nothing to report"
             )
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"{out}: cannot make the report's directory ({err.strerror or err})") from None
     slugs = _unique_slugs([run.path.name for run in runs])
 
     lines = ["# cosim report", ""]

@@ -198,6 +198,8 @@ def report(
         path = write_report(runs, out, allow_incomplete=allow_incomplete)
     except (FileNotFoundError, ValueError) as err:
         fail(str(err))
+    except OSError as err:  # the runs were read: what failed is writing into --out
+        fail(f"--out {out}: cannot write the report there ({err.strerror or err})")
     console.print(f"[green]wrote[/] {path}")
 
 

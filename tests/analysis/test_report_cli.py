@@ -27,3 +27,12 @@ def test_cosim_report_on_the_quickstart(tmp_path: Path, tiny_overrides: list[str
         path = tmp_path / "report" / name
         assert path.is_file() and path.stat().st_size > 1000, name
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # A run's manifest given for the run, and a report directory that cannot be made.
+    manifest = tmp_path / "run" / "manifest.json"
+    result = runner.invoke(app, ["report", str(manifest), "--out", str(tmp_path / "r2")])
+    assert result.exit_code == 2
+    assert "not a run directory (a file; give the directory that holds it)" in " ".join(result.output.split())
+    # Nothing can be made under /proc, not even by root.
+    result = runner.invoke(app, ["report", str(tmp_path / "run"), "--out", "/proc/cosim-report"])
+    assert result.exit_code == 2
+    assert "cannot make the report's directory" in " ".join(result.output.split())
