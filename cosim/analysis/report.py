@@ -95,7 +95,10 @@ def write_report(
     lines += ["|---|---|---|---|---|---|---|---|"]
     for run in runs:
         summary = run.manifest.get("summary", {})
-        rounds = int(run.rounds["round"].max()) + 1 if not run.rounds.empty else 0
+        rounds: int | str = int(run.rounds["round"].max()) + 1
+        if not run.transfers.empty and int(run.transfers["round"].max()) >= int(rounds):
+            # An interrupted run: its last round sent messages but did not finish; its bits count.
+            rounds = f"{rounds} (and round {int(run.transfers['round'].max())} unfinished)"
         lines.append(
             f"| `{run.path.name}` | {run.name} | {run.seed} | {run.manifest.get('status')} "
             f"| {run.manifest.get('backend')} | {rounds} | {_num(summary.get('simulated_s', math.nan))} "
@@ -148,7 +151,14 @@ def _run_section(run: Run, slug: str, out: Path, tolerance: float, join_target: 
         lines += [
             f"A leave is recovered when the retain accuracy is back within {tolerance:g} of its value "
             f"just before the event; a join when the newcomer accuracy reaches {join_target:g} (its "
-            "knowledge has spread). Rounds count the event's own round.",
+            "knowledge has spread). Rounds count the event's own round."
+            + (
+                " A silent leave (`leave_silent`) is measured from when the device went quiet, "
+                "against the accuracy before that; its slot is deleted later, when the leave is "
+                "detected."
+                if (recovery["kind"] == "leave_silent").any()
+                else ""
+            ),
             "",
             "| round | time (s) | event | device | split | before | just after | threshold "
             "| recovered at round | recovery time (s) | rounds |",

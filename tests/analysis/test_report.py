@@ -103,3 +103,15 @@ def test_a_trace_without_rounds_is_refused(report: tuple[Path, Path], tmp_path: 
     with pytest.raises(ValueError, match=r"empty: its trace holds no round \(rounds.parquet is empty\)"):
         write_report([empty], tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_an_unfinished_last_round_is_named_in_the_header(report: tuple[Path, Path], tmp_path: Path) -> None:
+    import pandas as pd
+
+    cut = tmp_path / "cut"
+    shutil.copytree(report[1], cut)
+    rounds = pd.read_parquet(cut / "rounds.parquet")
+    last = int(rounds["round"].max())
+    rounds[rounds["round"] < last].to_parquet(cut / "rounds.parquet")  # its messages stay in transfers
+    text = write_report([cut], tmp_path / "out").read_text(encoding="utf-8")
+    assert f"| {last} (and round {last} unfinished) |" in text
