@@ -625,8 +625,14 @@ class Model(_Spec):
     @classmethod
     def _base_exists(cls, base: str, info: ValidationInfo) -> str:
         if base not in ("tiny", SMOLLM2_135M):
-            base = _resolve(base, info)
-            read_model_config(base)
+            given, base = base, _resolve(base, info)
+            try:
+                read_model_config(base)
+            except ValueError as err:
+                if base != given:  # say where a relative path was looked for
+                    where = f" (looked for {base}, from the scenario file's directory); allowed"
+                    raise ValueError(str(err).replace("; allowed", where, 1)) from None
+                raise
         return base
 
     @property
@@ -726,9 +732,10 @@ class FileData(_Spec):
     @field_validator("path")
     @classmethod
     def _file_exists(cls, path: str, info: ValidationInfo) -> str:
-        path = _resolve(path, info)
+        given, path = path, _resolve(path, info)
         if not Path(path).is_file():
-            raise ValueError("no such data file")
+            where = f" (looked for {path}, from the scenario file's directory)" if path != given else ""
+            raise ValueError(f"no such data file{where}")
         return path
 
     @model_validator(mode="after")

@@ -173,9 +173,9 @@ BAD_INPUTS: dict[str, tuple[str | None, list[str], list[str]]] = {
         "tiny",
         ["model.base=no/such/model"],
         [
-            "model.base: no such model directory; allowed: 'tiny', 'smollm2-135m', or a local "
-            "Hugging Face causal-LM directory",
-            "no/such/model",
+            "model.base: no such model directory (looked for ",
+            "no/such/model, from the scenario file's directory); allowed: 'tiny', 'smollm2-135m', or a "
+            "local Hugging Face causal-LM directory",
         ],
     ),
     "smollm2_capacity": (
@@ -186,7 +186,7 @@ BAD_INPUTS: dict[str, tuple[str | None, list[str], list[str]]] = {
     "data_file_missing": (
         "tiny",
         ["data.task=file", "data.file={path: no/such/data.jsonl}"],
-        ["data.file.path: no such data file", "no/such/data.jsonl"],
+        ["data.file.path: no such data file (looked for ", "no/such/data.jsonl, from the scenario file's"],
     ),
     "data_file_needs_section": ("tiny", ["data.task=file"], ["data: task 'file' needs a 'file' section"]),
     "missing_file": (None, [], ["no such scenario file"]),
