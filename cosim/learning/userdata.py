@@ -246,6 +246,13 @@ def split_examples(
         chosen = [source[d] for d in devices]
         return cap(np.sort(np.concatenate(chosen))) if chosen else np.zeros(0, dtype=np.int64)
 
+    if spec.test_fraction > 0 and not any(len(h) for h in held.values()):
+        most = max(len(train[d]) + len(held[d]) for d in device_ids)
+        fix = f" or a test_fraction of at least 1 / {most} = {1 / most:.3g}" if most > 1 else ""
+        raise ScenarioError(
+            f"data.file.test_fraction: {spec.test_fraction:g} of each device's rows (at most {most}) "
+            f"rounds down to no test row on any device; use more rows{fix} (or 0 for no test split)"
+        )
     stayers = [d for d in device_ids if d not in leavers and d not in newcomers]
     splits = {
         "retain": pool(stayers, train),

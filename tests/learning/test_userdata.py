@@ -170,3 +170,18 @@ def test_wrong_suffix_and_contradictions_are_validation_errors(tmp_path: Path) -
         FileData.model_validate({"path": str(path)})
     with pytest.raises(ValueError, match="partition 'column' needs device_column"):
         _spec(partition="column")
+
+
+def test_a_test_fraction_that_leaves_no_test_row_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "few.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"q{i}", "response": "a"}) + "\n" for i in range(6)))
+    spec = FileData.model_validate({"path": str(path)})  # test_fraction 0.2 of 2 rows each: 0
+    with pytest.raises(ScenarioError) as err:
+        split_examples(spec, load_examples(spec), device_ids=[0, 1, 2], leavers=set(), newcomers=set())
+    assert str(err.value) == (
+        "data.file.test_fraction: 0.2 of each device's rows (at most 2) rounds down to no test row on any "
+        "device; use more rows or a test_fraction of at least 1 / 2 = 0.5 (or 0 for no test split)"
+    )
+    spec = FileData.model_validate({"path": str(path), "test_fraction": 0.5})
+    parts = split_examples(spec, load_examples(spec), device_ids=[0, 1, 2], leavers=set(), newcomers=set())
+    assert len(parts.splits["test"]) == 3
