@@ -151,7 +151,10 @@ def load_examples(spec: FileData) -> Examples:
     if spec.resolved_format == "parquet" and _parquet_rows(spec.path) == 0:
         raise ScenarioError(f"{where}: the file holds no rows")
     try:
-        table = datasets.load_dataset(spec.resolved_format, data_files=spec.path, split="train")
+        # CSV cells are text: keep a text column's "0" or "007" as written, not as a number.
+        text_columns = [c for f, c in _columns_needed(spec) if f.endswith("_field")]
+        extra = {"converters": dict.fromkeys(text_columns, str)} if spec.resolved_format == "csv" else {}
+        table = datasets.load_dataset(spec.resolved_format, data_files=spec.path, split="train", **extra)
     except Exception as err:  # datasets raises many kinds for an unreadable file
         raise ScenarioError(f"{where}: {_unreadable(err, spec.resolved_format)}") from None
     if len(table) == 0:

@@ -185,3 +185,10 @@ def test_a_test_fraction_that_leaves_no_test_row_is_refused(tmp_path: Path) -> N
     spec = FileData.model_validate({"path": str(path), "test_fraction": 0.5})
     parts = split_examples(spec, load_examples(spec), device_ids=[0, 1, 2], leavers=set(), newcomers=set())
     assert len(parts.splits["test"]) == 3
+
+
+def test_csv_text_columns_keep_numbers_as_written(tmp_path: Path) -> None:
+    path = tmp_path / "numbers.csv"
+    path.write_text("prompt,response\nagent,007\nanswer,42\n")
+    examples = load_examples(FileData.model_validate({"path": str(path)}))
+    assert examples.targets == ["007", "42"]
