@@ -89,6 +89,7 @@ def write_report(
     except OSError as err:
         raise ValueError(f"{out}: cannot make the report's directory ({err.strerror or err})") from None
     slugs = _unique_slugs([run.path.name for run in runs])
+    _remove_earlier_report(out)
 
     lines = ["# cosim report", ""]
     lines += ["| run | scenario | seed | status | backend | rounds | simulated time (s) | bits sent (Mbit) |"]
@@ -382,6 +383,16 @@ def _plot_group_bits(per_group: pd.DataFrame, path: Path) -> Path:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _remove_earlier_report(out: Path) -> None:
+    """A report written into ``out`` before is replaced: its figures go with it, so that none
+    is left that the new report.md does not show.  Other files are left alone."""
+    earlier = out / "report.md"
+    if not earlier.is_file():
+        return
+    for name in re.findall(r"!\[[^\]]*\]\(([^)/]+\.png)\)", earlier.read_text(encoding="utf-8")):
+        (out / name).unlink(missing_ok=True)
 
 
 def _legend(ax: Any, **kwargs: Any) -> None:

@@ -115,3 +115,19 @@ def test_an_unfinished_last_round_is_named_in_the_header(report: tuple[Path, Pat
     rounds[rounds["round"] < last].to_parquet(cut / "rounds.parquet")  # its messages stay in transfers
     text = write_report([cut], tmp_path / "out").read_text(encoding="utf-8")
     assert f"| {last} (and round {last} unfinished) |" in text
+
+
+def test_a_report_written_again_leaves_no_figure_of_the_earlier_one(
+    report: tuple[Path, Path], tmp_path: Path
+) -> None:
+    run_dir = report[1]
+    other = tmp_path / "other_run"
+    shutil.copytree(run_dir, other)
+    out = tmp_path / "out"
+    write_report([run_dir, other], out)
+    (out / "notes.txt").write_text("mine")
+    assert len(list(out.glob("*.png"))) == 2 * len(FIGURES)
+    path = write_report([run_dir], out)
+    referenced = re.findall(r"!\[[^\]]+\]\(([^)]+)\)", path.read_text(encoding="utf-8"))
+    assert sorted(p.name for p in out.glob("*.png")) == sorted(referenced)
+    assert (out / "notes.txt").read_text() == "mine"
