@@ -89,25 +89,28 @@ def write_report(
     except OSError as err:
         raise ValueError(f"{out}: cannot make the report's directory ({err.strerror or err})") from None
     slugs = _unique_slugs([run.path.name for run in runs])
+    # A run is named by its directory; where two share a name, by the path as given.
+    names = [run.path.name for run in runs]
+    labels = [str(run.path) if names.count(run.path.name) > 1 else run.path.name for run in runs]
     _remove_earlier_report(out)
 
     lines = ["# cosim report", ""]
     lines += ["| run | scenario | seed | status | backend | rounds | simulated time (s) | bits sent (Mbit) |"]
     lines += ["|---|---|---|---|---|---|---|---|"]
-    for run in runs:
+    for run, label in zip(runs, labels, strict=True):
         summary = run.manifest.get("summary", {})
         rounds: int | str = int(run.rounds["round"].max()) + 1
         if not run.transfers.empty and int(run.transfers["round"].max()) >= int(rounds):
             # An interrupted run: its last round sent messages but did not finish; its bits count.
             rounds = f"{rounds} (and round {int(run.transfers['round'].max())} unfinished)"
         lines.append(
-            f"| `{run.path.name}` | {run.name} | {run.seed} | {run.manifest.get('status')} "
+            f"| `{label}` | {run.name} | {run.seed} | {run.manifest.get('status')} "
             f"| {run.manifest.get('backend')} | {rounds} | {_num(summary.get('simulated_s', math.nan))} "
             f"| {_num(run.transfers['delivered_bits'].sum() / 1e6)} |"
         )
     lines.append("")
-    for run, slug in zip(runs, slugs, strict=True):
-        lines += _run_section(run, slug, out, tolerance, join_target)
+    for run, slug, label in zip(runs, slugs, labels, strict=True):
+        lines += _run_section(run, slug, label, out, tolerance, join_target)
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
@@ -116,7 +119,9 @@ def write_report(
 # --------------------------------------------------------------------------- one run
 
 
-def _run_section(run: Run, slug: str, out: Path, tolerance: float, join_target: float) -> list[str]:
+def _run_section(
+    run: Run, slug: str, label: str, out: Path, tolerance: float, join_target: float
+) -> list[str]:
     per_round = round_breakdown(run, "critical")
     mean_round = round_breakdown(run, "mean")
     recovery = event_recovery(run, tolerance=tolerance, join_target=join_target)
@@ -128,7 +133,7 @@ def _run_section(run: Run, slug: str, out: Path, tolerance: float, join_target: 
         "bits": _plot_bits(comm, out / f"{slug}_bits.png"),
         "group_bits": _plot_group_bits(group_bits(run), out / f"{slug}_group_bits.png"),
     }
-    lines = [f"## Run `{run.path.name}`", ""]
+    lines = [f"## Run `{label}`", ""]
     lines += [f"Scenario `{run.name}`, seed {run.seed}, {run.manifest.get('backend')} network.", ""]
 
     lines += ["### Accuracy", ""]

@@ -58,6 +58,8 @@ def test_two_runs_of_the_same_name_get_distinct_figures(report: tuple[Path, Path
     path = write_report([run_dir, twin], tmp_path)
     referenced = re.findall(r"!\[[^\]]+\]\(([^)]+)\)", path.read_text(encoding="utf-8"))
     assert len(referenced) == 2 * len(FIGURES) == len(set(referenced))
+    text = path.read_text(encoding="utf-8")
+    assert f"## Run `{run_dir}`" in text and f"## Run `{twin}`" in text
     assert all((tmp_path / name).stat().st_size > 0 for name in referenced)
 
 
