@@ -147,7 +147,8 @@ def _run_section(
     final = run.manifest.get("summary", {}).get("final_accuracy", {})
     if final:
         lines += ["| split | final accuracy |", "|---|---|"]
-        lines += [f"| {split} | {_num(acc)} |" for split, acc in final.items()]
+        order = [s for s in _SPLIT_ORDER if s in final] + sorted(set(final) - set(_SPLIT_ORDER))
+        lines += [f"| {split} | {_num(final[split])} |" for split in order]
         lines.append("")
 
     lines += ["### Recovery after membership events", ""]
