@@ -299,7 +299,7 @@ def _plot_latency(per_round: pd.DataFrame, path: Path) -> Path:
         )
         bottom += values
     ax.set_xlabel("round")
-    ax.margins(y=0.05)
+    _headroom(ax, bottom)
     ax.set_ylabel("time (s)")
     ax.set_title("Round latency on the critical path")
     ax.grid(axis="y", alpha=0.3)
@@ -360,7 +360,7 @@ def _plot_bits(comm: pd.DataFrame, path: Path) -> Path:
         ax.bar(rounds, values / 1e6, bottom=bottom, width=0.85, color=colors[label], label=label)
         bottom += values / 1e6
     ax.set_xlabel("round")
-    ax.margins(y=0.05)
+    _headroom(ax, bottom)
     ax.set_ylabel("bits sent (Mbit)")
     ax.set_title("Bits sent per round, all devices")
     ax.grid(axis="y", alpha=0.3)
@@ -380,6 +380,7 @@ def _plot_group_bits(per_group: pd.DataFrame, path: Path) -> Path:
         values = table[g].to_numpy(dtype=float) / 1e6
         ax.bar(table.index.to_numpy(), values, bottom=bottom, width=0.85, label=f"group {g}")
         bottom += values
+    _headroom(ax, bottom)
     ax.set_xlabel("round")
     ax.set_ylabel("payload bits sent (Mbit)")
     ax.set_title("Bits per layer group and round, all devices")
@@ -399,6 +400,12 @@ def _remove_earlier_report(out: Path) -> None:
         return
     for name in re.findall(r"!\[[^\]]*\]\(([^)/]+\.png)\)", earlier.read_text(encoding="utf-8")):
         (out / name).unlink(missing_ok=True)
+
+
+def _headroom(ax: Any, tops: np.ndarray) -> None:
+    """Stacked bars from 0 with 5 % of room above the tallest (matplotlib's margins stop at bars)."""
+    if len(tops) and float(np.max(tops)) > 0:
+        ax.set_ylim(0, 1.05 * float(np.max(tops)))
 
 
 def _legend(ax: Any, **kwargs: Any) -> None:
