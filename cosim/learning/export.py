@@ -43,8 +43,12 @@ def load_learner(run_dir: Path) -> SlotLearner:
     missing = [p.name for p in (state_path, run_dir / "state.json") if not p.is_file()]
     if missing:
         raise ExportError(f"{run_dir}: the run's final state is missing ({', '.join(missing)})")
+    raw = manifest["scenario"]
+    if isinstance(raw, dict) and isinstance(raw.get("data"), dict) and raw["data"].get("task") == "file":
+        # A pretrained model's slots do not depend on the data: the data file need not be there.
+        raw = {**raw, "data": {"task": "facts"}}
     try:
-        scenario = parse_scenario(manifest["scenario"], source=str(manifest_path))
+        scenario = parse_scenario(raw, source=str(manifest_path))
     except ScenarioError as err:
         raise ExportError(str(err)) from None
     learner = SlotLearner(

@@ -129,6 +129,22 @@ def test_user_data_scenario_runs_on_a_local_model(tiny_model_dir: Path, tmp_path
     assert loss[1] < loss[0]
 
 
+def test_a_run_on_user_data_exports_without_its_data_file(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from cosim.engine.simulation import run_scenario
+    from cosim.learning.export import export_device
+
+    data = tmp_path / "profiles.jsonl"
+    shutil.copy(REPO / "scenarios" / "data" / "profiles.jsonl", data)
+    run_scenario(_profiles_on(tiny_model_dir, f"data.file.path={data}"), tmp_path / "run")
+    export_device(tmp_path / "run", 0, tmp_path / "with")
+    data.unlink()
+    export_device(tmp_path / "run", 0, tmp_path / "without")
+    with_data = (tmp_path / "with" / "adapter_model.safetensors").read_bytes()
+    assert with_data == (tmp_path / "without" / "adapter_model.safetensors").read_bytes()
+
+
 def test_the_membership_attack_on_user_data_takes_the_test_rows_as_non_members(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
