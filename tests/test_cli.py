@@ -96,6 +96,25 @@ def test_validate_prints_the_resolved_summary(tiny_file: Path) -> None:
     assert flat(result.stderr) == flat(f"ok {tiny_file}: scenario 'tiny', 4 devices, 6 rounds, 1 events")
 
 
+def test_the_ns3_backend_without_its_bindings_is_refused_before_a_run(
+    tiny_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "cppyy" else find_spec(name, *a)
+    )
+    for command in (["validate"], ["run", "--out", tmp_path / "run"]):
+        result = invoke(*command, tiny_file, "--set", "network={backend: ns3}")
+        assert_user_error(
+            result,
+            ["network.backend: 'ns3' needs ns-3's Python bindings, which are not installed: pip install "
+             "'ns3==3.44.post0' (or: pip install 'cosim[ns3]'); allowed without them: 'builtin'"],
+        )  # fmt: skip
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize(
     ("override", "fragment"),
     [

@@ -45,7 +45,18 @@ def fail(message: str) -> None:
 
 
 def _check_inputs(spec: Scenario) -> None:
-    """The model's and the data's files, when the scenario names any (no weights are loaded)."""
+    """The model's and the data's files, when the scenario names any (no weights are loaded),
+    and, for the ns3 backend, that ns-3's bindings are installed (not imported: that is slow)."""
+    if spec.network.backend == "ns3":
+        import importlib.util
+
+        from cosim.network.ns3._loader import INSTALL_HINT
+
+        if importlib.util.find_spec("cppyy") is None or importlib.util.find_spec("ns") is None:
+            raise ScenarioError(
+                "network.backend: 'ns3' needs ns-3's Python bindings, which are not installed: "
+                f"{INSTALL_HINT}; allowed without them: 'builtin'"
+            )
     if spec.model.is_tiny and spec.data.task == "facts":
         return
     from cosim.learning.preflight import check_inputs
