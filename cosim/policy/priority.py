@@ -253,8 +253,11 @@ def damped_horizon(eta: float, mu: float, tau: int) -> float:
 
 
 def proximal_strength(r_drift: float, tol: float, eta: float, tau: int) -> float:
-    """The ``mu`` with ``r_drift (h(mu) / tau)^2 = tol`` (0 when ``r_drift <= tol``)."""
-    if r_drift <= tol or tau <= 1:
+    """The ``mu`` with ``r_drift (h(mu) / tau)^2 = tol`` (0 when ``r_drift <= tol``).
+
+    The proximal step follows every gradient step, the first included, so even one local
+    step is damped: ``h(mu) = 1 / (1 + eta mu)`` at ``tau = 1``."""
+    if r_drift <= tol:
         return 0.0
     target = tau * math.sqrt(tol / r_drift)
     # h < 1 / (eta mu) everywhere, so at eta mu = 1 / target the horizon is below the target.

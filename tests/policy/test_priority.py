@@ -265,8 +265,8 @@ def test_event_first_defers_only_to_terms_that_do_not_settle(make_terms):
 
 def test_event_first_defers_only_to_an_action_that_can_act(make_terms):
     # Learn past its tolerance, but no local step allowed (cap 0): local correction could do
-    # nothing, so the consensus term held by the share keeps the group.  Likewise drift past
-    # its tolerance with tau = 1 (no proximal strength can shorten one step).
+    # nothing, so the consensus term held by the share keeps the group.  Drift past its
+    # tolerance can always act: the proximal step damps even a single local step.
     shared = Tolerances(learn=1.0, drift=1.0, consensus=1.0, consensus_share=0.05)
     terms = make_terms(learn=[1.5], drift=[0.1], consensus=[0.9], magnitude=np.array([10.0]))
     assert decide(terms, shared, Budget(rounds=50, max_local_steps=0)).actions == (Action.SYNC_SCHEDULING,)
@@ -274,7 +274,8 @@ def test_event_first_defers_only_to_an_action_that_can_act(make_terms):
     one_step = replace(
         make_terms(learn=[0.1], drift=[1.5], consensus=[0.9], magnitude=np.array([10.0])), tau=1
     )
-    assert decide(one_step, shared, BUDGET).actions == (Action.SYNC_SCHEDULING,)
+    assert decide(one_step, shared, BUDGET).actions == (Action.PROXIMAL_DAMPING,)
+    assert decide(one_step, shared, BUDGET).mu[0] == pytest.approx((1.5**0.5 - 1) / one_step.eta)
     assert decide(replace(one_step, tau=4), shared, BUDGET).actions == (Action.PROXIMAL_DAMPING,)
 
 
@@ -375,7 +376,8 @@ def test_proximal_strength_brings_the_drift_to_tolerance(eta, tau, r_drift):
 
 def test_proximal_strength_in_the_limits():
     assert proximal_strength(0.9, 1.0, 0.1, 5) == 0.0
-    assert proximal_strength(4.0, 1.0, 0.1, 1) == 0.0  # one step: nothing to damp
+    # One step: h = 1 / (1 + eta mu) = sqrt(1 / 4) at eta mu = 1 (the proximal step damps it too).
+    assert proximal_strength(4.0, 1.0, 0.1, 1) == pytest.approx(10.0, rel=1e-12)
     # h(mu) / tau = 1/2 at tau = 2: (1 - (1 + a)^-2) / a = 1 gives a = (sqrt(5) - 1) / 2.
     assert proximal_strength(4.0, 1.0, 0.1, 2) == pytest.approx((5**0.5 - 1) / 2 / 0.1, rel=1e-12)
 
