@@ -126,7 +126,8 @@ def quantized_value(weight: float, precision_bits: int) -> float:
     The quantization error's energy shrinks like ``2^(-2q)`` (method.md section 7), so
     the residual left after delivery at ``q`` bits is that fraction of the undelivered
     one.  ``U(0) = 0``.  (cosim's quantizer has ``2^(q-1) - 1`` levels per sign, so its
-    measured error is about ``4 * 2^(-2q)`` of the signal's range squared; either way
+    error per entry is about ``2^(-2q) / 3`` of the peak squared, ``2^(-2q) / 12`` of the
+    range squared: :func:`cosim.learning.quantize.expected_slice_error`; either way
     almost all of the value arrives at 4 bits, and higher precisions buy little.)
     """
     if precision_bits == 0:

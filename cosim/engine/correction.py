@@ -108,7 +108,7 @@ class RoundCost:
 class CorrectionState:
     """A correction in progress and what it has spent so far."""
 
-    kind: str  # the event that started it: leave, leave_detected or join
+    kind: str  # the event that started it: leave (a silent one too, once detected) or join
     event_round: int
     start_s: float
     start_bits: int
