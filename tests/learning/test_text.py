@@ -55,7 +55,8 @@ def test_a_whole_text_of_one_token_is_refused(tiny_model_dir: Path, tmp_path: Pa
     _, tokenizer = load_local(str(tiny_model_dir))  # byte-level: "ok" is two tokens, "a" one
     path = tmp_path / "texts.jsonl"
     path.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["ok", "a", "yes", "b", "no", "fine"]))
-    data = Data.model_validate({"task": "file", "file": {"path": str(path), "text_field": "text"}})
+    file = {"path": str(path), "text_field": "text", "test_fraction": 0.5}
+    data = Data.model_validate({"task": "file", "file": file})
     with pytest.raises(ScenarioError) as err:
         build_file_text_task(data, tokenizer, device_ids=[0, 1], leavers=set(), newcomers=set())
     assert str(err.value) == (
