@@ -14,9 +14,9 @@ in this order along its own timeline, into::
     compute_s         its regular local steps
     medium_s          a message ready but not on the air: the shared medium held by other
                       senders (ns-3's carrier sense), the device's radio still serving a
-                      newcomer's pull, or, at packet fidelity, the time a message took
-                      beyond its loss-free airtime with resends (bits / goodput): access
-                      to the medium packet by packet
+                      newcomer's pull, or, at packet fidelity, the time the device's
+                      messages took beyond their airtime with resends (bits / goodput):
+                      MAC overhead and contention, among its own flows too
     access_s          the fixed per-message delay (``access_delay_s``), per message sent
     transmission_s    the message's bits at the loss-free rate, bits / (rate * mac_efficiency)
     retransmission_s  packets resent after loss: bits / goodput - bits / (rate * mac_efficiency)
@@ -28,20 +28,23 @@ covers, so the phases are disjoint and ``waiting_s`` (the remainder) is never ne
 beyond rounding: the eight add up to ``round_end_s - time_s`` to rounding (1e-12 s).
 A device's gossip messages are taken in the order they started, from
 ``transfers.start_s`` to ``transfers.finish_s`` (a message aborted at the deadline, with
-an infinite ``finish_s`` at ns-3 packet fidelity, until the round's end); within one,
-the access delay comes first, then its time up to bits / goodput is split between
-transmission and retransmission in the ratio ``(1 - loss) : loss`` (packets are lost
-and resent throughout), and any longer airtime is ``medium_s``.  At packet fidelity a
-sender's messages overlap in time; what one message shares with an earlier one is
-counted once.  Time the trace shows a device busy but that is not counted (it ran past
-the round end, or overlapped an earlier phase or message) is reported in ``clipped_s``,
-which is not a phase.
+an infinite ``finish_s`` at ns-3 packet fidelity, until the round's end), in bursts of
+messages that overlap in time (at packet fidelity a sender's messages run at once; at
+the other fidelities each message is a burst of its own).  Within a burst the access
+delays come first, then the messages' airtime with resends (each message's up to
+bits / goodput), split between transmission and retransmission in the ratio
+``(1 - loss) : loss`` (packets are lost and resent throughout), and any longer time is
+``medium_s``; a message relayed over several hops (routing: no one link's rate in the
+trace) counts its airtime as transmission.  Time the trace shows a device busy but that
+is not counted (it ran past the round end, or overlapped an earlier phase or message)
+is reported in ``clipped_s``, which is not a phase.
 
 Event recovery: see :func:`event_recovery`.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -81,6 +84,12 @@ def _overlap(lo: float, hi: float, window_lo: float, window_hi: float) -> float:
     return max(0.0, min(hi, window_hi) - max(lo, window_lo))
 
 
+def _end(finish: float, t0: float, duration: float, start: float) -> float:
+    """A message's end from the round's start; one aborted at the deadline (an infinite
+    ``finish_s``, ns-3 packet fidelity) ends with the round."""
+    return finish - t0 if np.isfinite(finish) else max(duration, start - t0)
+
+
 def latency_breakdown(run: Run) -> pd.DataFrame:
     """One row per round and live device (the rows of ``rounds``) with the phases of
     :data:`PHASES` in seconds (see the module docstring), plus ``round``, ``device``,
@@ -88,11 +97,20 @@ def latency_breakdown(run: Run) -> pd.DataFrame:
     access_delay_s = run.access_delay_s
     mac_efficiency = run.mac_efficiency
     transfers = run.transfers
-    # A newcomer whose pull did not arrive waits for it until the pull's deadline.
+    # A newcomer whose pull did not arrive waits for it until the pull's deadline: the
+    # pull event's deadline_s (its start as asked plus slot_s; older traces: the start
+    # the transfer shows).
     pulls = transfers[transfers["purpose"] == "pull"]
     slot_s = run.slot_s if len(pulls) else np.inf
+    deadlines: dict[tuple[int, int], float] = {}
+    events = run.events
+    pull_events = events[events["kind"] == "pull"] if "kind" in events else events.iloc[0:0]
+    for r, d, detail in pull_events.reindex(columns=["round", "device", "detail"]).itertuples(False):
+        deadline = json.loads(detail).get("deadline_s") if isinstance(detail, str) else None
+        if deadline is not None:
+            deadlines[(int(r), int(d))] = float(deadline)
     pull_end = {
-        (int(r), int(d)): min(float(f), float(s) + slot_s)
+        (int(r), int(d)): min(float(f), deadlines.get((int(r), int(d)), float(s) + slot_s))
         for r, d, s, f in pulls[["round", "dst", "start_s", "finish_s"]].itertuples(False)
     }
     gossip = transfers[transfers["purpose"] == "gossip"].sort_values(
@@ -132,27 +150,47 @@ def latency_breakdown(run: Run) -> pd.DataFrame:
         cursor += compute
         clipped = (pull_raw - pull) + (regular_raw - compute)
         medium = access = transmission = retransmission = 0.0
-        for start, finish, bits, rate, goodput in sent.get(key, []):
-            s = start - t0
-            f = finish - t0 if np.isfinite(finish) else max(duration, s)  # aborted at the deadline
+        messages = sent.get(key, [])
+        i = 0
+        while i < len(messages):
+            # A burst: messages overlapping in time (at packet fidelity a sender's messages run
+            # at once); one message on its own at the other fidelities.
+            burst, end = [messages[i]], _end(messages[i][1], t0, duration, messages[i][0])
+            i += 1
+            while i < len(messages) and messages[i][0] - t0 < end:
+                burst.append(messages[i])
+                end = max(end, _end(messages[i][1], t0, duration, messages[i][0]))
+                i += 1
+            s = burst[0][0] - t0
             medium += _overlap(cursor, s, cursor, duration)  # ready, not yet on the air
             cursor = max(cursor, min(s, duration))
-            a = min(access_delay_s, f - s)
-            data = f - s - a
-            # Up to bits / goodput: sending and resending; beyond it: access to the medium.
-            expected = bits / goodput if goodput > 0 else data
-            on_air = min(expected, data)
-            ideal = bits / (rate * mac_efficiency) if rate > 0 else 0.0
-            tx_share = min(ideal / expected, 1.0) if expected > 0 else 0.0
-            access_part = _overlap(s, s + a, cursor, duration)
-            sending_part = _overlap(s + a, s + a + on_air, cursor, duration)
-            medium_part = _overlap(s + a + on_air, f, cursor, duration)
+            # The burst's time, from its first start to its last end: the access delays, then
+            # the airtime with resends (bits / goodput) split by each message's loss-free
+            # share, then whatever is left: access to the medium.
+            a_total = sending = sending_tx = raw = 0.0
+            for start, finish, bits, rate, goodput in burst:
+                f = _end(finish, t0, duration, start)
+                a = min(access_delay_s, f - (start - t0))
+                data = f - (start - t0) - a
+                if rate > 0 and goodput > 0:
+                    on_air = min(bits / goodput, data)
+                    tx_share = min(bits / (rate * mac_efficiency) / (bits / goodput), 1.0)
+                else:  # relayed over several hops: no one link's rate to split by
+                    on_air, tx_share = data, 1.0
+                a_total += a
+                sending += on_air
+                sending_tx += on_air * tx_share
+                raw += f - (start - t0)
+            access_part = _overlap(s, s + a_total, cursor, duration)
+            sending_part = _overlap(s + a_total, s + a_total + sending, cursor, duration)
+            medium_part = _overlap(s + a_total + sending, end, cursor, duration)
+            tx_share = sending_tx / sending if sending > 0 else 0.0
             access += access_part
             transmission += sending_part * tx_share
             retransmission += sending_part * (1.0 - tx_share)
             medium += medium_part
-            clipped += (f - s) - access_part - sending_part - medium_part
-            cursor = max(cursor, min(f, duration))
+            clipped += raw - access_part - sending_part - medium_part
+            cursor = max(cursor, min(end, duration))
         waiting = duration - (correction + pull + compute + medium + access + transmission + retransmission)
         rows.append(
             {

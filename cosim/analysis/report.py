@@ -35,7 +35,7 @@ _PHASE_LABELS = {
     "correction_s": "correction (extra exchanges and steps)",
     "pull_s": "pull (newcomer)",
     "compute_s": "compute",
-    "medium_s": "medium busy (queued behind other senders)",
+    "medium_s": "medium busy (waiting to send)",
     "access_s": "channel access",
     "transmission_s": "transmission",
     "retransmission_s": "retransmission (loss)",
@@ -185,7 +185,9 @@ def _run_section(
         "last (the critical path; among several sending until the deadline, the lowest id) "
         "and averaged over the live devices. Medium busy is time a message was ready but "
         "waited for the shared medium (other senders on the air) or for the device's radio "
-        "(serving a newcomer's pull); channel access is the fixed delay per message; "
+        "(serving a newcomer's pull), and at ns-3 packet fidelity the MAC's overhead and "
+        "contention, among the device's own flows too; channel access is the fixed delay per "
+        "message; "
         "transmission is airtime at the loss-free rate (bits / (PHY rate x MAC "
         "efficiency)); retransmission is the extra airtime due to packet loss; waiting is "
         "idle time after the device's last message, until the round ends.",

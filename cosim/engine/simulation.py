@@ -392,6 +392,7 @@ class Simulation:
             "bits": result.bits,
             "finish_s": result.finish_s,
             "delivered": result.delivered,
+            "deadline_s": deadline,  # until when the newcomer waits for it
         }
         self._event("pull", device, slot, detail)
 

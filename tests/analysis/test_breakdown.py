@@ -142,7 +142,9 @@ def test_breakdown_of_one_round_by_hand(tiny_run: Run) -> None:
     assert got["pull_s"] == pytest.approx(pull["finish_s"] - join["time_s"], abs=1e-12)
 
 
-def _synthetic_run(rounds: list[dict], transfers: list[dict], slot_s: float = 4.0) -> Run:
+def _synthetic_run(
+    rounds: list[dict], transfers: list[dict], slot_s: float = 4.0, events: pd.DataFrame | None = None
+) -> Run:
     manifest = {
         "name": "synthetic",
         "seed": 0,
@@ -156,7 +158,8 @@ def _synthetic_run(rounds: list[dict], transfers: list[dict], slot_s: float = 4.
         },
     }
     empty = pd.DataFrame()
-    return Run(Path("synthetic"), manifest, pd.DataFrame(rounds), pd.DataFrame(transfers), empty, empty)
+    events = empty if events is None else events
+    return Run(Path("synthetic"), manifest, pd.DataFrame(rounds), pd.DataFrame(transfers), events, empty)
 
 
 def test_breakdown_of_a_hand_built_round() -> None:
@@ -222,7 +225,9 @@ def test_breakdown_of_a_shared_medium_a_failed_pull_and_packet_fidelity() -> Non
     #   10 + 3 = 13; computes 0.5 s; its 8 Mbit at 20 % loss starts at 13.5 and is aborted at
     #   the round's end: access 0.01, 0.49 s of data split 0.8 : 0.2.
     # Device 3 (packet fidelity): computes 1 s; 4 Mbit lossless (1 s of data) takes 11.0 ->
-    #   12.51, 0.5 s longer than its airtime; a second message 11.2 -> 12.0 overlaps it.
+    #   12.51 while a second message, 1 Mbit (0.25 s), runs 11.2 -> 12.0 beside it: one burst
+    #   of 1.51 s holding 0.02 s of access and 1.25 s of airtime; 0.24 s left is the medium,
+    #   and the 0.8 s the second message shares with the first is counted once.
     rounds = [
         {"round": 0, "device": d, "time_s": 10.0, "round_end_s": 14.0, "compute_s": c, "tx_start_s": 10.0 + c}
         for d, c in ((0, 1.0), (1, 0.5), (3, 1.0))
@@ -244,9 +249,9 @@ def test_breakdown_of_a_shared_medium_a_failed_pull_and_packet_fidelity() -> Non
         {
             "pull_s": [0.0, 0.0, 3.0, 0.0],
             "compute_s": [1.0, 0.5, 0.5, 1.0],
-            "medium_s": [0.0, 3.2, 0.0, 0.5],
-            "access_s": [0.01, 0.01, 0.01, 0.01],
-            "transmission_s": [2.0, 0.25, 0.49 * 0.8, 1.0],
+            "medium_s": [0.0, 3.2, 0.0, 0.24],
+            "access_s": [0.01, 0.01, 0.01, 0.02],
+            "transmission_s": [2.0, 0.25, 0.49 * 0.8, 1.25],
             "retransmission_s": [0.0, 0.0, 0.49 * 0.2, 0.0],
             "waiting_s": [0.99, 0.04, 0.0, 1.49],
             "clipped_s": [0.0, 0.0, 0.0, 0.8],
@@ -260,6 +265,22 @@ def test_breakdown_of_a_shared_medium_a_failed_pull_and_packet_fidelity() -> Non
     assert crit["device"].tolist() == [2]
     without_newcomer = _synthetic_run(rounds[:3], transfers[1:3] + transfers[4:], slot_s=3.0)
     assert round_breakdown(without_newcomer, "critical")["device"].tolist() == [1]
+
+
+def test_a_failed_pull_is_waited_for_until_the_deadline_the_engine_set() -> None:
+    # Under ns-3's shared medium a pull asked for at 10.0 may go on the air later (10.4);
+    # its deadline stays 10.0 + slot_s = 13.0, as the pull event records.
+    rounds = [
+        {"round": 0, "device": 2, "time_s": 10.0, "round_end_s": 14.0, "compute_s": 0.5, "tx_start_s": 13.5}
+    ]
+    transfers = [_message(0, 2, 1_000_000, 8e6, 0.0, 10.4, np.inf, purpose="pull", delivered=False)]
+    detail = '{"from": 0, "delivered": false, "deadline_s": 13.0}'
+    events = pd.DataFrame([{"round": 0, "time_s": 10.0, "kind": "pull", "device": 2, "detail": detail}])
+    got = latency_breakdown(_synthetic_run(rounds, transfers, slot_s=3.0, events=events)).iloc[0]
+    assert got["pull_s"] == pytest.approx(3.0) and got["compute_s"] == pytest.approx(0.5)
+    # Without the event (an older trace) the transfer's own start is all there is: 10.4 + 3.
+    older = latency_breakdown(_synthetic_run(rounds, transfers, slot_s=3.0)).iloc[0]
+    assert older["pull_s"] == pytest.approx(3.4) and older["compute_s"] == pytest.approx(0.1)
 
 
 # --------------------------------------------------------------------------- events and accuracy
