@@ -52,6 +52,7 @@ _PHASE_COLORS = {
     "waiting_s": "#c7c7c7",
 }
 _SPLIT_ORDER = ("retain", "forget", "test", "newcomer")
+_FIGURES = ("accuracy", "latency", "link_rates", "bits", "group_bits")  # <run>_<figure>.png
 
 
 def write_report(
@@ -400,7 +401,11 @@ def _remove_earlier_report(out: Path) -> None:
     earlier = out / "report.md"
     if not earlier.is_file():
         return
-    for name in re.findall(r"!\[[^\]]*\]\(([^)/]+\.png)\)", earlier.read_text(encoding="utf-8")):
+    text = earlier.read_text(encoding="utf-8", errors="replace")
+    if not text.startswith("# cosim report"):
+        raise ValueError(f"{earlier}: not a report cosim wrote, so it is not replaced; choose another --out")
+    figures = "|".join(_FIGURES)
+    for name in re.findall(rf"!\[[^\]]*\]\(([^)/]+_(?:{figures})\.png)\)", text):
         (out / name).unlink(missing_ok=True)
 
 

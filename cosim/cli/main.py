@@ -209,8 +209,8 @@ def report(
         path = write_report(runs, out, allow_incomplete=allow_incomplete)
     except (FileNotFoundError, ValueError) as err:
         fail(str(err))
-    except OSError as err:  # the runs were read: what failed is writing into --out
-        fail(f"--out {out}: cannot write the report there ({err.strerror or err})")
+    except OSError as err:  # reading a run's file or writing into --out
+        fail(f"{err.filename or out}: {err.strerror or err}")
     console.print(f"[green]wrote[/] {path}")
 
 

@@ -40,8 +40,8 @@ TABLES: dict[str, list[tuple[str, pa.DataType, str]]] = {
             "tx_start_s",
             _F,
             "when the device was ready to send (after computing, and after any pull its radio was "
-            "serving); under ns-3 its first message starts when the shared medium is free "
-            "(transfers.start_s)",
+            "serving); under ns-3 at analytic fidelity its first message starts when the shared "
+            "medium is free (transfers.start_s)",
         ),
         ("tx_end_s", _F, "when its last message finished (or the deadline)"),
         (

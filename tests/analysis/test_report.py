@@ -133,3 +133,15 @@ def test_a_report_written_again_leaves_no_figure_of_the_earlier_one(
     referenced = re.findall(r"!\[[^\]]+\]\(([^)]+)\)", path.read_text(encoding="utf-8"))
     assert sorted(p.name for p in out.glob("*.png")) == sorted(referenced)
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_a_report_md_cosim_did_not_write_is_not_replaced(report: tuple[Path, Path], tmp_path: Path) -> None:
+    out = tmp_path / "notes"
+    out.mkdir()
+    mine = "# Notes\n\n![the design](architecture.png)\n![old](run_bits.png)\n"
+    (out / "report.md").write_text(mine)
+    (out / "run_bits.png").write_bytes(b"mine")
+    with pytest.raises(ValueError, match=r"notes/report.md: not a report cosim wrote, so it is not replaced"):
+        write_report([report[1]], out)
+    assert (out / "report.md").read_text() == mine
+    assert sorted(p.name for p in out.iterdir()) == ["report.md", "run_bits.png"]
