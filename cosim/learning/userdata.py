@@ -18,6 +18,7 @@ is a :class:`~cosim.scenario.ScenarioError` naming ``data.file`` and the fix.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,7 +154,17 @@ def load_examples(spec: FileData) -> Examples:
     try:
         # CSV cells are text: keep a text column's "0" or "007" as written, not as a number.
         text_columns = [c for f, c in _columns_needed(spec) if f.endswith("_field")]
-        extra = {"converters": dict.fromkeys(text_columns, str)} if spec.resolved_format == "csv" else {}
+        # Not NA either: only an empty cell of another column is a missing value.
+        others = [c for f, c in _columns_needed(spec) if not f.endswith("_field")]
+        extra = (
+            {
+                "converters": dict.fromkeys(text_columns, str),
+                "keep_default_na": False,
+                "na_values": {c: [""] for c in others},
+            }
+            if spec.resolved_format == "csv"
+            else {}
+        )
         table = datasets.load_dataset(spec.resolved_format, data_files=spec.path, split="train", **extra)
     except Exception as err:  # datasets raises many kinds for an unreadable file
         raise ScenarioError(f"{where}: {_unreadable(err, spec.resolved_format)}") from None
@@ -251,7 +262,9 @@ def split_examples(
 
     if spec.test_fraction > 0 and not any(len(h) for h in held.values()):
         most = max(len(train[d]) + len(held[d]) for d in device_ids)
-        fix = f" or a test_fraction of at least 1 / {most} = {1 / most:.3g}" if most > 1 else ""
+        # The smallest fraction of three decimals that leaves a test row on the largest device.
+        smallest = next((k / 1000 for k in range(1, 1000) if math.floor(k / 1000 * most) >= 1), None)
+        fix = f" or a test_fraction of at least {smallest:g}" if most > 1 and smallest is not None else ""
         raise ScenarioError(
             f"data.file.test_fraction: {spec.test_fraction:g} of each device's rows (at most {most}) "
             f"rounds down to no test row on any device; use more rows{fix} (or 0 for no test split)"

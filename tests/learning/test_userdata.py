@@ -180,7 +180,7 @@ def test_a_test_fraction_that_leaves_no_test_row_is_refused(tmp_path: Path) -> N
         split_examples(spec, load_examples(spec), device_ids=[0, 1, 2], leavers=set(), newcomers=set())
     assert str(err.value) == (
         "data.file.test_fraction: 0.2 of each device's rows (at most 2) rounds down to no test row on any "
-        "device; use more rows or a test_fraction of at least 1 / 2 = 0.5 (or 0 for no test split)"
+        "device; use more rows or a test_fraction of at least 0.5 (or 0 for no test split)"
     )
     spec = FileData.model_validate({"path": str(path), "test_fraction": 0.5})
     parts = split_examples(spec, load_examples(spec), device_ids=[0, 1, 2], leavers=set(), newcomers=set())
@@ -192,3 +192,20 @@ def test_csv_text_columns_keep_numbers_as_written(tmp_path: Path) -> None:
     path.write_text("prompt,response\nagent,007\nanswer,42\n")
     examples = load_examples(FileData.model_validate({"path": str(path)}))
     assert examples.targets == ["007", "42"]
+    path.write_text("prompt,response\nwhat is missing,NA\nnothing,null\n")
+    assert load_examples(FileData.model_validate({"path": str(path)})).targets == ["NA", "null"]
+    path.write_text("prompt,response\nsilence,\n")
+    with pytest.raises(ScenarioError, match="row 0 has nothing to learn"):
+        load_examples(FileData.model_validate({"path": str(path)}))
+
+
+def test_a_suggested_test_fraction_leaves_a_test_row(tmp_path: Path) -> None:
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"q{i}", "response": "a"}) + "\n" for i in range(147)))
+    spec = FileData.model_validate({"path": str(path), "test_fraction": 0.01})  # 49 rows each: 0
+    with pytest.raises(ScenarioError, match=r"a test_fraction of at least 0.021 \(or 0") as err:
+        split_examples(spec, load_examples(spec), device_ids=[0, 1, 2], leavers=set(), newcomers=set())
+    assert "(at most 49)" in str(err.value)
+    spec = FileData.model_validate({"path": str(path), "test_fraction": 0.021})
+    parts = split_examples(spec, load_examples(spec), device_ids=[0, 1, 2], leavers=set(), newcomers=set())
+    assert len(parts.splits["test"]) == 3
