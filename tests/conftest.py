@@ -246,7 +246,7 @@ BAD_INPUTS: dict[str, tuple[str | None, list[str], list[str]]] = {
     "bandwidth_without_an_mcs_table": (
         "tiny",
         ["network.radio.bandwidth_hz=20"],
-        ["network.radio.bandwidth_hz: no 802.11ax MCS table at this width; allowed: 2e+07 (20 MHz), 4e+07"],
+        ["network.radio.bandwidth_hz: bandwidth_hz 20.0 has no 802.11ax MCS table; allowed: 20 MHz (2e+07)"],
     ),
     "frequency_in_ghz": (
         "tiny",

@@ -97,7 +97,7 @@ class SlotLearner:
         self.scaling = model.alpha / model.rank
         generator = torch.Generator().manual_seed(model.seed + 0x51075)
         targets = target_linear_modules(self.base, model.target_modules)
-        check_adaptable(self.base, model.base, model.target_modules, [name for name, _ in targets])
+        check_adaptable(self.base, model.base, model.target_modules)
         self.projections = {
             name: slot_projection(linear.in_features, self.capacity, self.rank, generator)
             for name, linear in targets

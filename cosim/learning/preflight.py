@@ -15,18 +15,23 @@ from cosim.scenario import SMOLLM2_135M, Data, Model, Scenario, ScenarioError
 __all__ = ["check_adaptable", "check_inputs", "check_task_fits_model"]
 
 
-def check_adaptable(base: Any, name: str, target_modules: tuple[str, ...], found: list[str]) -> None:
+def check_adaptable(base: Any, name: str, target_modules: tuple[str, ...]) -> None:
     """Every module of ``model.target_modules`` is a linear layer inside the model's
-    ``layers`` (``found``: the qualified names of those that are), as in a Llama-style model."""
+    ``layers``, as in a Llama-style model."""
+    from cosim.learning.model import target_linear_modules
+    from cosim.scenario import ADAPTABLE_MODULES
+
+    found = [n for n, _ in target_linear_modules(base, ADAPTABLE_MODULES)]
     kinds = {n.rsplit(".", 1)[-1] for n in found if "layers" in n.split(".")}
     missing = [m for m in target_modules if m not in kinds]
+    has = [m for m in ADAPTABLE_MODULES if m in kinds]
     if missing:
         model_type = getattr(getattr(base, "config", None), "model_type", None)
         raise ScenarioError(
             f"model.target_modules: the model {name!r} (model_type {model_type!r}) has no linear "
             f"layers named {', '.join(missing)} in its blocks; cosim adapts Llama-style models "
             "(q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj in model.layers); "
-            f"allowed: those of them it has ({', '.join(sorted(kinds)) or 'none'})"
+            f"allowed: those of them it has ({', '.join(has) or 'none'})"
         )
 
 

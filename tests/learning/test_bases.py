@@ -129,19 +129,34 @@ def test_weights_that_do_not_load_are_refused(
 def test_a_model_without_llama_style_projections_is_refused_before_training(
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:
-    from cosim.learning.model import target_linear_modules
-    from cosim.learning.preflight import check_adaptable
+    from transformers import Phi3Config, Phi3ForCausalLM
 
-    model, _ = load_local(str(tiny_model_dir))
-    found = [name for name, _ in target_linear_modules(model, ("q_proj", "v_proj"))]
-    check_adaptable(model, "tiny-llama", ("q_proj", "v_proj"), found)  # a Llama model passes
-    with pytest.raises(ScenarioError) as err:
-        check_adaptable(model, "gpt", ("q_proj", "query_key_value"), found)
-    assert str(err.value).startswith(
-        "model.target_modules: the model 'gpt' (model_type 'llama') has no linear layers named "
-        "query_key_value in its blocks"
+    from cosim.learning.learner import SlotLearner
+
+    # Phi-3 fuses q, k and v into qkv_proj and gate and up into gate_up_proj.
+    phi3 = tmp_path / "phi3"
+    phi3.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny_model_dir / name, phi3 / name)
+    config = Phi3Config(
+        vocab_size=258, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+        pad_token_id=257, bos_token_id=256, eos_token_id=257,
+    )  # fmt: skip
+    Phi3ForCausalLM(config).save_pretrained(phi3)
+    spec = parse_scenario(
+        {"name": "x", "model": {"base": str(phi3), "rank": 4, "target_modules": ["q_proj", "o_proj"]}}
     )
-    assert str(err.value).endswith("allowed: those of them it has (q_proj, v_proj)")
+    with pytest.raises(ScenarioError) as err:
+        SlotLearner(
+            model=spec.model, data=spec.data, training=spec.training,
+            device_ids=spec.device_ids, leavers=spec.leavers, newcomers=spec.newcomers,
+        )  # fmt: skip
+    assert str(err.value) == (
+        f"model.target_modules: the model {str(phi3)!r} (model_type 'phi3') has no linear layers named "
+        "q_proj in its blocks; cosim adapts Llama-style models (q_proj, k_proj, v_proj, o_proj, gate_proj, "
+        "up_proj, down_proj in model.layers); allowed: those of them it has (o_proj, down_proj)"
+    )
 
 
 def test_relative_model_paths_start_at_the_scenario_file(tmp_path: Path, tiny_model_dir: Path) -> None:
