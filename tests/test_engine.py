@@ -390,6 +390,8 @@ def test_a_newcomer_gets_the_next_id_a_free_slot_and_pulls(run_tiny) -> None:
         "bits": pull["bits"],
         "finish_s": pull["finish_s"],
         "from": pull["src"],
+        # The builtin network starts it when asked: its deadline is its start plus slot_s.
+        "deadline_s": pull["start_s"] + run.sim.scenario.network.slot_s,
     }
     assert sorted({row["round"] for row in run.rows("rounds") if row["device"] == 4}) == [2, 3]
     assert run.sim.learner.slot_of[4] == 4
