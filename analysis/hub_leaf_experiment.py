@@ -6,8 +6,10 @@ than the references it prints:
 
 * *seeds*; *links added*: the seeds whose correction added links (``links_added`` of its
   ``correction`` events, summed), and the links per seed on the mean over the seeds;
-* *topology first*: the seeds whose first decision took topology refinement, and its
-  reason in the first such seed;
+* *topology reason first*: the seeds whose first decision gave a reason to refine the
+  topology (``topology_reason``: a split graph, a gap below ``gamma_min`` or a slow
+  consensus; ``priority`` refines only then, ``topology`` alone refines in every decision
+  and records no reason), and that reason in the first such seed;
 * *end − none*: retained accuracy at the end of the run, the policy's minus ``none``'s,
   paired by seed (95 % t interval, paired t test p).
 
@@ -62,7 +64,7 @@ def load(directories: list[Path]) -> pd.DataFrame:
 
 def hub_and_leaf(df: pd.DataFrame) -> str:
     lines = [
-        "| directory | regime | policy | seeds | links added | links per seed | topology first "
+        "| directory | regime | policy | seeds | links added | links per seed | topology reason first "
         "| first reason | end − none [95 % CI] | p |",
         "|---|---|---|---:|---:|---:|---:|---|---|---:|",
     ]
