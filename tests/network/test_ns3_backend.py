@@ -408,6 +408,17 @@ def test_the_registry_builds_the_ns3_backend_behind_the_protocol(ns: Any) -> Non
 
 
 @pytest.mark.ns3
+def test_a_minimum_rate_above_every_mcs_is_refused(ns: Any) -> None:
+    # 802.11ax at 20 MHz, one stream, 0.8 us guard interval: HE MCS 11 at 143.4 Mbit/s.
+    with pytest.raises(ScenarioError) as err:
+        create_network(Ns3Network(min_rate_bps=2e8), [0, 1], seed=0)
+    assert str(err.value) == (
+        "network.min_rate_bps: 2e+08 is above the highest PHY rate of 802.11ax at 20 MHz (1.43382e+08), "
+        "so no link would exist; allowed: <= 1.43382e+08"
+    )
+
+
+@pytest.mark.ns3
 def test_doctor_reports_every_model_available(ns: Any) -> None:
     from cosim.network.ns3.doctor import MODELS, ns3_report
 

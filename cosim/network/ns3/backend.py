@@ -62,7 +62,7 @@ from cosim.network.geometry import (
 )
 from cosim.network.ns3._phy import Phy
 from cosim.network.ns3._world import World, is_current
-from cosim.scenario import Ns3Network
+from cosim.scenario import Ns3Network, ScenarioError
 
 __all__ = ["THERMAL_NOISE_DBM_PER_HZ", "Ns3Backend", "noise_dbm"]
 
@@ -104,6 +104,13 @@ class Ns3Backend:
         self._start = self._place()
         self._noise_dbm = noise_dbm(spec.bandwidth_hz, spec.noise_figure_db)
         self._phy = Phy(spec.standard, spec.channel_width_mhz, spec.error_model)
+        top = float(self._phy.rates_bps.max())
+        if spec.min_rate_bps > top:
+            raise ScenarioError(
+                f"network.min_rate_bps: {spec.min_rate_bps:g} is above the highest PHY rate of "
+                f"{spec.standard} at {spec.channel_width_mhz} MHz ({top:g}), so no link would exist; "
+                f"allowed: <= {top:g}"
+            )
         self._world: World | None = None
         # The last evaluated time: (time_ns, generation, positions, rx power) of every device.
         self._snapshot: tuple[int, int, np.ndarray, np.ndarray] | None = None
