@@ -84,12 +84,6 @@ def _overlap(lo: float, hi: float, window_lo: float, window_hi: float) -> float:
     return max(0.0, min(hi, window_hi) - max(lo, window_lo))
 
 
-def _end(finish: float, t0: float, duration: float, start: float) -> float:
-    """A message's end from the round's start; one aborted at the deadline (an infinite
-    ``finish_s``, ns-3 packet fidelity) ends with the round."""
-    return finish - t0 if np.isfinite(finish) else max(duration, start - t0)
-
-
 def latency_breakdown(run: Run) -> pd.DataFrame:
     """One row per round and live device (the rows of ``rounds``) with the phases of
     :data:`PHASES` in seconds (see the module docstring), plus ``round``, ``device``,
@@ -150,28 +144,32 @@ def latency_breakdown(run: Run) -> pd.DataFrame:
         cursor += compute
         clipped = (pull_raw - pull) + (regular_raw - compute)
         medium = access = transmission = retransmission = 0.0
-        messages = sent.get(key, [])
+        # (start, end) from the round's start; one aborted at the deadline (an infinite
+        # finish_s, ns-3 packet fidelity) ends with the round.
+        messages = [
+            (start - t0, finish - t0 if np.isfinite(finish) else max(duration, start - t0), *rest)
+            for start, finish, *rest in sent.get(key, [])
+        ]
         i = 0
         while i < len(messages):
             # A burst: messages overlapping in time (at packet fidelity a sender's messages run
             # at once); one message on its own at the other fidelities.
-            burst, end = [messages[i]], _end(messages[i][1], t0, duration, messages[i][0])
+            burst, end = [messages[i]], messages[i][1]
             i += 1
-            while i < len(messages) and messages[i][0] - t0 < end:
+            while i < len(messages) and messages[i][0] < end:
                 burst.append(messages[i])
-                end = max(end, _end(messages[i][1], t0, duration, messages[i][0]))
+                end = max(end, messages[i][1])
                 i += 1
-            s = burst[0][0] - t0
+            s = burst[0][0]
             medium += _overlap(cursor, s, cursor, duration)  # ready, not yet on the air
             cursor = max(cursor, min(s, duration))
             # The burst's time, from its first start to its last end: the access delays, then
             # the airtime with resends (bits / goodput) split by each message's loss-free
             # share, then whatever is left: access to the medium.
             a_total = sending = sending_tx = raw = 0.0
-            for start, finish, bits, rate, goodput in burst:
-                f = _end(finish, t0, duration, start)
-                a = min(access_delay_s, f - (start - t0))
-                data = f - (start - t0) - a
+            for m_start, f, bits, rate, goodput in burst:
+                a = min(access_delay_s, f - m_start)
+                data = f - m_start - a
                 if rate > 0 and goodput > 0:
                     on_air = min(bits / goodput, data)
                     tx_share = min(bits / (rate * mac_efficiency) / (bits / goodput), 1.0)
@@ -180,7 +178,7 @@ def latency_breakdown(run: Run) -> pd.DataFrame:
                 a_total += a
                 sending += on_air
                 sending_tx += on_air * tx_share
-                raw += f - (start - t0)
+                raw += f - m_start
             access_part = _overlap(s, s + a_total, cursor, duration)
             sending_part = _overlap(s + a_total, s + a_total + sending, cursor, duration)
             medium_part = _overlap(s + a_total + sending, end, cursor, duration)

@@ -396,8 +396,9 @@ def _plot_group_bits(per_group: pd.DataFrame, path: Path) -> Path:
 
 
 def _remove_earlier_report(out: Path) -> None:
-    """A report written into ``out`` before is replaced: its figures go with it, so that none
-    is left that the new report.md does not show.  Other files are left alone."""
+    """A report cosim wrote into ``out`` before is replaced: its figures go with it, so that
+    none is left that the new report.md does not show.  Other files are left alone; a
+    ``report.md`` cosim did not write is a ``ValueError``."""
     earlier = out / "report.md"
     if not earlier.is_file():
         return
